@@ -1,0 +1,76 @@
+"""llava_hf: LLaVA as Hugging Face-native classes.
+
+Importing the package registers the `llava_hf` model type with transformers' Auto classes, so checkpoint folders and
+Hub repos load with `AutoConfig`, `AutoModel`, `AutoModelForImageTextToText`, `AutoProcessor` and
+`pipeline("image-text-to-text")`. The public names `LlavaConfig`, `LlavaForConditionalGeneration` and `LlavaProcessor`
+are aliases of classes whose own `__name__`s (`LlavaHf*`) never collide with transformers' built-ins, because saved
+JSON files refer to classes by name and transformers resolves its own names first.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForImageTextToText,
+    AutoModelForMultimodalLM,
+    AutoProcessor,
+)
+from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+from transformers.core_model_loading import WeightRenaming
+
+from .modeling import (
+    LlavaHfConfig,
+    LlavaHfForConditionalGeneration,
+    LlavaHfModel,
+    LlavaHfMultiModalProjector,
+    LlavaHfPreTrainedModel,
+)
+from .processing import (
+    CHAT_TEMPLATE_NAMES,
+    LlavaHfProcessor,
+    build_image_processor,
+    get_chat_template,
+    to_rgb,
+)
+
+__version__ = "0.1.0"
+
+LlavaConfig = LlavaHfConfig
+LlavaForConditionalGeneration = LlavaHfForConditionalGeneration
+LlavaModel = LlavaHfModel
+LlavaProcessor = LlavaHfProcessor
+
+AutoConfig.register(LlavaHfConfig.model_type, LlavaHfConfig, exist_ok=True)
+AutoModel.register(LlavaHfConfig, LlavaHfModel, exist_ok=True)
+AutoModelForImageTextToText.register(LlavaHfConfig, LlavaHfForConditionalGeneration, exist_ok=True)
+AutoModelForMultimodalLM.register(LlavaHfConfig, LlavaHfForConditionalGeneration, exist_ok=True)
+AutoProcessor.register(LlavaHfConfig, LlavaHfProcessor, exist_ok=True)
+
+# Same on-disk layout as transformers' built-in llava (`language_model.model.*`, `vision_tower.*`, ...): this mapping
+# turns it into our in-memory names on load and back on save, so checkpoints load both ways without missing keys.
+register_checkpoint_conversion_mapping(
+    LlavaHfConfig.model_type,
+    [
+        WeightRenaming(source_patterns=r"^language_model.lm_head", target_patterns="lm_head"),
+        WeightRenaming(source_patterns=r"^language_model.model", target_patterns="model.language_model"),
+        WeightRenaming(source_patterns=r"^vision_tower", target_patterns="model.vision_tower"),
+        WeightRenaming(source_patterns=r"^multi_modal_projector", target_patterns="model.multi_modal_projector"),
+    ],
+    overwrite=True,
+)
+
+__all__ = [
+    "CHAT_TEMPLATE_NAMES",
+    "LlavaConfig",
+    "LlavaForConditionalGeneration",
+    "LlavaHfConfig",
+    "LlavaHfForConditionalGeneration",
+    "LlavaHfModel",
+    "LlavaHfMultiModalProjector",
+    "LlavaHfPreTrainedModel",
+    "LlavaHfProcessor",
+    "LlavaModel",
+    "LlavaProcessor",
+    "build_image_processor",
+    "get_chat_template",
+    "to_rgb",
+]

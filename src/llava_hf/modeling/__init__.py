@@ -1,0 +1,17 @@
+"""LLaVA model and config classes (no other llava_hf imports: everything else builds on these)."""
+
+from .configuration_llava import LlavaHfConfig
+from .modeling_llava import (
+    LlavaHfForConditionalGeneration,
+    LlavaHfModel,
+    LlavaHfMultiModalProjector,
+    LlavaHfPreTrainedModel,
+)
+
+__all__ = [
+    "LlavaHfConfig",
+    "LlavaHfForConditionalGeneration",
+    "LlavaHfModel",
+    "LlavaHfMultiModalProjector",
+    "LlavaHfPreTrainedModel",
+]

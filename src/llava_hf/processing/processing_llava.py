@@ -1,0 +1,130 @@
+"""`LlavaHfProcessor`: tokenizer + image processor + LLaVA chat templates.
+
+Each `<image>` placeholder in the text becomes `image_seq_length` copies of the image token (576 for CLIP-L/336),
+the positions the model fills with projected image features. Counts are checked per sample before anything is
+tokenized, and transformers' own check after tokenization refuses a truncation that cut an image's tokens.
+The class is not called `LlavaProcessor`: transformers resolves `processor_class` names to its built-ins first,
+so a saved checkpoint would silently load the built-in class (TRANSFORMERS5.md §0.1).
+"""
+
+from pathlib import Path
+
+from PIL import Image
+from transformers.processing_utils import ProcessorMixin
+
+from .image_processing_llava import to_rgb
+
+CHAT_TEMPLATE_DIR = Path(__file__).parent / "chat_templates"
+CHAT_TEMPLATE_NAMES = tuple(sorted(path.stem for path in CHAT_TEMPLATE_DIR.glob("*.jinja")))
+DEFAULT_CHAT_TEMPLATE = "vicuna_v1"
+
+
+def get_chat_template(name: str) -> str:
+    """The Jinja source of one of LLaVA's conversation templates (`vicuna_v1`, `plain`, ...), by name."""
+    path = CHAT_TEMPLATE_DIR / f"{name}.jinja"
+    if not path.is_file():
+        raise ValueError(f"unknown chat template {name!r}; choose one of {', '.join(CHAT_TEMPLATE_NAMES)}.")
+    return path.read_text()
+
+
+def _map_images(images, function):
+    """Apply `function` to every PIL image in a (possibly nested) list, keeping the nesting."""
+    if isinstance(images, Image.Image):
+        return function(images)
+    if isinstance(images, (list, tuple)):
+        return [_map_images(item, function) for item in images]
+    return images  # arrays and tensors are taken as already-decoded RGB
+
+
+class LlavaHfProcessor(ProcessorMixin):
+    """Tokenizer + image processor for LLaVA.
+
+    Args:
+        image_processor: a CLIP-style image processor (see `build_image_processor`).
+        tokenizer: a tokenizer in which `<image>` is a registered special token.
+        chat_template: a template name from `CHAT_TEMPLATE_NAMES` (default `vicuna_v1`) or a Jinja string.
+        image_seq_length: tokens per image; must equal the model config's `image_seq_length`.
+        image_token: the placeholder string users write in prompts.
+    """
+
+    def __init__(
+        self,
+        image_processor=None,
+        tokenizer=None,
+        chat_template: str | None = None,
+        image_seq_length: int = 576,
+        image_token: str = "<image>",
+        **kwargs,
+    ):
+        chat_template = chat_template or DEFAULT_CHAT_TEMPLATE
+        if chat_template in CHAT_TEMPLATE_NAMES:
+            chat_template = get_chat_template(chat_template)
+        self.image_seq_length = image_seq_length
+        self.image_token = getattr(tokenizer, "image_token", None) or image_token
+        if self.image_token not in tokenizer.all_special_tokens:
+            # Without this the tokenizer splits "<image>" into "<", "image", ">" and the count checks still pass,
+            # silently feeding image features into the wrong positions.
+            raise ValueError(
+                f"{self.image_token!r} is not a special token of this tokenizer; add it first with "
+                f"tokenizer.add_special_tokens({{'extra_special_tokens': {{'image_token': {self.image_token!r}}}}}) "
+                "and resize the model's embeddings (model.resize_token_embeddings(len(tokenizer)))."
+            )
+        self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+        super().__init__(image_processor, tokenizer, chat_template=chat_template, **kwargs)
+
+    def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
+        return self.image_token * self.image_seq_length
+
+    def prepare_inputs_layout(self, images=None, text=None, videos=None, audio=None, **kwargs):
+        images, text, videos, audio = super().prepare_inputs_layout(images, text, videos, audio, **kwargs)
+        if images is not None:
+            images = _map_images(images, to_rgb)
+        return images, text, videos, audio
+
+    def validate_inputs(self, images=None, text=None, videos=None, audio=None, **kwargs):
+        # With one list of images per sample we can say which sample is wrong, not only that the totals differ.
+        if (
+            isinstance(text, list)
+            and isinstance(images, (list, tuple))
+            and len(images) == len(text)
+            and all(isinstance(sample_images, (list, tuple)) for sample_images in images)
+        ):
+            for index, (sample_text, sample_images) in enumerate(zip(text, images)):
+                placeholders = sample_text.count(self.image_token)
+                if placeholders != len(sample_images):
+                    raise ValueError(
+                        f"sample {index} has {placeholders} {self.image_token} placeholder(s) but {len(sample_images)} "
+                        f"image(s); write one {self.image_token} per image in that sample's text."
+                    )
+        elif isinstance(text, list) and images is not None:
+            placeholders = sum(sample_text.count(self.image_token) for sample_text in text)
+            flat_count = len(list(_flatten(images)))
+            if placeholders != flat_count:
+                per_sample = [sample_text.count(self.image_token) for sample_text in text]
+                raise ValueError(
+                    f"the text has {placeholders} {self.image_token} placeholder(s) ({per_sample} per sample) but "
+                    f"{flat_count} image(s) were given; write one {self.image_token} per image, in order."
+                )
+        elif isinstance(text, list) and images is None:
+            for index, sample_text in enumerate(text):
+                if self.image_token in sample_text:
+                    raise ValueError(
+                        f"sample {index} contains {self.image_token} but no images were given; pass images= or "
+                        f"remove the placeholder."
+                    )
+        super().validate_inputs(images=images, text=text, videos=videos, audio=audio, **kwargs)
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return ["input_ids", "attention_mask", "pixel_values"]
+
+
+def _flatten(images):
+    if isinstance(images, (list, tuple)):
+        for item in images:
+            yield from _flatten(item)
+    else:
+        yield images
+
+
+__all__ = ["LlavaHfProcessor", "get_chat_template", "CHAT_TEMPLATE_NAMES", "DEFAULT_CHAT_TEMPLATE"]
