@@ -81,10 +81,14 @@ class LlavaHfConfig(PreTrainedConfig):
                 "'mlp{N}x_gelu' with N >= 1 (LLaVA-1.5 uses 'mlp2x_gelu')."
             )
 
-        layers = [self.vision_feature_layer] if isinstance(self.vision_feature_layer, int) else self.vision_feature_layer
+        layers = (
+            [self.vision_feature_layer] if isinstance(self.vision_feature_layer, int) else self.vision_feature_layer
+        )
         num_hidden_states = self.vision_config.num_hidden_layers + 1  # the embeddings output is hidden state 0
         if not layers:
-            raise ValueError("vision_feature_layer is an empty list; give one layer index such as -2 or a non-empty list.")
+            raise ValueError(
+                "vision_feature_layer is an empty list; give one layer index such as -2 or a non-empty list."
+            )
         for layer in layers:
             if not -num_hidden_states <= layer < num_hidden_states:
                 raise ValueError(

@@ -53,6 +53,17 @@ class LlavaHfPreTrainedModel(PreTrainedModel):
     _can_compile_fullgraph = True
     _supports_attention_backend = True
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        # Loading recreates every parameter with requires_grad=True; put the vision tower back to frozen so a loaded
+        # model trains like a freshly built one (LLaVA never trains CLIP unless asked).
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        for module in model.modules():
+            if isinstance(module, LlavaHfModel):
+                module.vision_tower.requires_grad_(False)
+        return loaded
+
 
 class LlavaHfModel(LlavaHfPreTrainedModel):
     """Vision tower + projector + language model without the LM head; returns `last_hidden_state` (TRL needs it)."""
@@ -225,7 +236,9 @@ class LlavaHfForConditionalGeneration(LlavaHfPreTrainedModel, GenerationMixin):
 
         loss = None
         if labels is not None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs)
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+            )
         return MultimodalCausalLMOutputWithPast(
             loss=loss,
             logits=logits,

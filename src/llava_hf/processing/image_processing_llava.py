@@ -27,7 +27,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
       palette/LA/L/CMYK use PIL's conversions.
     """
     if not isinstance(image, Image.Image):
-        raise TypeError(f"expected a PIL.Image.Image, got {type(image).__name__}; open files with PIL.Image.open first.")
+        raise TypeError(
+            f"expected a PIL.Image.Image, got {type(image).__name__}; open files with PIL.Image.open first."
+        )
     image = ImageOps.exif_transpose(image)
     if image.mode in HIGH_BIT_DEPTH_MODES:
         values = np.asarray(image, dtype=np.float64)

@@ -1,0 +1,16 @@
+"""Instruction-data generation, the LLaVA paper's text-only teacher pipeline (paper section 3, LLAVA.md section 8).
+
+Each image is described symbolically (its captions plus normalised object boxes); a teacher writes a conversation, a
+detailed description and a complex-reasoning Q&A from that text alone. The teacher is any OpenAI-compatible endpoint
+or an offline rule-based writer. Files, in the order data flows through them:
+
+- `inputs.py`       COCO annotation files or a JSONL of symbolic images -> `SymbolicImage`s
+- `prompts.py`      the prompt set in `prompts/*.yaml` -> chat messages for one image and one type
+- `rule_teacher.py` the offline teacher: correct Q&A from counts, categories, positions and sizes
+- `parsing.py`      teacher output -> LLaVA turns, or a reject reason
+- `journal.py`      the append-only, fsync'd record of finished requests that makes runs resumable
+- `pipeline.py`     the async run: jobs -> teacher -> validation -> journal -> LLaVA JSON, rejects, summary
+- `cli.py`          `llava-hf generate-data`
+
+Nothing here imports torch, transformers or model code.
+"""
