@@ -1,0 +1,38 @@
+"""The installed package: light core import, the console script and its command table."""
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+from llava_hf.cli import COMMANDS
+
+CONSOLE_SCRIPT = str(Path(sys.executable).parent / "llava-hf")  # installed by `pip install -e .`
+
+
+def test_core_import_pulls_no_optional_or_training_dependencies():
+    code = (
+        "import sys, llava_hf\n"
+        "heavy = [name for name in ('trl', 'peft', 'datasets', 'openai', 'httpx', 'uvicorn', 'matplotlib') if name in sys.modules]\n"
+        "print(heavy)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_console_script_lists_every_command():
+    result = subprocess.run([CONSOLE_SCRIPT, "--help"], capture_output=True, text=True, check=True)
+    for command in COMMANDS:
+        assert command in result.stdout
+
+
+def test_every_command_module_has_a_main():
+    for command, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        assert callable(module.main), command
+        assert help_text
+
+
+def test_unknown_command_is_an_error():
+    result = subprocess.run([CONSOLE_SCRIPT, "trian"], capture_output=True, text=True)
+    assert result.returncode == 2 and "llava-hf --help" in result.stderr
