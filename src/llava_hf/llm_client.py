@@ -98,7 +98,8 @@ class ChatClient:
                 except ChatError as error:
                     if not error.retryable or attempt >= self.max_retries:
                         raise
-                    delay = getattr(error, "retry_after", None) or self._backoff(attempt)
+                    retry_after = getattr(error, "retry_after", None)
+                    delay = self._backoff(attempt) if retry_after is None else retry_after
             # Sleep outside the semaphore so a backing-off request does not hold a slot.
             await asyncio.sleep(delay)
             attempt += 1
@@ -167,7 +168,9 @@ class ChatClient:
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             # A proxy error page or a half-written body: worth another try.
             snippet = raw[:200].decode("utf-8", "replace")
-            raise ChatError(f"{self.url} returned a body that is not a chat completion: {snippet!r}", retryable=True)
+            raise ChatError(
+                f"{self.url} returned a body that is not a chat completion: {snippet!r}", retryable=True
+            ) from None
 
 
 def _retry_after(value: str | None) -> float | None:

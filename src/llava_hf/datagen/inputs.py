@@ -107,6 +107,6 @@ def select_images(images: list[SymbolicImage], limit: int | None, sample_seed: i
     if limit is None or limit >= len(images):
         return list(images)
     if sample_seed is None:
-        return images[:limit]
+        return list(images[:limit])
     chosen = set(random.Random(sample_seed).sample(range(len(images)), limit))
     return [image for index, image in enumerate(images) if index in chosen]

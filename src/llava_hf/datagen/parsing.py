@@ -33,7 +33,7 @@ LEAK_PATTERNS = [
 ]
 
 BLOCK_SEPARATOR = re.compile(r"^\s*={3,}\s*$", re.MULTILINE)
-BLOCK_LABEL = re.compile(r"^\s*\**(question|answer)\**\s*:\s*", re.IGNORECASE)
+BLOCK_LABEL = re.compile(r"^\s*\**(question|answer)\**\s*:\s*\**\s*", re.IGNORECASE)
 
 
 class MalformedOutput(ValueError):
