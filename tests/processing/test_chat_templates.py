@@ -28,25 +28,25 @@ CONVERSATION = [
     {"role": "assistant", "content": A2},
 ]
 
-# The LLAVA.md §4 strings, with the tokenizer's BOS in front (the original tokenizer adds it).
+# The LLAVA.md §4 strings exactly; the tokenizer adds BOS when tokenizing, as the original did.
 EXPECTED = {
-    "vicuna_v1": f"<s>{VICUNA_SYSTEM} USER: <image>\n{Q1} ASSISTANT: {A1}</s>USER: {Q2} ASSISTANT: {A2}</s>",
-    "llava_v1": f"<s>{LLAVA_V1_SYSTEM} USER: <image>\n{Q1} ASSISTANT: {A1}</s>USER: {Q2} ASSISTANT: {A2}</s>",
-    "llava_llama_2": f"<s>[INST] <<SYS>>\n{LLAMA_2_SYSTEM}\n<</SYS>>\n\n<image>\n{Q1} [/INST] {A1} </s><s>[INST] {Q2} [/INST] {A2} </s>",
-    "mistral_instruct": f"<s>[INST] <image>\n{Q1} [/INST] {A1} </s>[INST] {Q2} [/INST] {A2} </s>",
+    "vicuna_v1": f"{VICUNA_SYSTEM} USER: <image>\n{Q1} ASSISTANT: {A1}</s>USER: {Q2} ASSISTANT: {A2}</s>",
+    "llava_v1": f"{LLAVA_V1_SYSTEM} USER: <image>\n{Q1} ASSISTANT: {A1}</s>USER: {Q2} ASSISTANT: {A2}</s>",
+    "llava_llama_2": f"[INST] <<SYS>>\n{LLAMA_2_SYSTEM}\n<</SYS>>\n\n<image>\n{Q1} [/INST] {A1} </s><s>[INST] {Q2} [/INST] {A2} </s>",
+    "mistral_instruct": f"[INST] <image>\n{Q1} [/INST] {A1} </s>[INST] {Q2} [/INST] {A2} </s>",
     "chatml_direct": (
-        f"<s><|im_start|>system\nAnswer the questions.<|im_end|><|im_start|>user\n<image>\n{Q1}<|im_end|>"
+        f"<|im_start|>system\nAnswer the questions.<|im_end|><|im_start|>user\n<image>\n{Q1}<|im_end|>"
         f"<|im_start|>assistant\n{A1}<|im_end|><|im_start|>user\n{Q2}<|im_end|><|im_start|>assistant\n{A2}<|im_end|>"
     ),
-    "plain": f"<s><image>{A1}\n{A2}\n",
+    "plain": f"<image>{A1}\n{A2}\n",
 }
 GENERATION_PROMPT_ENDS = {
     "vicuna_v1": f"USER: {Q2} ASSISTANT:",
     "llava_v1": f"USER: {Q2} ASSISTANT:",
-    "llava_llama_2": f"<s>[INST] {Q2} [/INST]",
+    "llava_llama_2": f"[INST] {Q2} [/INST]",
     "mistral_instruct": f"[INST] {Q2} [/INST]",
     "chatml_direct": f"<|im_start|>user\n{Q2}<|im_end|><|im_start|>assistant\n",
-    "plain": "<s><image>",
+    "plain": "<image>",
 }
 # What each template supervises: the answers with their end tokens (plain: the caption and its "\n").
 SUPERVISED = {
@@ -88,7 +88,7 @@ def test_generation_prompt(tokenizer, name):
 def test_custom_system_message(tokenizer):
     processor = make_tiny_processor(tokenizer)
     rendered = processor.apply_chat_template([{"role": "system", "content": "Be brief."}] + CONVERSATION[:1])
-    assert rendered == f"<s>Be brief. USER: <image>\n{Q1} "
+    assert rendered == f"Be brief. USER: <image>\n{Q1} "
 
 
 def test_unknown_template_name_lists_the_choices(tokenizer):
@@ -112,3 +112,15 @@ def test_assistant_mask_selects_exactly_answers_and_end_tokens(tokenizer, name):
     assert not mask[input_ids == tokenizer.image_token_id].any()
     assert not mask[0]  # BOS
     assert tokenizer.decode(input_ids[mask]) == SUPERVISED[name]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_rendered_text_and_tokenized_template_agree_with_one_bos(tokenizer, name):
+    processor = make_tiny_processor(tokenizer, chat_template=name)
+    image = make_image(1)
+    conversation = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": Q1}]}]
+    rendered = processor.apply_chat_template(conversation, add_generation_prompt=True)
+    from_text = processor(images=image, text=rendered, return_tensors="pt")["input_ids"][0]
+    from_template = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")["input_ids"][0]
+    assert torch.equal(from_text, from_template)
+    assert from_text[0] == tokenizer.bos_token_id and from_text[1] != tokenizer.bos_token_id

@@ -5,6 +5,10 @@ the positions the model fills with projected image features. Counts are checked 
 tokenized, and transformers' own check after tokenization refuses a truncation that cut an image's tokens.
 The class is not called `LlavaProcessor`: transformers resolves `processor_class` names to its built-ins first,
 so a saved checkpoint would silently load the built-in class (TRANSFORMERS5.md §0.1).
+
+The templates render no leading BOS: the tokenizer adds it, as the original did, so `processor(text=rendered)` and
+`apply_chat_template(..., tokenize=True)` give the same ids with exactly one BOS (a template that wrote `<s>` itself
+would get a second one from every caller that tokenizes the rendered text, the pipeline included).
 """
 
 from pathlib import Path

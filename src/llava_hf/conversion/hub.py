@@ -1,0 +1,87 @@
+"""Hub side of a checkpoint: a filled model card, an optional trust_remote_code copy of the modeling code, push.
+
+`push_to_hub(folder, repo_id, ...)` uploads a finished checkpoint folder (model, processor, README.md) in one commit
+with huggingface_hub; `remote_code=True` first adds the llava_hf modeling/processing files and `auto_map` entries
+(transformers' `register_for_auto_class`), so users without llava_hf installed load it with
+`trust_remote_code=True`.
+"""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .convert_original_checkpoint import write_safetensors
+from .convert_transformers_checkpoint import copy_tokenizer_legacy
+from .model_card import write_model_card
+
+
+def add_remote_code(folder: str | Path) -> Path:
+    """Re-save the checkpoint in `folder` with its code files and `auto_map`, in place (atomically)."""
+    from transformers import AutoProcessor
+
+    from llava_hf.modeling import LlavaHfConfig, LlavaHfForConditionalGeneration
+    from llava_hf.processing import LlavaHfProcessor
+
+    folder = Path(folder)
+    model = LlavaHfForConditionalGeneration.from_pretrained(folder)
+    processor = AutoProcessor.from_pretrained(folder)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.remote-code-", dir=folder.parent))
+    classes = [
+        (LlavaHfConfig, "AutoConfig"),
+        (LlavaHfForConditionalGeneration, "AutoModelForImageTextToText"),
+        (LlavaHfProcessor, "AutoProcessor"),
+    ]
+    try:
+        for cls, auto_class in classes:
+            cls.register_for_auto_class(auto_class)
+        model.save_pretrained(staging)
+        # Without llava_hf, nothing registers the checkpoint conversion mapping that turns the on-disk built-in layout
+        # (language_model.model.*) into the class's names, so every weight would load as missing (random). Store the
+        # in-memory names instead; llava_hf's mapping leaves them untouched, so both ways of loading work.
+        for path in [*staging.glob("*.safetensors"), *staging.glob("model.safetensors.index.json")]:
+            path.unlink()
+        write_safetensors({name: tensor.detach() for name, tensor in model.state_dict().items()}, staging)
+        processor.save_pretrained(staging)
+        copy_tokenizer_legacy(folder, staging)  # save_pretrained drops `legacy`, which changes tokenization
+        for extra in folder.iterdir():  # README.md, generation config, anything save_pretrained did not rewrite
+            if extra.is_file() and not (staging / extra.name).exists():
+                shutil.copyfile(extra, staging / extra.name)
+        backup = folder.with_name(f".{folder.name}.old")
+        os.replace(folder, backup)
+        os.replace(staging, folder)
+        shutil.rmtree(backup)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        for cls, _ in classes:  # register_for_auto_class is process-wide; later plain saves must not ship code
+            cls._auto_class = None
+    return folder
+
+
+def push_to_hub(
+    folder: str | Path,
+    repo_id: str,
+    remote_code: bool = False,
+    private: bool = False,
+    commit_message: str = "Upload llava_hf checkpoint",
+    **card_fields,
+) -> str:
+    """Fill README.md (card_fields go to `render_model_card`), optionally add remote code, upload the folder.
+
+    Returns the commit URL. Credentials come from huggingface_hub's usual places (HF_TOKEN, `hf auth login`).
+    """
+    from huggingface_hub import HfApi
+
+    folder = Path(folder)
+    if remote_code:
+        add_remote_code(folder)
+    write_model_card(folder, repo_id=repo_id, remote_code=remote_code, **card_fields)
+    api = HfApi()
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message)
+    return str(getattr(commit, "commit_url", commit))
+
+
+__all__ = ["add_remote_code", "push_to_hub"]

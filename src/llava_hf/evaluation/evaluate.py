@@ -1,0 +1,162 @@
+# llava-hf evaluate --task scienceqa --model path/to/checkpoint --data derek-thomas/ScienceQA --output-dir runs/sqa
+"""`llava-hf evaluate`: run one benchmark on a checkpoint, or re-score a predictions file, and write the results.
+
+    llava-hf evaluate --task scienceqa --model ckpt --data path/to/ScienceQA/data/scienceqa --image-folder .../test \\
+        --output-dir runs/sqa                                       # generate (resumable), score, write results
+    llava-hf evaluate --task scienceqa --predictions answers.jsonl --data ... --output-dir runs/sqa_rescored
+    llava-hf evaluate --task pope --model ckpt --data lmms-lab/POPE --output-dir runs/pope
+    llava-hf evaluate --task llava_bench --model ckpt --data llava-bench-in-the-wild/ --output-dir runs/wild \\
+        --judge-base-url http://127.0.0.1:8000/v1 --judge-model Qwen/Qwen2.5-72B-Instruct [--judge-swapped]
+
+Writes to `--output-dir`: predictions.jsonl (one answer per line, resumable), results.json, results.md, and for
+LLaVA-Bench judgments.jsonl (the judge cache). `--model-card README.md` also files the metrics in that card's
+`model-index` metadata. Any checkpoint `AutoModelForImageTextToText` loads works, transformers' built-in llava too.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import llava_bench, pope, scienceqa
+from .task import PREDICTIONS_FILE, Task, add_results_to_model_card, evaluate, markdown_table
+
+DEFAULT_SPLITS = {"scienceqa": "test", "pope": "test", "llava_bench": "train"}
+
+
+@dataclass
+class EvaluateArguments:
+    """Settings of one `llava-hf evaluate` run (flags are the field names, `--output-dir` or `--output_dir`)."""
+
+    task: str = field(metadata={"help": f"benchmark: one of {', '.join(DEFAULT_SPLITS)}"})
+    data: str = field(
+        metadata={"help": "benchmark data: original folder, Hub-layout parquet/save_to_disk folder, or Hub id"}
+    )
+    output_dir: str = field(
+        metadata={"help": "folder for predictions.jsonl, results.json, results.md (rerun to resume)"}
+    )
+    model: str | None = field(default=None, metadata={"help": "checkpoint folder or Hub id to generate answers with"})
+    predictions: str | None = field(
+        default=None,
+        metadata={"help": "score this predictions JSONL instead of generating ({question_id, text} lines)"},
+    )
+    split: str | None = field(default=None, metadata={"help": "dataset split (default: test; LLaVA-Bench Hub: train)"})
+    image_folder: str | None = field(default=None, metadata={"help": "images of the original layouts"})
+    limit: int | None = field(default=None, metadata={"help": "evaluate only the first N examples (smoke runs)"})
+    batch_size: int = field(default=8, metadata={"help": "prompts generated together (left-padded)"})
+    max_new_tokens: int | None = field(default=None, metadata={"help": "answer length limit (default: per task)"})
+    dtype: str = field(default="auto", metadata={"help": "model dtype: auto (as saved), bfloat16, float16, float32"})
+    device: str | None = field(default=None, metadata={"help": "torch device (default: cuda if available, else cpu)"})
+    chat_template: str | None = field(
+        default=None, metadata={"help": "override the processor's chat template (a name such as vicuna_v1)"}
+    )
+    prompt_format: str = field(
+        default="zero_shot", metadata={"help": "ScienceQA prompt: zero_shot, or a fine-tuning format such as QCM-LEA"}
+    )
+    pope_splits: list[str] = field(
+        default_factory=lambda: list(pope.SPLITS), metadata={"help": "POPE splits to evaluate"}
+    )
+    judge_base_url: str | None = field(default=None, metadata={"help": "LLaVA-Bench judge endpoint incl. /v1"})
+    judge_model: str | None = field(default=None, metadata={"help": "LLaVA-Bench judge model name"})
+    judge_api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "env variable with the judge API key"})
+    judge_temperature: float = field(default=0.0, metadata={"help": "judge sampling temperature"})
+    judge_max_tokens: int = field(default=256, metadata={"help": "judge reply length limit"})
+    judge_retries: int = field(default=2, metadata={"help": "re-asks of an unparseable judgment before reporting it"})
+    judge_concurrency: int = field(default=8, metadata={"help": "judge requests in flight"})
+    judge_swapped: bool = field(default=False, metadata={"help": "also judge with the candidate first (position bias)"})
+    model_card: str | None = field(
+        default=None, metadata={"help": "README.md whose model-index metadata gets the metrics (created if missing)"}
+    )
+    model_name: str | None = field(default=None, metadata={"help": "model name for the model card (default: --model)"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar (--no-progress to hide it)"})
+
+
+def build_task(arguments: EvaluateArguments) -> Task:
+    """The task the arguments name, loaded from `--data`."""
+    split = arguments.split or DEFAULT_SPLITS[arguments.task]
+    common = {"limit": arguments.limit, "max_new_tokens": arguments.max_new_tokens}
+    if arguments.task == "scienceqa":
+        return scienceqa.build_task(arguments.data, split, arguments.image_folder, arguments.prompt_format, **common)
+    if arguments.task == "pope":
+        return pope.build_task(arguments.data, split, arguments.image_folder, arguments.pope_splits, **common)
+    if not (arguments.judge_base_url and arguments.judge_model):
+        raise ValueError("--task llava_bench needs a judge: pass --judge-base-url and --judge-model.")
+    settings = llava_bench.JudgeSettings(
+        base_url=arguments.judge_base_url,
+        model=arguments.judge_model,
+        api_key_env=arguments.judge_api_key_env,
+        temperature=arguments.judge_temperature,
+        max_tokens=arguments.judge_max_tokens,
+        retries=arguments.judge_retries,
+        swapped=arguments.judge_swapped,
+        concurrency=arguments.judge_concurrency,
+    )
+    return llava_bench.build_task(
+        arguments.data,
+        settings,
+        Path(arguments.output_dir) / "judgments.jsonl",
+        split=split,
+        image_folder=arguments.image_folder,
+        **common,
+    )
+
+
+def load_model(path: str, dtype: str = "auto", device: str | None = None, chat_template: str | None = None):
+    """Model and processor from a checkpoint folder or Hub id (ours or transformers' built-in llava), in eval mode."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    import llava_hf  # noqa: F401  (registers the llava_hf model type with the Auto classes)
+    from llava_hf.processing import CHAT_TEMPLATE_NAMES, get_chat_template
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype).to(device).eval()
+    processor = AutoProcessor.from_pretrained(path)
+    if chat_template:
+        template = get_chat_template(chat_template) if chat_template in CHAT_TEMPLATE_NAMES else chat_template
+        processor.chat_template = template
+    if getattr(processor, "chat_template", None) is None:
+        raise ValueError(f"{path} has no chat template; pass --chat-template (e.g. vicuna_v1 for LLaVA-1.5).")
+    return model, processor
+
+
+def main(argv: list[str] | None = None) -> int:
+    from transformers import HfArgumentParser
+
+    (arguments,) = HfArgumentParser(EvaluateArguments).parse_args_into_dataclasses(args=argv)
+    if arguments.task not in DEFAULT_SPLITS:
+        raise SystemExit(f"unknown task {arguments.task!r}; choose one of {', '.join(DEFAULT_SPLITS)}.")
+    if (arguments.model is None) == (arguments.predictions is None):
+        raise SystemExit("pass exactly one of --model (generate answers) or --predictions (score a file).")
+    task = build_task(arguments)
+    model = processor = None
+    if arguments.model is not None:
+        model, processor = load_model(arguments.model, arguments.dtype, arguments.device, arguments.chat_template)
+    results = evaluate(
+        task,
+        model,
+        processor,
+        output_dir=arguments.output_dir,
+        predictions=arguments.predictions,
+        batch_size=arguments.batch_size,
+        max_new_tokens=arguments.max_new_tokens,
+        model_id=arguments.model,
+        progress=arguments.progress,
+    )
+    print(markdown_table(results))
+    for key in ("unparseable", "unclear"):
+        if results.get(key):
+            print(f"{len(results[key])} {key} answer(s) (counted as the protocol says); see results.json")
+    if results["missing"]:
+        print(f"{len(results['missing'])} example(s) had no answer and count as wrong; see results.json")
+    if arguments.model_card:
+        add_results_to_model_card(arguments.model_card, results, arguments.model_name or arguments.model or task.name)
+        print(f"added {len(results['metrics'])} metric(s) to {arguments.model_card}")
+    if arguments.model is not None:
+        print(f"answers: {Path(arguments.output_dir) / PREDICTIONS_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
