@@ -1,0 +1,67 @@
+# llava-hf generate --model PATH_OR_REPO --image photo.jpg --prompt "What is in this image?" [--max_new_tokens 256]
+"""One-shot answer: one image, one question, the answer printed to stdout (nothing else is printed there).
+
+The prompt is wrapped in the checkpoint's chat template with the image placed first in the user turn, as LLaVA was
+trained (LLAVA.md §3), so the answer matches what `chat` and `serve` would give for the same settings.
+"""
+
+import sys
+from dataclasses import dataclass, field
+
+import torch
+from transformers import HfArgumentParser
+
+from llava_hf.serving.loading import (
+    ModelArguments,
+    SamplingArguments,
+    encode_conversation,
+    generation_kwargs,
+    load_image,
+    load_model_and_processor,
+)
+
+
+@dataclass
+class GenerateArguments:
+    """The question to answer."""
+
+    prompt: str = field(default=None, metadata={"help": "The question or instruction. Required."})
+    image: str | None = field(default=None, metadata={"help": "Image file the prompt is about (omit for text-only)."})
+
+
+def user_message(prompt: str, with_image: bool) -> dict:
+    """A user turn in transformers' chat format, the image part first."""
+    content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": prompt}]
+    return {"role": "user", "content": content}
+
+
+@torch.inference_mode()
+def answer(model, processor, messages: list[dict], images: list, sampling: SamplingArguments) -> str:
+    """Generate the assistant's next turn for `messages` and return it as text (special tokens removed)."""
+    inputs = encode_conversation(processor, messages, images).to(model.device)
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    output = model.generate(**inputs, **generation_kwargs(sampling, processor.tokenizer))
+    new_tokens = output[0, inputs["input_ids"].shape[1] :]
+    return processor.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = HfArgumentParser((ModelArguments, SamplingArguments, GenerateArguments))
+    parser.prog = "llava-hf generate"
+    try:
+        model_args, sampling, args = parser.parse_args_into_dataclasses(args=argv)
+        if not args.prompt:
+            raise ValueError("--prompt is required.")
+        images = [load_image(args.image)] if args.image else []
+        model, processor = load_model_and_processor(model_args)
+        text = answer(model, processor, [user_message(args.prompt, bool(images))], images, sampling)
+    except ValueError as error:
+        print(f"llava-hf generate: error: {error}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
