@@ -10,6 +10,25 @@ import sys
 # command -> (module, one-line help). Each module defines `main(argv: list[str] | None = None) -> int`.
 COMMANDS = {
     "generate": ("llava_hf.serving.generate", "answer one prompt about one image with a checkpoint"),
+    "demo": ("llava_hf.demo.cli", "the whole LLaVA recipe end to end on a synthetic world (~10 min on a laptop CPU)"),
+    "convert": (
+        "llava_hf.conversion.convert_original_checkpoint",
+        "original LLaVA / stage-1 / LoRA / transformers llava checkpoint -> llava_hf (--verify to check logits)",
+    ),
+    "export": (
+        "llava_hf.conversion.convert_transformers_checkpoint",
+        "llava_hf -> transformers' built-in llava layout",
+    ),
+    "generate-data": ("llava_hf.datagen.cli", "instruction data from captions + boxes via a teacher LLM or rules"),
+    "data": (
+        "llava_hf.data.cli",
+        "check training data (preflight report) or convert LLaVA JSON to a Hub-ready dataset",
+    ),
+    "train": ("llava_hf.training.cli", "train a stage recipe (YAML + overrides) through TRL's SFTTrainer"),
+    "evaluate": ("llava_hf.evaluation.evaluate", "run ScienceQA / POPE / LLaVA-Bench on a checkpoint or score answers"),
+    "scienceqa-to-llava": ("llava_hf.evaluation.scienceqa", "convert ScienceQA to LLaVA fine-tuning JSON"),
+    "chat": ("llava_hf.serving.chat", "multi-turn chat about an image in the terminal, answers streamed"),
+    "serve": ("llava_hf.serving.server", "OpenAI-compatible HTTP server with dynamic batching and a web chat page"),
 }
 
 

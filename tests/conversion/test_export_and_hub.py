@@ -104,6 +104,8 @@ def test_peft_lora_adapter_saves_loads_and_merges(converted, tmp_path):
 
 
 def test_model_card_lists_models_data_stages_evaluation_and_provenance():
+    from huggingface_hub import ModelCard
+
     card = render_model_card(
         repo_id="org/llava-v1.5-7b",
         base_models=["lmsys/vicuna-7b-v1.5", "openai/clip-vit-large-patch14-336"],
@@ -114,18 +116,44 @@ def test_model_card_lists_models_data_stages_evaluation_and_provenance():
         provenance={"source": "liuhaotian/llava-v1.5-7b", "new_token_init": "rows = mean"},
         license_name="llama2",
     )
-    assert card.startswith("---\nlibrary_name: transformers")
+    metadata = ModelCard(card).data.to_dict()
+    assert (metadata["library_name"], metadata["pipeline_tag"], metadata["license"]) == (
+        "transformers",
+        "image-text-to-text",
+        "llama2",
+    )
+    assert metadata["base_model"] == ["lmsys/vicuna-7b-v1.5", "openai/clip-vit-large-patch14-336"]
+    assert metadata["datasets"] == ["liuhaotian/LLaVA-Pretrain"]
     for text in (
-        "- lmsys/vicuna-7b-v1.5",
+        "- `lmsys/vicuna-7b-v1.5`",
         "| 1 | LCS-558K | projector |",
-        "| GQA | 62.0 |",
-        "original authors",
+        "| GQA | 62.0 | published by the original authors",
         'from_pretrained("org/llava-v1.5-7b")',
         "source: `liuhaotian/llava-v1.5-7b`",
         "rows = mean",
-        "license: llama2",
+        "| License | llama2 |",
+        "## Citation",  # the template's own text: the card is rendered through model_card_template.md
     ):
         assert text in card, text
+    assert "trust_remote_code=True" not in card and "{{" not in card and "{%" not in card
+
+
+def test_model_card_details_come_from_config_and_unattributed_numbers_are_refused(converted, tmp_path):
+    import shutil
+
+    from llava_hf.conversion.model_card import write_model_card
+
+    folder = shutil.copytree(converted, tmp_path / "card")
+    card = (folder / "README.md").read_text()  # written by the conversion
+    assert "| Projector | `mlp2x_gelu` |" in card and "16 image tokens" in card
+    assert "`pad`: pasted on a square of the mean colour" in card and "| Chat template | `vicuna_v1` |" in card
+    # re-rendering with new fields keeps the provenance recorded at conversion time
+    write_model_card(folder, repo_id="org/tiny", license_name="apache-2.0", remote_code=True)
+    rewritten = (folder / "README.md").read_text()
+    assert "initialised to the mean of the existing rows" in rewritten and "| License | apache-2.0 |" in rewritten
+    assert "trust_remote_code=True" in rewritten
+    with pytest.raises(ValueError, match="says nothing about who measured it"):
+        render_model_card(evaluation=[{"benchmark": "GQA", "score": 62.0}])
 
 
 BLOCK_LLAVA_HF = textwrap.dedent(
@@ -197,9 +225,7 @@ def test_remote_code_checkpoint_loads_by_repo_id_without_llava_hf(converted, tmp
     )
     from PIL import Image
 
-    inputs = processor(
-        images=Image.new("RGB", (40, 30), (9, 99, 200)), text=prompt, return_tensors="pt"
-    )
+    inputs = processor(images=Image.new("RGB", (40, 30), (9, 99, 200)), text=prompt, return_tensors="pt")
     expected = model.generate(**inputs, max_new_tokens=3, do_sample=False)[0, -3:].tolist()
     assert str(expected) in result.stdout
 

@@ -428,6 +428,8 @@ def convert_checkpoint(source: str | Path, destination: str | Path, arguments: C
                 verify_conversion(staging, reference_inputs, arguments.tolerance) if arguments.verify else None
             )
         provenance["source"] = str(source)
+        if source_folder.parent.name == "snapshots":  # a Hub download: record which commit was converted
+            provenance["source_revision"] = source_folder.name
         from .model_card import write_model_card
 
         write_model_card(staging, provenance=provenance, verification=verification)

@@ -1,9 +1,10 @@
 """Hub side of a checkpoint: a filled model card, an optional trust_remote_code copy of the modeling code, push.
 
 `push_to_hub(folder, repo_id, ...)` uploads a finished checkpoint folder (model, processor, README.md) in one commit
-with huggingface_hub; `remote_code=True` first adds the llava_hf modeling/processing files and `auto_map` entries
-(transformers' `register_for_auto_class`), so users without llava_hf installed load it with
-`trust_remote_code=True`.
+with huggingface_hub; `prepare_for_hub` alone leaves the folder exactly as it would be uploaded (what
+`examples/release_checkpoints.py --push_to_folder` writes). `remote_code=True` first adds the llava_hf
+modeling/processing files and `auto_map` entries (transformers' `register_for_auto_class`), so users without llava_hf
+installed load it with `trust_remote_code=True`.
 """
 
 import os
@@ -60,6 +61,18 @@ def add_remote_code(folder: str | Path) -> Path:
     return folder
 
 
+def prepare_for_hub(folder: str | Path, repo_id: str, remote_code: bool = False, **card_fields) -> Path:
+    """Make `folder` exactly what `push_to_hub` uploads: remote code when asked, README.md filled for `repo_id`.
+
+    `card_fields` go to `render_model_card`; provenance and verification recorded at conversion are kept.
+    """
+    folder = Path(folder)
+    if remote_code:
+        add_remote_code(folder)
+    write_model_card(folder, repo_id=repo_id, remote_code=remote_code, **card_fields)
+    return folder
+
+
 def push_to_hub(
     folder: str | Path,
     repo_id: str,
@@ -68,20 +81,17 @@ def push_to_hub(
     commit_message: str = "Upload llava_hf checkpoint",
     **card_fields,
 ) -> str:
-    """Fill README.md (card_fields go to `render_model_card`), optionally add remote code, upload the folder.
+    """`prepare_for_hub(folder, repo_id, remote_code, **card_fields)`, then upload the folder in one commit.
 
     Returns the commit URL. Credentials come from huggingface_hub's usual places (HF_TOKEN, `hf auth login`).
     """
     from huggingface_hub import HfApi
 
-    folder = Path(folder)
-    if remote_code:
-        add_remote_code(folder)
-    write_model_card(folder, repo_id=repo_id, remote_code=remote_code, **card_fields)
+    folder = prepare_for_hub(folder, repo_id, remote_code, **card_fields)
     api = HfApi()
     api.create_repo(repo_id, private=private, exist_ok=True)
     commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message)
     return str(getattr(commit, "commit_url", commit))
 
 
-__all__ = ["add_remote_code", "push_to_hub"]
+__all__ = ["add_remote_code", "prepare_for_hub", "push_to_hub"]

@@ -1,40 +1,120 @@
-"""README.md (the Hub model card) for a llava_hf checkpoint: base models, data, stages, evaluation, loading, provenance.
+"""README.md (the Hub model card) for a llava_hf checkpoint, rendered through the one template `model_card_template.md`.
 
-Facts come from the caller (conversion provenance, training metadata, evaluation results); nothing is invented. An
-evaluation table marks who measured the numbers, so published numbers of the original authors are never presented
-as ours.
+`render_model_card(...)` turns the facts a caller knows (base models, data, training stages, evaluation results,
+conversion provenance, verification) into the template's fields and renders it with huggingface_hub's
+`ModelCard.from_template`; `write_model_card(folder, ...)` also reads the folder's config.json for the model details.
+Nothing is invented: a fact nobody passed prints the template's "not recorded" default. Every evaluation row says who
+measured it, so numbers published by the original authors are never presented as measured on this checkpoint.
+
+The conversion facts (provenance, verification) are also stored in the card's YAML metadata (`llava_hf_conversion`),
+so re-rendering the card later (e.g. `push_to_hub` with new fields) keeps them; see `recorded_conversion`.
 """
 
 import json
+import os
 from pathlib import Path
 
-LOAD_SNIPPET = """```python
-import llava_hf  # registers the llava_hf model type with transformers' Auto classes
-from transformers import AutoModelForImageTextToText, AutoProcessor
+TEMPLATE_PATH = Path(__file__).with_name("model_card_template.md")
+CONVERSION_METADATA_KEY = "llava_hf_conversion"
+SUMMARY = (
+    "A LLaVA (Visual Instruction Tuning, Liu et al. 2023) vision-language model: a CLIP vision tower, a projector and "
+    "a Llama language model, packaged for Hugging Face transformers with llava_hf."
+)
+LEGACY_FALSE_NOTE = (
+    "The source tokenizer had `legacy=false`: in multi-turn prompts the text right after `</s>` is tokenized with "
+    "SentencePiece's dummy prefix here, one token the original did not produce there. Single-turn prompts and the "
+    "tokens around the image are identical to the original's."
+)
+ASPECT_RATIO_TEXT = {
+    "pad": "`pad`: pasted on a square of the mean colour, then CLIP resize + crop (LLaVA-1.5)",
+    "square": "`square`: CLIP resize of the shortest edge + center crop (LLaVA v1)",
+}
 
-model = AutoModelForImageTextToText.from_pretrained("{repo}")
-processor = AutoProcessor.from_pretrained("{repo}")
-messages = [{{"role": "user", "content": [{{"type": "image"}}, {{"type": "text", "text": "What is in this image?"}}]}}]
-prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-inputs = processor(images=image, text=prompt, return_tensors="pt")
-print(processor.decode(model.generate(**inputs, max_new_tokens=64)[0], skip_special_tokens=True))
-```"""
+
+def _code(value) -> str:
+    return f"`{value if isinstance(value, str) else json.dumps(value)}`"
 
 
-def _front_matter(base_models: list[str], datasets: list[str], license_name: str | None) -> str:
-    lines = ["---", "library_name: transformers", "pipeline_tag: image-text-to-text", "tags:", "- llava", "- llava_hf"]
-    if license_name:
-        lines.append(f"license: {license_name}")
+def model_details(config: dict) -> dict:
+    """Template fields (architecture, vision_tower, language_model, projector_type, image_aspect_ratio) from a
+    llava_hf config.json dict."""
+    vision, text = config.get("vision_config", {}), config.get("text_config", {})
+    strategy = config.get("vision_feature_select_strategy")
+    details = {
+        "architecture": (
+            f"`LlavaHfForConditionalGeneration`: {vision.get('model_type', 'vision')} tower -> "
+            f"{config.get('projector_type')} projector -> {text.get('model_type', 'causal')} LM"
+        ),
+        "vision_tower": (
+            f"{vision.get('num_hidden_layers')} layers, hidden {vision.get('hidden_size')}, {vision.get('image_size')} "
+            f"px, patch {vision.get('patch_size')}; features of layer {config.get('vision_feature_layer')}"
+            f"{' without the CLS token' if strategy == 'default' else ' with the CLS token'} -> "
+            f"{config.get('image_seq_length')} image tokens"
+        ),
+        "language_model": (
+            f"{text.get('num_hidden_layers')} layers, hidden {text.get('hidden_size')}, vocabulary "
+            f"{text.get('vocab_size')} (image token id {config.get('image_token_index')})"
+        ),
+        "projector_type": _code(config.get("projector_type")),
+        "image_aspect_ratio": ASPECT_RATIO_TEXT.get(config.get("image_aspect_ratio"), config.get("image_aspect_ratio")),
+    }
+    return {key: value for key, value in details.items() if value}
+
+
+def _training_markdown(base_models: list[str], datasets: list[str], stages: list[dict] | None) -> str | None:
+    parts = []
     if base_models:
-        lines += ["base_model:"] + [f"- {name}" for name in base_models]
+        parts.append("Base models:\n\n" + "\n".join(f"- `{name}`" for name in base_models))
     if datasets:
-        lines += ["datasets:"] + [f"- {name}" for name in datasets]
-    return "\n".join(lines + ["---", ""])
+        parts.append("Training data:\n\n" + "\n".join(f"- `{name}`" for name in datasets))
+    if stages:
+        keys = list(dict.fromkeys(key for stage in stages for key in stage))
+        rows = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        rows += ["| " + " | ".join(str(stage.get(key, "")) for key in keys) + " |" for stage in stages]
+        parts.append("Training stages:\n\n" + "\n".join(rows))
+    return "\n\n".join(parts) or None
+
+
+def _evaluation_markdown(evaluation: list[dict] | None, evaluation_source: str | None) -> str | None:
+    """A table with a "measured by" column: each row's `measured_by`, else `evaluation_source`. Rows without either
+    are refused: an unattributed number on a card reads as if it had been measured on this checkpoint."""
+    if not evaluation:
+        return None
+    rows = ["| benchmark | score | measured by |", "|---|---|---|"]
+    for row in evaluation:
+        measured_by = row.get("measured_by") or evaluation_source
+        if not measured_by:
+            raise ValueError(
+                f"evaluation row {row} says nothing about who measured it; pass evaluation_source=... or a "
+                "'measured_by' key per row."
+            )
+        rows.append(f"| {row['benchmark']} | {row['score']} | {measured_by} |")
+    header = f"Numbers {evaluation_source}.\n\n" if evaluation_source else ""
+    return header + "\n".join(rows)
+
+
+def _provenance_markdown(provenance: dict | None, verification: dict | None) -> str | None:
+    parts = []
+    if provenance:
+        facts = [f"- {key}: {_code(value)}" for key, value in provenance.items() if key != "new_token_init"]
+        parts.append("Converted with llava_hf's `llava-hf convert`:\n\n" + "\n".join(facts))
+        if "new_token_init" in provenance:
+            parts.append(provenance["new_token_init"])
+        if provenance.get("source_tokenizer_legacy") is False:
+            parts.append(LEGACY_FALSE_NOTE)
+    if verification:
+        parts.append(
+            "Verification against the original computation on one image + prompt (float32): max |Δlogit| = "
+            f"{verification['max_abs_logit_diff']:.3g} over {verification['positions']} positions; greedy tokens "
+            f"agree: {verification['greedy_agree']}; token ids identical: {verification['token_ids_identical']}."
+        )
+    return "\n\n".join(parts) or None
 
 
 def render_model_card(
     repo_id: str = "path/to/this/checkpoint",
     title: str | None = None,
+    summary: str | None = None,
     base_models: list[str] | None = None,
     datasets: list[str] | None = None,
     stages: list[dict] | None = None,
@@ -44,64 +124,82 @@ def render_model_card(
     verification: dict | None = None,
     license_name: str | None = None,
     remote_code: bool = False,
+    config: dict | None = None,
+    vision_tower: str | None = None,
+    language_model: str | None = None,
+    chat_template_name: str | None = None,
 ) -> str:
-    """The card text. `stages`: [{"name", "data", "trainable", ...}]; `evaluation`: [{"benchmark", "score"}];
-    `evaluation_source`: who produced the numbers (e.g. "published by the original authors (LLaVA-1.5 paper)")."""
+    """The card text (YAML front matter + Markdown) rendered from `model_card_template.md`.
+
+    `stages`: [{"stage", "data", "trainable", ...}] (one table column per key); `evaluation`: [{"benchmark",
+    "score", "measured_by"?}]; `evaluation_source`: who produced the numbers (e.g. "published by the original authors
+    (LLaVA-1.5 paper), not re-measured here"); `provenance`/`verification`: what `convert_checkpoint` returns;
+    `config`: the checkpoint's config.json (model details); `vision_tower`/`language_model`: names (e.g. repo ids)
+    shown before the details read from `config`. Raises ValueError for an evaluation row nobody is credited with.
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+
     base_models = list(base_models or [])
     datasets = list(datasets or [])
-    parts = [_front_matter(base_models, datasets, license_name), f"# {title or repo_id.split('/')[-1]}", ""]
-    parts.append("A LLaVA model (a CLIP vision tower, a projector and a Llama language model) in the llava_hf format.")
-    if base_models:
-        parts += ["", "## Base models", ""] + [f"- `{name}`" for name in base_models]
-    if datasets:
-        parts += ["", "## Training data", ""] + [f"- `{name}`" for name in datasets]
-    if stages:
-        keys = list(dict.fromkeys(key for stage in stages for key in stage))
-        parts += ["", "## Training stages", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-        parts += ["| " + " | ".join(str(stage.get(key, "")) for key in keys) + " |" for stage in stages]
-    if evaluation:
-        parts += ["", "## Evaluation", ""]
-        if evaluation_source:
-            parts += [f"Numbers {evaluation_source}.", ""]
-        parts += ["| benchmark | score |", "|---|---|"]
-        parts += [f"| {row['benchmark']} | {row['score']} |" for row in evaluation]
-    parts += ["", "## How to load", "", LOAD_SNIPPET.format(repo=repo_id)]
-    if remote_code:
-        parts += [
-            "",
-            "Without llava_hf installed, load with `trust_remote_code=True` (the modeling code ships in this repo).",
-        ]
-    if provenance:
-        parts += ["", "## Conversion provenance", ""]
-        for key, value in provenance.items():
-            if key != "new_token_init":
-                parts.append(f"- {key}: `{json.dumps(value) if not isinstance(value, str) else value}`")
-        if "new_token_init" in provenance:
-            parts += ["", provenance["new_token_init"]]
-        if provenance.get("source_tokenizer_legacy") is False:
-            parts += [
-                "",
-                "The source tokenizer had `legacy=false`: in multi-turn prompts the text right after `</s>` is "
-                "tokenized with SentencePiece's dummy prefix here, one token the original did not produce there. "
-                "Single-turn prompts and the tokens around the image are identical to the original's.",
-            ]
-    if verification:
-        parts += [
-            "",
-            "## Verification",
-            "",
-            f"Against the original computation on one image + prompt (float32): max |Δlogit| = "
-            f"{verification['max_abs_logit_diff']:.3g} over {verification['positions']} positions; greedy tokens "
-            f"agree: {verification['greedy_agree']}; token ids identical: {verification['token_ids_identical']}.",
-        ]
-    return "\n".join(parts) + "\n"
+    metadata = {}
+    if provenance or verification:
+        metadata[CONVERSION_METADATA_KEY] = {"provenance": provenance or {}, "verification": verification or {}}
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="image-text-to-text",
+        tags=["llava", "llava_hf", "image-text-to-text"],
+        license=license_name,
+        base_model=base_models or None,
+        datasets=datasets or None,
+        **metadata,
+    )
+    details = model_details(config) if config else {}
+    for key, name in (("vision_tower", vision_tower), ("language_model", language_model)):
+        if name:
+            details[key] = f"`{name}`" + (f" ({details[key]})" if key in details else "")
+    chat_template_name = chat_template_name or (provenance or {}).get("chat_template")
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE_PATH),
+        model_name=title or repo_id.split("/")[-1],
+        model_summary=summary or SUMMARY,
+        chat_template_name=_code(chat_template_name) if chat_template_name else None,
+        repo_id=repo_id,
+        remote_code=remote_code,
+        training=_training_markdown(base_models, datasets, stages),
+        evaluation=_evaluation_markdown(evaluation, evaluation_source),
+        provenance=_provenance_markdown(provenance, verification),
+        **details,
+    )
+    return str(card).rstrip("\n") + "\n"
+
+
+def recorded_conversion(folder: str | Path) -> dict:
+    """{"provenance", "verification"} stored in `folder/README.md`'s metadata by an earlier render, or {}."""
+    path = Path(folder) / "README.md"
+    if not path.is_file():
+        return {}
+    from huggingface_hub import ModelCard
+
+    recorded = ModelCard.load(path).data.to_dict().get(CONVERSION_METADATA_KEY) or {}
+    return {key: value for key, value in recorded.items() if value}
 
 
 def write_model_card(folder: str | Path, **fields) -> Path:
-    """Write `render_model_card(**fields)` to `folder/README.md` and return its path."""
-    path = Path(folder) / "README.md"
-    path.write_text(render_model_card(**fields))
+    """Write `render_model_card(**fields)` to `folder/README.md` (atomically) and return its path.
+
+    The model details come from `folder/config.json` unless `config` is given; provenance and verification recorded
+    by an earlier card in the folder are kept unless `fields` replace them.
+    """
+    folder = Path(folder)
+    if "config" not in fields and (folder / "config.json").is_file():
+        fields["config"] = json.loads((folder / "config.json").read_text())
+    fields = {**recorded_conversion(folder), **fields}
+    path = folder / "README.md"
+    partial = folder / ".README.md.partial"
+    partial.write_text(render_model_card(**fields))
+    os.replace(partial, path)
     return path
 
 
-__all__ = ["render_model_card", "write_model_card"]
+__all__ = ["recorded_conversion", "render_model_card", "write_model_card"]

@@ -1,0 +1,318 @@
+# /work/venv/bin/python benchmarks/bench_training.py --preset tiny [--write]
+"""Training throughput of our stage recipes vs plain TRL on transformers' built-in Llava, same weights, same data.
+
+Ours: `llava_hf.training.build_trainer` (LlavaSFTTrainer + LlavaCollator, padded and padding-free).
+Anchor: `trl.SFTTrainer` on transformers' `LlavaForConditionalGeneration` holding exactly our weights, with TRL's
+default vision collator (`assistant_only_loss=True`, so both supervise the same tokens) and the built-in
+`LlavaProcessor` given the same chat template; the same parameters are frozen (LoRA: TRL's `peft_config`).
+
+For each stage (pretrain = projector only with the `plain` template, finetune = projector + LLM, lora) it reports
+samples/s, tokens/s (real tokens, image tokens included), the padding fraction of the batches, peak memory (GPU:
+`max_memory_allocated`; CPU: peak RSS growth during the run) and the first-step loss (equal losses show both
+supervise the same tokens), over `--steps` timed steps after `--warmup` steps. On GPU it also reports MFU
+(6 x trainable-path parameters x tokens/s is not exact for frozen towers, so the estimate uses 2N forward + 4N backward
+over the language model for finetune/LoRA and 2N + 2N for pretrain).
+
+Data: `make_shape_rows(..., lengths="realistic")`: short VQA, long descriptions, multi-turn and text-only rows mixed
+(their lengths vary ~10x, as in the v1.5 mix). Presets: `tiny` (the test suite's model, CPU) and `llava-1.5-7b`
+(CLIP-L/336 + a 7B Llama with random weights, bf16, one GPU; no download needed).
+"""
+
+import argparse
+import os
+import platform
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from transformers import AutoTokenizer, CLIPVisionConfig, LlamaConfig, TrainerCallback
+from transformers import LlavaConfig as BuiltinLlavaConfig
+from transformers import LlavaForConditionalGeneration as BuiltinLlava
+from transformers import LlavaProcessor as BuiltinLlavaProcessor
+from transformers.trainer_callback import PrinterCallback
+from trl import SFTConfig, SFTTrainer
+
+from llava_hf import LlavaHfConfig, LlavaHfForConditionalGeneration, LlavaHfProcessor, build_image_processor
+from llava_hf.data import ROW_FEATURES, LlavaCollator, padding_fraction, to_conversation
+from llava_hf.data.synthetic import make_shape_rows
+from llava_hf.processing import get_chat_template
+from llava_hf.training import LORA_TARGET_MODULES, LlavaRunArguments, build_trainer, lora_config
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "RESULTS_training.md"
+PRESETS = {
+    "tiny": dict(
+        vision=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            image_size=32,
+            patch_size=8,
+        ),
+        text=dict(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+        ),
+        image_size=32,
+        patch_size=8,
+        batch_size=8,
+        rows=160,
+        lora_r=8,
+        dtype=torch.float32,
+    ),
+    "llava-1.5-7b": dict(
+        vision=dict(
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            image_size=336,
+            patch_size=14,
+        ),
+        text=dict(
+            hidden_size=4096,
+            intermediate_size=11008,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=32,
+        ),
+        image_size=336,
+        patch_size=14,
+        batch_size=8,
+        rows=160,
+        lora_r=128,
+        dtype=torch.bfloat16,
+    ),
+}
+H100_BF16_FLOPS = 989e12
+
+
+def build_models(preset: dict, device: str):
+    tokenizer = AutoTokenizer.from_pretrained(ROOT / "tests" / "assets" / "tiny_tokenizer")
+    vision_config = CLIPVisionConfig(**preset["vision"], projection_dim=32)
+    text_config = LlamaConfig(
+        **preset["text"],
+        vocab_size=len(tokenizer),
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    config = LlavaHfConfig(
+        vision_config=vision_config, text_config=text_config, image_token_index=tokenizer.image_token_id
+    )
+    ours = LlavaHfForConditionalGeneration(config).to(device, preset["dtype"])
+    builtin = BuiltinLlava(
+        BuiltinLlavaConfig(
+            vision_config=config.vision_config.to_dict(),
+            text_config=config.text_config.to_dict(),
+            image_token_index=config.image_token_id,
+            vision_feature_layer=config.vision_feature_layer,
+            vision_feature_select_strategy=config.vision_feature_select_strategy,
+        )
+    ).to(device, preset["dtype"])
+    builtin.load_state_dict(ours.state_dict(), strict=True)
+    image_processor = build_image_processor(preset["image_size"], "pad")
+    processor = LlavaHfProcessor(image_processor, tokenizer, image_seq_length=config.image_seq_length)
+    return ours, processor, builtin, image_processor, tokenizer
+
+
+def builtin_processor(image_processor, tokenizer, template: str, patch_size: int):
+    return BuiltinLlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=get_chat_template(template),
+    )
+
+
+class Meter(TrainerCallback):
+    """Wall time of each optimizer step, and the real/padded token counts of each batch the collator produced."""
+
+    def __init__(self, collator):
+        self.collator, self.step_ends, self.real, self.total, self.samples = collator, [], [], [], []
+
+    def __call__(self, rows):
+        batch = self.collator(rows)
+        real = int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+        self.real.append(real)
+        self.total.append(batch["input_ids"].numel())
+        self.samples.append(len(rows))
+        return batch
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if not self.step_ends:
+            self.step_ends.append(time.perf_counter())
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.step_ends.append(time.perf_counter())
+
+
+class PeakRss:
+    """Peak resident memory growth of this process while the block runs (CPU runs; polled every 5 ms)."""
+
+    def __enter__(self):
+        self.start = self.peak = self.rss()
+        self.running = True
+        self.thread = threading.Thread(target=self.poll, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+
+    def poll(self):
+        while self.running:
+            self.peak = max(self.peak, self.rss())
+            time.sleep(0.005)
+
+    @staticmethod
+    def rss() -> int:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def sft_config(output_dir: str, steps: int, preset: dict, device: str, **extra) -> SFTConfig:
+    return SFTConfig(
+        output_dir=output_dir,
+        max_steps=steps,
+        per_device_train_batch_size=preset["batch_size"],
+        learning_rate=1e-4,
+        use_cpu=device == "cpu",
+        bf16=preset["dtype"] == torch.bfloat16,
+        report_to=[],
+        logging_steps=1,
+        save_strategy="no",
+        gradient_checkpointing=device != "cpu",
+        max_length=4096,
+        disable_tqdm=True,
+        seed=0,
+        dataloader_drop_last=True,
+        **extra,
+    )
+
+
+def run_one(implementation: str, stage: str, pack: bool, args, preset: dict, device: str, rows: list[dict]) -> dict:
+    ours, processor, builtin, image_processor, tokenizer = build_models(preset, device)
+    steps = args.warmup + args.steps
+    output_dir = f"/tmp/bench_training/{implementation}-{stage}-{pack}"
+    template = "plain" if stage == "pretrain" else "vicuna_v1"
+    if implementation == "ours":
+        run = LlavaRunArguments(
+            stage=stage, pack_batches=pack, lora_r=preset["lora_r"], lora_alpha=2 * preset["lora_r"]
+        )
+        trainer = build_trainer(run, sft_config(output_dir, steps, preset, device), ours, processor, rows)
+    else:
+        builtin.model.vision_tower.requires_grad_(False)
+        if stage == "pretrain":
+            builtin.model.language_model.requires_grad_(False)
+            builtin.lm_head.requires_grad_(False)
+        trl_rows = Dataset.from_list([{"messages": to_conversation(row), "images": row["images"]} for row in rows])
+        peft = (
+            lora_config(preset["lora_r"], 2 * preset["lora_r"], 0.05, LORA_TARGET_MODULES) if stage == "lora" else None
+        )
+        trainer = SFTTrainer(
+            model=builtin,
+            args=sft_config(output_dir, steps, preset, device, assistant_only_loss=True),
+            train_dataset=trl_rows,
+            processing_class=builtin_processor(image_processor, tokenizer, template, preset["patch_size"]),
+            peft_config=peft,
+        )
+    trainer.remove_callback(PrinterCallback)  # the per-step log dicts would bury the results
+    meter = Meter(trainer.data_collator)
+    trainer.data_collator = meter
+    trainer.add_callback(meter)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    with PeakRss() as rss:
+        trainer.train()
+    first_loss = next(entry["loss"] for entry in trainer.state.log_history if "loss" in entry)
+    timed = slice(args.warmup, steps)
+    seconds = meter.step_ends[steps] - meter.step_ends[args.warmup]
+    samples, real, total = sum(meter.samples[timed]), sum(meter.real[timed]), sum(meter.total[timed])
+    peak = torch.cuda.max_memory_allocated() if device == "cuda" else rss.peak - rss.start
+    result = {
+        "implementation": implementation,
+        "stage": stage,
+        "batches": "padding-free" if pack else "padded",
+        "samples/s": samples / seconds,
+        "tokens/s": real / seconds,
+        "padding": 1 - real / total,
+        "peak_memory_gb": peak / 1e9,
+        "first_loss": first_loss,
+    }
+    if device == "cuda":
+        language_params = sum(p.numel() for p in ours.model.language_model.parameters())
+        flops_per_token = (4 if stage == "pretrain" else 6) * language_params
+        result["mfu"] = flops_per_token * result["tokens/s"] / H100_BF16_FLOPS
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=list(PRESETS), default="tiny")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--write", action="store_true", help=f"append the table to {RESULTS.relative_to(ROOT)}")
+    args = parser.parse_args()
+    preset = PRESETS[args.preset]
+    device = "cuda" if torch.cuda.is_available() and args.preset != "tiny" else "cpu"
+    rows = Dataset.from_list(
+        make_shape_rows(preset["rows"], seed=0, image_size=preset["image_size"], lengths="realistic"),
+        features=ROW_FEATURES,
+    )
+    results = []
+    for stage in ("pretrain", "finetune", "lora"):
+        for implementation, pack in (("trl-builtin", False), ("ours", False), ("ours", True)):
+            result = run_one(implementation, stage, pack, args, preset, device, rows)
+            results.append(result)
+            print(
+                {key: round(value, 4) if isinstance(value, float) else value for key, value in result.items()},
+                flush=True,
+            )
+    # The padding a batch size of `batch_size` costs on this length distribution (batches in dataset order).
+    _, processor, *_ = build_models(preset, "cpu")
+    collator = LlavaCollator(processor)
+    lengths = [len(collator.encode(row).input_ids) for row in rows]
+    header = (
+        "| stage | implementation | batches | samples/s | tokens/s | vs anchor | padding | peak mem (GB) | first loss |"
+    )
+    header += " MFU |" if device == "cuda" else ""
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    anchors = {result["stage"]: result["tokens/s"] for result in results if result["implementation"] == "trl-builtin"}
+    for result in results:
+        line = (
+            f"| {result['stage']} | {result['implementation']} | {result['batches']} | {result['samples/s']:.1f} | "
+            f"{result['tokens/s']:.0f} | {result['tokens/s'] / anchors[result['stage']]:.2f}x | {result['padding']:.1%} | "
+            f"{result['peak_memory_gb']:.2f} | {result['first_loss']:.4f} |"
+        )
+        lines.append(line + (f" {result['mfu']:.1%} |" if device == "cuda" else ""))
+    machine = (
+        torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or 'CPU'}, {os.cpu_count()} cores"
+    )
+    summary = (
+        f"\n### preset `{args.preset}` on {machine} (torch {torch.__version__}), batch {preset['batch_size']}, "
+        f"{args.steps} timed steps after {args.warmup} warm-up steps\n\n"
+        f"Length distribution: {len(lengths)} samples, {min(lengths)}-{max(lengths)} tokens (mean "
+        f"{sum(lengths) / len(lengths):.0f}); padding at batch {preset['batch_size']} in dataset order: "
+        f"{padding_fraction(lengths, preset['batch_size']):.1%} of positions, 0% padding-free.\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
+    print(summary)
+    if args.write:
+        with RESULTS.open("a") as handle:
+            handle.write(summary)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Training data: every input format -> one row schema (`formats`), the preflight check (`check`) and the masking,
+padding and packing collator (`collator`)."""
+
+from .collator import IGNORE_INDEX, LlavaCollator, SampleError, padding_fraction
+from .formats import ROW_FEATURES, convert_llava_json, load_llava_json, load_rows, to_conversation
+
+__all__ = [
+    "IGNORE_INDEX",
+    "ROW_FEATURES",
+    "LlavaCollator",
+    "SampleError",
+    "convert_llava_json",
+    "load_llava_json",
+    "load_rows",
+    "padding_fraction",
+    "to_conversation",
+]

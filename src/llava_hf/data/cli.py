@@ -1,0 +1,88 @@
+# llava-hf data check --source SOURCE [--image_folder DIR] [--processor PATH] [--chat_template NAME] [--max_length N]
+# llava-hf data convert --json_path llava.json --image_folder images/ --output_dir my_dataset/
+"""`llava-hf data`: `check` (preflight report; exit status 1 when any row has a problem) and `convert` (LLaVA JSON +
+image folder -> Hub-ready parquet folder with embedded images)."""
+
+import sys
+from dataclasses import dataclass, field
+
+from transformers import HfArgumentParser
+
+
+@dataclass
+class CheckArguments:
+    source: str = field(
+        metadata={"help": "LLaVA .json/.jsonl, a local dataset folder/parquet file, or a Hub dataset id."}
+    )
+    image_folder: str | None = field(
+        default=None, metadata={"help": "Folder the LLaVA JSON image paths are relative to."}
+    )
+    split: str = field(default="train", metadata={"help": "Split to check (folders and Hub datasets)."})
+    subset: str | None = field(default=None, metadata={"help": "Dataset configuration (e.g. a the_cauldron subset)."})
+    processor: str | None = field(
+        default=None,
+        metadata={"help": "Processor or checkpoint folder / Hub id; enables the length and masking checks."},
+    )
+    chat_template: str | None = field(
+        default=None, metadata={"help": "Template training will use (name or Jinja file); default the processor's."}
+    )
+    max_length: int | None = field(
+        default=None, metadata={"help": "Training max length, counted after image expansion."}
+    )
+    check_images: bool = field(default=True, metadata={"help": "Open every image (disable for a fast text-only pass)."})
+    show_ids: int = field(default=5, metadata={"help": "How many offending sample ids to print per problem."})
+
+
+@dataclass
+class ConvertArguments:
+    json_path: str = field(metadata={"help": "The original LLaVA JSON (list of {id, image, conversations})."})
+    image_folder: str = field(metadata={"help": "Folder the image paths in the JSON are relative to."})
+    output_dir: str = field(metadata={"help": "New folder for the parquet shards + dataset card (must not exist)."})
+    max_shard_rows: int = field(default=5000, metadata={"help": "Rows per parquet shard."})
+
+
+def run_check(argv: list[str]) -> int:
+    from ..processing import CHAT_TEMPLATE_NAMES
+    from .check import check_rows
+    from .formats import load_rows
+
+    (args,) = HfArgumentParser(CheckArguments).parse_args_into_dataclasses(argv)
+    dataset = load_rows(args.source, args.image_folder, args.split, args.subset)
+    processor = None
+    if args.processor:
+        from transformers import AutoProcessor
+
+        import llava_hf  # noqa: F401  (registers the llava_hf processor class)
+
+        processor = AutoProcessor.from_pretrained(args.processor)
+    template = args.chat_template
+    if template and template not in CHAT_TEMPLATE_NAMES:
+        with open(template) as handle:
+            template = handle.read()
+    report = check_rows(dataset, processor, template, args.max_length, args.check_images)
+    print(report.table(args.show_ids))
+    return 0 if report.ok else 1
+
+
+def run_convert(argv: list[str]) -> int:
+    from .formats import convert_llava_json
+
+    (args,) = HfArgumentParser(ConvertArguments).parse_args_into_dataclasses(argv)
+    output = convert_llava_json(args.json_path, args.image_folder, args.output_dir, args.max_shard_rows)
+    print(f"wrote {output}")
+    return 0
+
+
+SUBCOMMANDS = {"check": run_check, "convert": run_convert}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in SUBCOMMANDS:
+        print(f"usage: llava-hf data {{{','.join(SUBCOMMANDS)}}} [options]  (add -h for the options)", file=sys.stderr)
+        return 2
+    return SUBCOMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

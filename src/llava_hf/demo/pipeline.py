@@ -1,0 +1,495 @@
+"""The whole LLaVA recipe at toy scale, one function: `run_demo(DemoConfig(...))`, behind `llava-hf demo`.
+
+    world -> instruction data (datagen) -> tokenizer, vision tower, LLM (pretrain.py) -> stage 1 -> stage 2
+          -> evaluation (multiple choice + LLaVA-Bench-style) -> Hub-ready folder + chat transcript -> report
+
+Every LLaVA step goes through the library's own code: `llava_hf.datagen.run_generation` writes the instruction and
+caption data, `llava_hf.data.load_llava_json` reads it, `llava_hf.training.train` runs both stages through TRL's
+SFTTrainer, `llava_hf.evaluation.evaluate` answers and scores, `llava_hf.conversion.model_card` writes the card and
+`pipeline("image-text-to-text")` loads the saved folder for the chat transcript.
+
+Output folder (`output_dir`): `world/` (images + records), `data/` (generated JSON), `stage1/`, `stage2/` (trainer
+outputs), `model/` (the Hub-ready checkpoint with README.md), `eval/` (predictions and results per task),
+`report/` (report.md, plots, example images), `summary.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..processing import get_chat_template
+from .world import World, build_world
+
+DEFAULT_OUTPUT_DIR = "llava_demo"
+
+
+@dataclass
+class DemoConfig:
+    """Settings of `llava-hf demo`. The defaults are the README run (about 10 minutes on 2 CPU cores)."""
+
+    output_dir: str = field(default=DEFAULT_OUTPUT_DIR, metadata={"help": "Folder for everything the demo writes."})
+    seed: int = field(
+        default=0, metadata={"help": "Seed of the world, the data and all training (same seed, same run)."}
+    )
+    device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:1, ... or auto (cuda when available)."})
+    num_train_images: int = field(default=2000, metadata={"help": "Images of the train split."})
+    num_test_images: int = field(default=150, metadata={"help": "Held-out images (evaluation only)."})
+    image_size: int = field(default=48, metadata={"help": "Image side in pixels (the vision tower's resolution)."})
+    skip_stage1: bool = field(
+        default=False, metadata={"help": "Ablation: no stage-1 pretraining (the paper's 'no pretraining' row)."}
+    )
+    vision_feature_layer: int = field(
+        default=-2, metadata={"help": "Vision hidden state fed to the projector: -2 (LLaVA, penultimate) or -1 (last)."}
+    )
+    clip_steps: int = field(default=400, metadata={"help": "Contrastive pretraining steps of the vision tower."})
+    language_model_steps: int = field(default=400, metadata={"help": "Text pretraining steps of the LLM."})
+    pretrain_batch_size: int = field(default=64, metadata={"help": "Batch size of both tower pretrainings."})
+    stage1_epochs: float = field(default=1.0, metadata={"help": "Stage-1 epochs over the caption data."})
+    stage1_learning_rate: float = field(default=2e-3, metadata={"help": "Stage-1 (projector) learning rate."})
+    stage2_epochs: float = field(default=2.0, metadata={"help": "Stage-2 epochs over the instruction data."})
+    stage2_learning_rate: float = field(default=1e-3, metadata={"help": "Stage-2 (projector + LLM) learning rate."})
+    train_batch_size: int = field(default=32, metadata={"help": "Batch size of stages 1 and 2."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Batch size of generation during evaluation."})
+    max_open_questions_images: int = field(
+        default=30, metadata={"help": "Held-out images for the LLaVA-Bench-style questions (3 questions each)."}
+    )
+    teacher_url: str | None = field(
+        default=None,
+        metadata={"help": "OpenAI-compatible endpoint (with /v1) to write the instruction data instead of the rules."},
+    )
+    teacher_model: str | None = field(default=None, metadata={"help": "Model name at --teacher-url."})
+    judge_url: str | None = field(
+        default=None, metadata={"help": "OpenAI-compatible endpoint of an LLM judge for the LLaVA-Bench-style score."}
+    )
+    judge_model: str | None = field(default=None, metadata={"help": "Model name at --judge-url."})
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "Environment variable with the API key."})
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+    def __post_init__(self):
+        if self.vision_feature_layer not in (-1, -2):
+            raise ValueError(
+                f"--vision-feature-layer must be -2 (LLaVA) or -1 (the ablation), got {self.vision_feature_layer}."
+            )
+        if (self.teacher_url is None) != (self.teacher_model is None):
+            raise ValueError("--teacher-url and --teacher-model go together (the endpoint and the model it serves).")
+        if (self.judge_url is None) != (self.judge_model is None):
+            raise ValueError("--judge-url and --judge-model go together (the endpoint and the model it serves).")
+        if self.num_train_images < self.train_batch_size or self.num_test_images < 1:
+            raise ValueError(
+                f"need at least --train-batch-size ({self.train_batch_size}) train images and 1 test image; got "
+                f"{self.num_train_images} and {self.num_test_images}."
+            )
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device} was asked for but torch sees no CUDA device; use --device cpu.")
+    return device
+
+
+class Steps:
+    """Prints one line per pipeline step with its wall time, and keeps the timings for the summary."""
+
+    def __init__(self, total: int):
+        self.total, self.index, self.timings = total, 0, {}
+
+    def run(self, name: str, function, *args, **kwargs):
+        self.index += 1
+        print(f"[{self.index}/{self.total}] {name} ...", flush=True)
+        started = time.monotonic()
+        result = function(*args, **kwargs)
+        self.timings[name] = round(time.monotonic() - started, 1)
+        print(f"[{self.index}/{self.total}] {name}: done in {self.timings[name]:.1f}s", flush=True)
+        return result
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Steps
+
+
+def generate_data(config: DemoConfig, world: World, data_dir: Path, seed: int) -> dict[str, Path]:
+    """Instruction data (conversation / detail / complex) and stage-1 caption data from the train annotations via the
+    data-generation pipeline, plus ScienceQA-format multiple-choice training questions about the train images."""
+    from ..datagen.pipeline import GenerationConfig, run_generation
+    from .questions import multiple_choice, multiple_choice_records
+
+    teacher = (
+        {
+            "teacher": "openai",
+            "base_url": config.teacher_url,
+            "model": config.teacher_model,
+            "api_key_env": config.api_key_env,
+        }
+        if config.teacher_url
+        else {"teacher": "rule-based"}
+    )
+    summary = run_generation(
+        GenerationConfig(
+            output_dir=str(data_dir / "generated"), input=str(world.records_path("train")), seed=seed, **teacher
+        ),
+        progress=config.progress,
+    )
+    if summary["pending"] or summary["gave_up"]:
+        print(
+            f"  data generation: {summary['gave_up']} gave up, {summary['pending']} pending; rejects {summary['rejects']}"
+        )
+    records = multiple_choice_records(multiple_choice(world, "train", seed), world)
+    multiple_choice_path = data_dir / "multiple_choice_train.json"
+    _write_json(multiple_choice_path, records)
+    return {
+        "caption": data_dir / "generated" / "llava_caption.json",
+        "instruct": data_dir / "generated" / "llava_instruct.json",
+        "multiple_choice": multiple_choice_path,
+        "summary": summary,
+    }
+
+
+def build_towers(config: DemoConfig, world: World, data: dict, device: str):
+    """Tokenizer, CLIP vision tower and Llama LLM pretrained on the train split; returns them and their loss curves."""
+    from ..processing import build_image_processor
+    from .pretrain import TowerSizes, language_model_texts, pretrain_clip, pretrain_language_model, train_tokenizer
+
+    sizes = TowerSizes(image_size=config.image_size)
+    train_images = world.splits["train"]
+    captions = [caption for world_image in train_images for caption in world_image.captions]
+    instruct = json.loads(data["instruct"].read_text())
+    multiple_choice = json.loads(data["multiple_choice"].read_text())
+    turns = [
+        turn["value"].replace("<image>", "").strip()
+        for record in instruct + multiple_choice
+        for turn in record["conversations"]
+    ]
+    system = get_chat_template("vicuna_v1").split('set system_message = "', 1)[1].split('"', 1)[0]
+    # The template's fixed text appears in every sample: repeating it lets BPE give its words single tokens.
+    template_text = [f"{system} USER: ASSISTANT:"] * 200
+    tokenizer = train_tokenizer(captions + turns + template_text, sizes.vocab_size)
+
+    texts = language_model_texts(instruct, captions, tokenizer)
+    language_model, language_losses = pretrain_language_model(
+        texts,
+        tokenizer,
+        sizes,
+        config.language_model_steps,
+        config.pretrain_batch_size,
+        config.seed,
+        device,
+        progress=config.progress,
+    )
+    image_processor = build_image_processor(config.image_size, "pad")
+    pixel_values = image_processor([world.open(image) for image in train_images], return_tensors="pt")["pixel_values"]
+    clip, clip_losses = pretrain_clip(
+        pixel_values,
+        [list(image.captions) for image in train_images],
+        tokenizer,
+        sizes,
+        config.clip_steps,
+        config.pretrain_batch_size,
+        config.seed,
+        device,
+        progress=config.progress,
+    )
+    return tokenizer, clip, language_model, {"language model": language_losses, "vision tower (CLIP)": clip_losses}
+
+
+def train_stage(
+    stage: str, config: DemoConfig, model, processor, rows, output_dir: Path, device: str
+) -> list[tuple[int, float]]:
+    """One LLaVA stage through `llava_hf.training.train` (TRL SFTTrainer); returns the logged (step, loss) pairs."""
+    from trl import SFTConfig
+
+    from ..training import LlavaRunArguments, train
+
+    stage_one = stage == "pretrain"
+    args = SFTConfig(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=config.train_batch_size,
+        num_train_epochs=config.stage1_epochs if stage_one else config.stage2_epochs,
+        learning_rate=config.stage1_learning_rate if stage_one else config.stage2_learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.03,  # a float below 1 is a fraction of the steps (LLaVA: warmup ratio 0.03)
+        weight_decay=0.0,
+        logging_steps=5,
+        save_strategy="no",
+        report_to="none",
+        seed=config.seed,
+        data_seed=config.seed,
+        use_cpu=device == "cpu",
+        bf16=False,
+        gradient_checkpointing=False,
+        max_length=None,
+        dataloader_num_workers=0,
+        disable_tqdm=not config.progress,
+    )
+    trainer = train(LlavaRunArguments(stage=stage), args, model=model, processor=processor, train_dataset=rows)
+    return [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
+
+
+def evaluate_model(config: DemoConfig, world: World, model, processor, eval_dir: Path) -> dict:
+    """Multiple choice on every held-out image and the LLaVA-Bench-style questions on the first
+    `max_open_questions_images`; returns both results dicts."""
+    from ..evaluation import Task, evaluate, llava_bench, scienceqa
+    from .questions import accuracy_by_type, multiple_choice, open_questions, rule_judge_score
+
+    def multiple_choice_score(outcomes):
+        results = scienceqa.score(outcomes)
+        by_type = accuracy_by_type(outcomes)
+        results["by_question_type"] = by_type
+        results["metrics"] = {f"accuracy/{name}": row["accuracy"] for name, row in by_type.items()}
+        results["table"] = {
+            "columns": ["question type", "correct", "total", "accuracy (%)", "chance (%)"],
+            "rows": [
+                [name, row["correct"], row["total"], row["accuracy"], row["chance"]] for name, row in by_type.items()
+            ],
+        }
+        return results
+
+    choice_task = Task(
+        name="shapes_multiple_choice",
+        examples=multiple_choice(world, "test", config.seed),
+        score=multiple_choice_score,
+        parse=lambda text, example: scienceqa.parse_choice(text, example.metadata["choices"]),
+        max_new_tokens=4,
+        dataset_type="llava_hf-shapes-world",
+        dataset_name="Shapes world multiple choice (ScienceQA format, held-out images)",
+        dataset_split="test",
+    )
+    open_examples = open_questions(world, "test")[: 3 * config.max_open_questions_images]
+    if config.judge_url:
+        settings = llava_bench.JudgeSettings(
+            base_url=config.judge_url, model=config.judge_model, api_key_env=config.api_key_env
+        )
+        open_task = llava_bench.build_task(
+            examples=open_examples, judge_settings=settings, cache_path=eval_dir / "judgments.jsonl", variant="shapes"
+        )
+        open_task.max_new_tokens = 96
+    else:
+        open_task = Task(
+            name="llava_bench_shapes",
+            examples=open_examples,
+            score=rule_judge_score,
+            max_new_tokens=96,
+            dataset_type="llava_hf-shapes-world",
+            dataset_name="Shapes world LLaVA-Bench-style questions (rule-based judge, held-out images)",
+            dataset_split="test",
+        )
+    model.eval()
+    results = {}
+    for task in (choice_task, open_task):
+        results[task.name] = evaluate(
+            task,
+            model,
+            processor,
+            output_dir=eval_dir / task.name,
+            batch_size=config.eval_batch_size,
+            model_id="llava_hf demo",
+            progress=config.progress,
+        )
+    return results
+
+
+def chat_transcript(model_dir: Path, world: World, device: str, seed: int) -> list[dict]:
+    """A short multi-turn chat about one held-out image, through `pipeline("image-text-to-text")` on the saved
+    folder (which is the proof that the folder loads like any Hub checkpoint)."""
+    from transformers import pipeline
+
+    import llava_hf  # noqa: F401  (registers the llava_hf model type with the Auto classes the pipeline uses)
+
+    chat = pipeline("image-text-to-text", model=str(model_dir), device=device)
+    world_image = world.splits["test"][random.Random(seed).randrange(len(world.splits["test"]))]
+    image = world.open(world_image)
+    questions = [
+        "What kinds of objects can be seen in the image?",
+        "How many shapes are there in the image?",
+        "Describe this image in detail.",
+    ]
+    messages, transcript = [], []
+    for index, question in enumerate(questions):
+        content = ([{"type": "image", "image": image}] if index == 0 else []) + [{"type": "text", "text": question}]
+        messages.append({"role": "user", "content": content})
+        output = chat(text=messages, max_new_tokens=64, return_full_text=False, generate_kwargs={"do_sample": False})
+        answer = output[0]["generated_text"].strip()
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+        transcript.append({"question": question, "answer": answer})
+    return [{"image": world_image.image, "image_id": world_image.id, "annotations": world_image.record()}] + transcript
+
+
+def save_model(model, processor, model_dir: Path, config: DemoConfig, results: dict, timings: dict) -> None:
+    """The Hub-ready folder: weights + config + processor + a model card with the demo's evaluation table."""
+    from ..conversion.model_card import render_model_card
+    from ..evaluation import add_results_to_model_card
+
+    temporary = model_dir.with_name(model_dir.name + ".tmp")
+    if temporary.exists():
+        import shutil
+
+        shutil.rmtree(temporary)
+    model.save_pretrained(temporary)
+    processor.save_pretrained(temporary)
+    choice = results["shapes_multiple_choice"]["by_question_type"]
+    evaluation = [
+        {
+            "benchmark": f"shapes world multiple choice, {name} (chance {row['chance']:.0f}%)",
+            "score": f"{row['accuracy']:.1f}%",
+        }
+        for name, row in choice.items()
+    ]
+    bench_name = next(name for name in results if name.startswith("llava_bench"))
+    for category, value in results[bench_name]["metrics"].items():
+        evaluation.append(
+            {
+                "benchmark": f"LLaVA-Bench-style relative score, {category} ({_judge_label(config)})",
+                "score": f"{value:.1f}",
+            }
+        )
+    stages = [
+        {
+            "name": "stage 1 (feature alignment)",
+            "data": "shapes-world captions",
+            "trainable": "projector",
+            "ran": "no (--skip-stage1 ablation)" if config.skip_stage1 else "yes",
+        },
+        {
+            "name": "stage 2 (instruction tuning)",
+            "data": "generated instructions + multiple choice (train images)",
+            "trainable": "projector + LLM",
+            "ran": "yes",
+        },
+    ]
+    card = render_model_card(
+        repo_id=str(model_dir),
+        title="llava_hf demo: LLaVA on the shapes world",
+        datasets=["llava_hf shapes world (synthetic, generated by `llava-hf demo`)"],
+        stages=stages,
+        evaluation=evaluation,
+        evaluation_source=f"measured by `llava-hf demo` (seed {config.seed}) on held-out synthetic images",
+    )
+    (temporary / "README.md").write_text(card)
+    add_results_to_model_card(temporary / "README.md", list(results.values()), "llava_hf demo")
+    if model_dir.exists():
+        import shutil
+
+        shutil.rmtree(model_dir)
+    os.replace(temporary, model_dir)
+
+
+def _judge_label(config: DemoConfig) -> str:
+    return f"LLM judge {config.judge_model}" if config.judge_url else "rule-based judge"
+
+
+def _write_json(path: Path, value) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(value, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The run
+
+
+def run_demo(config: DemoConfig) -> dict:
+    """Run the whole recipe into `config.output_dir` and return the summary (also written to summary.json)."""
+    from transformers import set_seed
+
+    from ..data import load_llava_json
+    from .pretrain import assemble
+    from .report import write_report
+
+    device = resolve_device(config.device)
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    set_seed(config.seed)
+    started = time.monotonic()
+    steps = Steps(total=9)
+
+    world = steps.run(
+        "shapes world",
+        build_world,
+        output_dir / "world",
+        config.num_train_images,
+        config.num_test_images,
+        seed=config.seed,
+        image_size=config.image_size,
+    )
+    data = steps.run("instruction data (datagen)", generate_data, config, world, output_dir / "data", config.seed)
+    tokenizer, clip, language_model, pretrain_losses = steps.run(
+        "tokenizer + pretrained towers", build_towers, config, world, data, device
+    )
+    model, processor = assemble(clip, language_model, tokenizer, config.vision_feature_layer, seed=config.seed)
+
+    curves = {f"pretrain: {name}": list(enumerate(losses, start=1)) for name, losses in pretrain_losses.items()}
+    if config.skip_stage1:
+        steps.run("stage 1 skipped (--skip-stage1)", lambda: None)
+    else:
+        captions = load_llava_json(data["caption"], world.folder)
+        curves["stage 1 (projector)"] = steps.run(
+            "stage 1: feature alignment",
+            train_stage,
+            "pretrain",
+            config,
+            model,
+            processor,
+            captions,
+            output_dir / "stage1",
+            device,
+        )
+    instructions = json.loads(data["instruct"].read_text()) + json.loads(data["multiple_choice"].read_text())
+    random.Random(config.seed).shuffle(instructions)
+    stage2_path = output_dir / "data" / "stage2_mix.json"
+    _write_json(stage2_path, instructions)
+    rows = load_llava_json(stage2_path, world.folder)
+    curves["stage 2 (projector + LLM)"] = steps.run(
+        "stage 2: instruction tuning",
+        train_stage,
+        "finetune",
+        config,
+        model,
+        processor,
+        rows,
+        output_dir / "stage2",
+        device,
+    )
+    model.to(device)
+    results = steps.run(
+        "evaluation on held-out images", evaluate_model, config, world, model, processor, output_dir / "eval"
+    )
+    model_dir = output_dir / "model"
+    steps.run("save Hub-ready folder", save_model, model.cpu(), processor, model_dir, config, results, steps.timings)
+    transcript = steps.run("chat transcript (pipeline)", chat_transcript, model_dir, world, device, config.seed)
+
+    summary = {
+        "config": asdict(config),
+        "device": device,
+        "timings_seconds": steps.timings,
+        "total_seconds": round(time.monotonic() - started, 1),
+        "data": {
+            key: value
+            for key, value in data["summary"].items()
+            if key in ("images", "records", "caption_records", "rejects")
+        },
+        "multiple_choice": results["shapes_multiple_choice"]["by_question_type"],
+        "llava_bench": {
+            "judge": _judge_label(config),
+            **{
+                name: value
+                for name, value in results[next(n for n in results if n.startswith("llava_bench"))]["metrics"].items()
+            },
+        },
+        "chat": transcript,
+        "model_dir": str(model_dir),
+    }
+    steps.run("report", write_report, output_dir / "report", summary, curves, world, output_dir / "eval")
+    _write_json(output_dir / "summary.json", summary)
+    return summary
+
+
+__all__ = ["DemoConfig", "resolve_device", "run_demo"]

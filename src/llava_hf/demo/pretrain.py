@@ -1,0 +1,330 @@
+"""The parts LLaVA starts from, made at toy scale: a tokenizer, a CLIP-style vision tower and a Llama-style LLM.
+
+LLaVA never trains its towers: it takes CLIP ViT-L (pretrained contrastively on image-caption pairs) and Vicuna
+(a pretrained, chat-tuned LLM) and only learns to connect them. No weights can be downloaded here, so the demo first
+makes its own "pretrained" towers on the shapes world, the same way they were made, only tiny:
+- `train_tokenizer`: a byte-level BPE on the world's text, `<image>` registered as a special token;
+- `pretrain_clip`: a `CLIPModel` trained with CLIP's contrastive loss on (image, caption) pairs of the train split;
+  its vision half becomes the frozen vision tower;
+- `pretrain_language_model`: a `LlamaForCausalLM` trained on the world's text (captions and chat-formatted Q&A
+  without images), standing in for Vicuna;
+- `assemble`: a `LlavaHfForConditionalGeneration` with those weights loaded into `model.model.vision_tower`,
+  `model.model.language_model` and `lm_head` (the projector stays random: learning it is stage 1), and its processor.
+
+The two pretraining loops are plain PyTorch (AdamW, cosine schedule): they are the towers' own pretraining, not the
+LLaVA recipe, which runs through llava_hf's training code.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (
+    CLIPConfig,
+    CLIPModel,
+    CLIPTextConfig,
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    TokenizersBackend,
+    get_cosine_schedule_with_warmup,
+)
+
+from ..modeling import LlavaHfConfig, LlavaHfForConditionalGeneration
+from ..processing import LlavaHfProcessor, build_image_processor, get_chat_template
+
+# "<pad>" first and "</s>" at id 3: CLIP's text tower treats eos_token_id == 2 as a legacy checkpoint and pools at the
+# highest token id instead of at the end-of-text token, which would pool at a random word here.
+SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]
+
+
+@dataclass
+class TowerSizes:
+    """Sizes of the toy towers (all tiny: the whole demo runs on a laptop CPU)."""
+
+    image_size: int = 48
+    patch_size: int = 12  # 4 x 4 = 16 image tokens: LLaVA's 24 x 24 grid shrunk with the images
+    vision_hidden_size: int = 64
+    vision_layers: int = 4
+    text_hidden_size: int = 128
+    text_layers: int = 3
+    text_heads: int = 4
+    vocab_size: int = 1024
+    max_positions: int = 320
+
+
+def train_tokenizer(texts: list[str], vocab_size: int) -> TokenizersBackend:
+    """A byte-level BPE tokenizer trained on `texts`, wrapped as a transformers tokenizer with `<s>` prepended,
+    `</s>` as end of turn, `<pad>` for padding and `<image>` as the registered image token (tokenizer.image_token)."""
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(texts, trainer=trainer)
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", backend.token_to_id("<s>"))]
+    )
+    return TokenizersBackend(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        extra_special_tokens={"image_token": "<image>"},
+        model_max_length=1024,
+    )
+
+
+def _train(
+    model: torch.nn.Module,
+    next_loss: Callable[[int], torch.Tensor],
+    steps: int,
+    learning_rate: float,
+    description: str,
+    progress: bool,
+) -> list[float]:
+    """AdamW + 5% warmup + cosine decay for `steps` steps; `next_loss(step)` computes one batch's loss."""
+    from tqdm.auto import tqdm
+
+    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.0)
+    schedule = get_cosine_schedule_with_warmup(optimizer, max(1, steps // 20), steps)
+    model.train()
+    losses = []
+    bar = tqdm(range(steps), desc=description, unit="step", disable=not progress, leave=False)
+    for step in bar:
+        loss = next_loss(step)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    model.eval()
+    return losses
+
+
+def _batches(count: int, batch_size: int, seed: int) -> Iterator[list[int]]:
+    """Endless shuffled batches of indices into `count` items, epoch after epoch, from `seed`."""
+    rng = random.Random(seed)
+    while True:
+        order = list(range(count))
+        rng.shuffle(order)
+        for start in range(0, count - batch_size + 1, batch_size):
+            yield order[start : start + batch_size]
+
+
+def pretrain_clip(
+    pixel_values: torch.Tensor,
+    captions: list[list[str]],
+    tokenizer: TokenizersBackend,
+    sizes: TowerSizes,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    device: str = "cpu",
+    learning_rate: float = 2e-3,
+    progress: bool = True,
+) -> tuple[CLIPModel, list[float]]:
+    """Contrastive pretraining (CLIP's symmetric InfoNCE over in-batch pairs): image i with one of its captions.
+
+    Args:
+        pixel_values: `[N, 3, image_size, image_size]`, preprocessed like LLaVA's processor will feed the tower.
+        captions: per image, its captions; each step pairs every image with one of them at random.
+    Returns the trained `CLIPModel` (its `vision_model` is the LLaVA vision tower) and the loss per step.
+    """
+    torch.manual_seed(seed)
+    text_config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=96,
+        projection_dim=64,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    vision_config = CLIPVisionConfig(
+        hidden_size=sizes.vision_hidden_size,
+        intermediate_size=2 * sizes.vision_hidden_size,
+        num_hidden_layers=sizes.vision_layers,
+        num_attention_heads=4,
+        image_size=sizes.image_size,
+        patch_size=sizes.patch_size,
+        projection_dim=64,
+    )
+    model = CLIPModel(CLIPConfig(text_config=text_config, vision_config=vision_config)).to(device)
+    # Every caption ends with </s>: CLIP's text tower pools the hidden state at the end-of-text token.
+    encoded = [
+        tokenizer([text + tokenizer.eos_token for text in image_captions], add_special_tokens=True)["input_ids"]
+        for image_captions in captions
+    ]
+    longest = max(len(ids) for image_ids in encoded for ids in image_ids)
+    if longest > text_config.max_position_embeddings:
+        raise ValueError(f"a caption has {longest} tokens, more than the CLIP text tower's 96 positions.")
+    rng = random.Random(seed)
+    batches = _batches(len(captions), min(batch_size, len(captions)), seed)
+
+    def next_loss(step: int) -> torch.Tensor:
+        indices = next(batches)
+        ids = [rng.choice(encoded[index]) for index in indices]
+        width = max(len(item) for item in ids)
+        input_ids = torch.full((len(ids), width), tokenizer.pad_token_id)
+        attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, item in enumerate(ids):
+            input_ids[row, : len(item)] = torch.tensor(item)
+            attention_mask[row, : len(item)] = 1
+        outputs = model(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            pixel_values=pixel_values[indices].to(device),
+            return_loss=True,
+        )
+        return outputs.loss
+
+    losses = _train(model, next_loss, steps, learning_rate, "pretrain vision tower (CLIP)", progress)
+    return model.cpu(), losses
+
+
+def pretrain_language_model(
+    texts: list[str],
+    tokenizer: TokenizersBackend,
+    sizes: TowerSizes,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    device: str = "cpu",
+    learning_rate: float = 3e-3,
+    progress: bool = True,
+) -> tuple[LlamaForCausalLM, list[float]]:
+    """Next-token pretraining of a small Llama on `texts` (each already formatted, e.g. by the chat template)."""
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=sizes.text_hidden_size,
+        intermediate_size=2 * sizes.text_hidden_size,
+        num_hidden_layers=sizes.text_layers,
+        num_attention_heads=sizes.text_heads,
+        num_key_value_heads=sizes.text_heads,
+        max_position_embeddings=sizes.max_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,  # LLaVA's LLMs have an untied lm_head
+    )
+    model = LlamaForCausalLM(config).to(device)
+    encoded = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=sizes.max_positions)["input_ids"]
+    batches = _batches(len(encoded), min(batch_size, len(encoded)), seed)
+
+    def next_loss(step: int) -> torch.Tensor:
+        ids = [encoded[index] for index in next(batches)]
+        width = max(len(item) for item in ids)
+        input_ids = torch.full((len(ids), width), tokenizer.pad_token_id)
+        labels = torch.full((len(ids), width), -100)
+        attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, item in enumerate(ids):
+            input_ids[row, : len(item)] = torch.tensor(item)
+            labels[row, 1 : len(item)] = torch.tensor(item[1:])  # no loss on the leading <s>
+            attention_mask[row, : len(item)] = 1
+        return model(
+            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), labels=labels.to(device)
+        ).loss
+
+    losses = _train(model, next_loss, steps, learning_rate, "pretrain language model", progress)
+    return model.cpu(), losses
+
+
+def language_model_texts(records: list[dict], captions: list[str], tokenizer: TokenizersBackend) -> list[str]:
+    """LM pretraining text: each caption as a sentence, and each LLaVA record's conversation rendered with the
+    vicuna_v1 template with the `<image>` placeholders removed, so the LLM already knows the chat format (as Vicuna
+    does before LLaVA starts); answers about images are only text here, the image comes in the LLaVA stages."""
+    template = get_chat_template("vicuna_v1")
+    roles = {"human": "user", "gpt": "assistant"}
+    texts = [tokenizer.bos_token + caption + tokenizer.eos_token for caption in captions]
+    for record in records:
+        messages = [
+            {"role": roles[turn["from"]], "content": turn["value"].replace("<image>", "").strip()}
+            for turn in record["conversations"]
+        ]
+        texts.append(tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False))
+    return texts
+
+
+def assemble(
+    clip: CLIPModel,
+    language_model: LlamaForCausalLM,
+    tokenizer: TokenizersBackend,
+    vision_feature_layer: int = -2,
+    projector_type: str = "mlp2x_gelu",
+    seed: int = 0,
+) -> tuple[LlavaHfForConditionalGeneration, LlavaHfProcessor]:
+    """A LLaVA model made of the pretrained towers plus a fresh projector, and its processor (vicuna_v1 template,
+    LLaVA-1.5 "pad" preprocessing at the tower's resolution)."""
+    vision_config = clip.vision_model.config
+    config = LlavaHfConfig(
+        vision_config=vision_config.to_dict(),
+        text_config=language_model.config.to_dict(),
+        image_token_index=tokenizer.image_token_id,
+        projector_type=projector_type,
+        vision_feature_layer=vision_feature_layer,
+    )
+    torch.manual_seed(seed)
+    model = LlavaHfForConditionalGeneration(config)
+    model.model.vision_tower.load_state_dict(clip.vision_model.state_dict())
+    model.model.language_model.load_state_dict(language_model.model.state_dict())
+    model.lm_head.load_state_dict(language_model.lm_head.state_dict())
+    model.model.vision_tower.requires_grad_(False)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.generation_config.max_new_tokens = 48
+    model.generation_config.do_sample = False
+    processor = LlavaHfProcessor(
+        image_processor=build_image_processor(vision_config.image_size, "pad"),
+        tokenizer=tokenizer,
+        chat_template="vicuna_v1",
+        image_seq_length=config.image_seq_length,
+    )
+    return model.eval(), processor
+
+
+def clip_retrieval_accuracy(clip: CLIPModel, pixel_values: torch.Tensor, captions: list[str], tokenizer) -> float:
+    """Share of images whose own caption scores highest among all `captions` (one per image): a quick check that the
+    contrastive pretraining learned something (chance = 1 / len(captions))."""
+    encoded = tokenizer([text + tokenizer.eos_token for text in captions], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        outputs = clip(
+            input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"], pixel_values=pixel_values
+        )
+    predicted = outputs.logits_per_image.argmax(-1)
+    return float((predicted == torch.arange(len(captions))).float().mean())
+
+
+def perplexity(losses: list[float], last: int = 20) -> float:
+    tail = losses[-last:]
+    return math.exp(sum(tail) / len(tail))
+
+
+__all__ = [
+    "SPECIAL_TOKENS",
+    "TowerSizes",
+    "assemble",
+    "clip_retrieval_accuracy",
+    "language_model_texts",
+    "pretrain_clip",
+    "pretrain_language_model",
+    "train_tokenizer",
+]

@@ -1,0 +1,39 @@
+"""LLaVA's training stages around TRL's SFTTrainer: `recipes` (what each stage trains, LoRA/QLoRA, the stage-1
+projector file, building from a vision tower + LLM) and `train` (run settings, trainer, the `train()` entry point)."""
+
+from .recipes import (
+    LORA_TARGET_MODULES,
+    PROJECTOR_FILE,
+    QLORA_SKIP_MODULES,
+    STAGES,
+    build_from_parts,
+    load_projector,
+    lora_config,
+    qlora_quantization_config,
+    save_projector,
+    set_trainable,
+    trainable_counts,
+    unfreeze_vision_layers,
+)
+from .train import LlavaRunArguments, LlavaSFTTrainer, build_trainer, load_model_and_processor, save_outputs, train
+
+__all__ = [
+    "LORA_TARGET_MODULES",
+    "PROJECTOR_FILE",
+    "QLORA_SKIP_MODULES",
+    "STAGES",
+    "LlavaRunArguments",
+    "LlavaSFTTrainer",
+    "build_from_parts",
+    "build_trainer",
+    "load_model_and_processor",
+    "load_projector",
+    "lora_config",
+    "qlora_quantization_config",
+    "save_outputs",
+    "save_projector",
+    "set_trainable",
+    "train",
+    "trainable_counts",
+    "unfreeze_vision_layers",
+]

@@ -1,0 +1,310 @@
+"""What each LLaVA stage trains, and how: freezing, per-component learning rates, LoRA/QLoRA configs, the stage-1
+projector file, and building a model from a vision tower + a language model (where stage 1 starts).
+
+Stages (LLAVA.md §7):
+- `pretrain` (stage 1): only the projector learns (LR 1e-3); `plain` template; output: the projector alone.
+- `finetune` (stage 2): projector + language model (LR 2e-5); vision tower frozen.
+- `lora` (stage 2 LoRA): LoRA on the language model's linear layers, the projector fully trained with its own LR.
+- `qlora`: `lora` on a 4-bit language model; vision tower, projector and lm_head stay out of quantization.
+"""
+
+import logging
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("pretrain", "finetune", "lora", "qlora")
+# The language model's linear layers (LLaVA's LoRA recipe targets all of them); the regex keeps LoRA off the vision
+# tower and the projector, and off lm_head, which TRL refuses to adapt (TRANSFORMERS5.md §4.6).
+LORA_TARGET_MODULES = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+# Kept in full precision under QLoRA: bitsandbytes' default skip list is only lm_head, which would quantize the vision
+# tower and the projector (TRANSFORMERS5.md §6.3).
+QLORA_SKIP_MODULES = ["vision_tower", "multi_modal_projector", "lm_head"]
+PROJECTOR_FILE = "projector.safetensors"
+COMPONENTS = ("vision_tower", "multi_modal_projector", "language_model")
+
+
+def component_of(parameter_name: str) -> str:
+    """Which LLaVA component a parameter belongs to; lm_head (and LoRA weights inside the LLM) count as language_model."""
+    for component in ("vision_tower", "multi_modal_projector"):
+        if f"{component}." in parameter_name:
+            return component
+    return "language_model"
+
+
+def set_trainable(
+    model,
+    train_vision_tower: bool = False,
+    train_projector: bool = True,
+    train_language_model: bool = False,
+) -> dict[str, int]:
+    """Set `requires_grad` per component (lm_head goes with the language model); returns trainable counts."""
+    base = _unwrap(model).model  # LlavaHfModel
+    base.vision_tower.requires_grad_(train_vision_tower)
+    base.multi_modal_projector.requires_grad_(train_projector)
+    base.language_model.requires_grad_(train_language_model)
+    _unwrap(model).lm_head.requires_grad_(train_language_model)
+    return trainable_counts(model)
+
+
+def unfreeze_vision_layers(model, num_layers: int) -> None:
+    """Train the last `num_layers` vision layers that feed the projector (works on a PEFT-wrapped model too).
+
+    Counted back from the deepest layer whose output reaches the projector: with LLaVA's layer -2 the tower's last
+    layer never receives a gradient, so "the last N layers" are the N layers that produce hidden state -2.
+    """
+    llava = _unwrap(model)
+    layers = llava.model.vision_tower.encoder.layers
+    feature_layers = llava.config.vision_feature_layer
+    feature_layers = [feature_layers] if isinstance(feature_layers, int) else list(feature_layers)
+    deepest = max(index if index >= 0 else len(layers) + 1 + index for index in feature_layers)
+    if not 0 < num_layers <= deepest:
+        raise ValueError(
+            f"unfreeze_vision_layers={num_layers}, but {deepest} vision layers feed the projector "
+            f"(vision_feature_layer={llava.config.vision_feature_layer})."
+        )
+    for layer in layers[deepest - num_layers : deepest]:
+        layer.requires_grad_(True)
+
+
+def trainable_counts(model) -> dict[str, int]:
+    counts = dict.fromkeys(COMPONENTS, 0)
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            counts[component_of(name)] += parameter.numel()
+    return counts
+
+
+def parameter_groups(
+    model, learning_rate: float, weight_decay: float, decay_parameter_names, learning_rates: dict[str, float | None]
+) -> list[dict]:
+    """Optimizer groups: one per (component, decay/no-decay), each with its component's LR (default `learning_rate`).
+
+    `learning_rates` maps component names (`vision_tower`, `multi_modal_projector`, `language_model`) to an LR or None.
+    """
+    groups: dict[tuple[str, bool], list] = {}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            groups.setdefault((component_of(name), name in decay_parameter_names), []).append(parameter)
+    return [
+        {
+            "params": parameters,
+            "lr": learning_rate if learning_rates.get(component) is None else learning_rates[component],
+            "weight_decay": weight_decay if decays else 0.0,
+            "name": f"{component}/{'decay' if decays else 'no_decay'}",
+        }
+        for (component, decays), parameters in sorted(groups.items())
+    ]
+
+
+def projector_state_dict(model) -> dict[str, torch.Tensor]:
+    """The projector's weights under the on-disk names of transformers' llava (`multi_modal_projector.linear_1.weight`)."""
+    projector = _unwrap(model).model.multi_modal_projector
+    return {
+        f"multi_modal_projector.{key}": value.detach().cpu().contiguous()
+        for key, value in projector.state_dict().items()
+    }
+
+
+def save_projector(model, output_dir: str | Path) -> Path:
+    """Write the stage-1 result, the projector alone, to `output_dir/projector.safetensors` (atomically)."""
+    config = _unwrap(model).config
+    path = Path(output_dir) / PROJECTOR_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    metadata = {"projector_type": config.projector_type, "format": "pt"}
+    save_file(projector_state_dict(model), str(temporary), metadata=metadata)
+    temporary.replace(path)
+    return path
+
+
+def _original_projector_keys(state: dict) -> dict:
+    """Rename the original LLaVA `mm_projector.bin` keys (`model.mm_projector.0.weight`, ...) to ours."""
+    renamed = {}
+    for key, value in state.items():
+        suffix = key.split("mm_projector.", 1)[1]  # "0.weight" (mlp) or "weight" (linear)
+        if suffix[0].isdigit():
+            index, parameter = suffix.split(".", 1)
+            # Sequential(Linear, GELU, Linear, ...): Linear modules sit at even indices 0, 2, 4 -> linear_1, 2, 3.
+            renamed[f"multi_modal_projector.linear_{int(index) // 2 + 1}.{parameter}"] = value
+        else:
+            renamed[f"multi_modal_projector.linear_1.{suffix}"] = value
+    return renamed
+
+
+def load_projector(model, path: str | Path) -> None:
+    """Load a stage-1 projector (our `projector.safetensors`, a folder holding one, or the original `mm_projector.bin`).
+
+    Under DeepSpeed ZeRO-3 the parameters of a model built inside `zero.Init` are partitioned; they are gathered,
+    written on rank 0 and re-partitioned (`deepspeed.zero.GatheredParameters`). Loading into a model created before
+    the trainer, which is what `train()` does, needs no gathering: partitioning happens when the trainer starts.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / PROJECTOR_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no projector at {path}; pass the stage-1 output folder or its {PROJECTOR_FILE}.")
+    if path.suffix == ".safetensors":
+        state = load_file(str(path))
+    else:
+        state = _original_projector_keys(torch.load(path, map_location="cpu", weights_only=True))
+    projector = _unwrap(model).model.multi_modal_projector
+    prefix = "multi_modal_projector."
+    state = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
+    expected = {key: tuple(value.shape) for key, value in _full_shapes(projector).items()}
+    found = {key: tuple(value.shape) for key, value in state.items()}
+    if expected != found:
+        raise ValueError(
+            f"the projector in {path} does not fit this model: file has {found}, model expects {expected}. Use the "
+            "same projector_type, vision tower and language model as stage 1."
+        )
+    partitioned = [parameter for parameter in projector.parameters() if hasattr(parameter, "ds_id")]
+    if partitioned:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(partitioned, modifier_rank=0):
+            if torch.distributed.get_rank() == 0:
+                _copy_into(projector, state)
+    else:
+        _copy_into(projector, state)
+    logger.info(f"loaded the projector from {path}")
+
+
+def _full_shapes(module) -> dict:
+    # ZeRO-3 partitions leave `ds_shape` with the real shape on each parameter.
+    return {name: getattr(parameter, "ds_shape", parameter) for name, parameter in module.named_parameters()}
+
+
+def _copy_into(module, state: dict) -> None:
+    with torch.no_grad():
+        for name, parameter in module.named_parameters():
+            parameter.copy_(state[name].to(parameter.dtype))
+
+
+def _unwrap(model):
+    """The LlavaHfForConditionalGeneration inside a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def lora_config(r: int, alpha: int, dropout: float, target_modules: str = LORA_TARGET_MODULES):
+    """LoRA on the language model; the projector is trained in full and saved with the adapter (`modules_to_save`),
+    as the original saved it next to the adapter (`non_lora_trainables.bin`, LLAVA.md §6)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target_modules,
+        modules_to_save=["multi_modal_projector"],
+        task_type="CAUSAL_LM",
+    )
+
+
+def qlora_quantization_config(compute_dtype: torch.dtype = torch.bfloat16):
+    """4-bit NF4 with double quantization (LLAVA.md §7) for the language model only."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+        llm_int8_skip_modules=QLORA_SKIP_MODULES,
+    )
+
+
+def build_from_parts(
+    vision_tower: str,
+    language_model: str,
+    projector_type: str = "mlp2x_gelu",
+    vision_feature_layer: int = -2,
+    vision_feature_select_strategy: str = "default",
+    image_aspect_ratio: str = "pad",
+    chat_template: str | None = None,
+    dtype: torch.dtype | None = None,
+    quantization_config=None,
+):
+    """A new LLaVA model from a pretrained vision tower and a pretrained causal LM, with a freshly initialised
+    projector (where stage 1 starts), and its processor.
+
+    `<image>` is added to the tokenizer as a special token if missing (the embedding matrix grows by one row);
+    a tokenizer without a pad token pads with `unk` (LLaVA-1.5's choice) or else `eos`. `quantization_config`
+    (QLoRA) applies to the language model only; the vision tower and the projector stay in `dtype`.
+    Returns `(model, processor)`.
+    """
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    from ..modeling import LlavaHfConfig, LlavaHfForConditionalGeneration
+    from ..modeling.modeling_llava import LlavaHfMultiModalProjector
+    from ..processing import LlavaHfProcessor, build_image_processor
+
+    tokenizer = AutoTokenizer.from_pretrained(language_model)
+    if getattr(tokenizer, "image_token", None) is None:
+        tokenizer.add_special_tokens({"extra_special_tokens": {"image_token": "<image>"}})
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    language = AutoModelForCausalLM.from_pretrained(
+        language_model, dtype=dtype, quantization_config=quantization_config
+    )
+    if len(tokenizer) > language.get_input_embeddings().weight.shape[0]:
+        language.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+
+    vision_source_config = AutoConfig.from_pretrained(vision_tower)
+    vision_config = getattr(vision_source_config, "vision_config", vision_source_config)
+    vision = AutoModel.from_pretrained(vision_tower, dtype=dtype)
+    vision_state = (vision.vision_model if hasattr(vision, "vision_model") else vision).state_dict()
+
+    config = LlavaHfConfig(
+        vision_config=vision_config,
+        text_config=language.config,
+        image_token_index=tokenizer.convert_tokens_to_ids(tokenizer.image_token),
+        projector_type=projector_type,
+        vision_feature_layer=vision_feature_layer,
+        vision_feature_select_strategy=vision_feature_select_strategy,
+        image_aspect_ratio=image_aspect_ratio,
+    )
+    # Build the shell on the meta device (no second copy of a 7B LLM in memory), then move the loaded towers in.
+    with torch.device("meta"):
+        model = LlavaHfForConditionalGeneration(config)
+    model.model.language_model = language.model
+    model.lm_head = language.lm_head
+    model.model.vision_tower = AutoModel.from_config(vision_config, dtype=dtype)
+    model.model.vision_tower.load_state_dict(vision_state)
+    model.model.vision_tower.requires_grad_(False)
+    model.model.multi_modal_projector = LlavaHfMultiModalProjector(config).to(dtype or torch.float32)
+    on_meta = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()] if tensor.is_meta]
+    if on_meta:
+        raise RuntimeError(f"tensors left on the meta device after assembling the model: {on_meta[:5]}")
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+    image_size = vision_config.image_size
+    processor = LlavaHfProcessor(
+        image_processor=build_image_processor(image_size, image_aspect_ratio),
+        tokenizer=tokenizer,
+        chat_template=chat_template,
+        image_seq_length=config.image_seq_length,
+    )
+    return model, processor
+
+
+__all__ = [
+    "LORA_TARGET_MODULES",
+    "PROJECTOR_FILE",
+    "QLORA_SKIP_MODULES",
+    "STAGES",
+    "build_from_parts",
+    "component_of",
+    "load_projector",
+    "lora_config",
+    "parameter_groups",
+    "projector_state_dict",
+    "qlora_quantization_config",
+    "save_projector",
+    "set_trainable",
+    "trainable_counts",
+    "unfreeze_vision_layers",
+]

@@ -1,0 +1,316 @@
+"""Train one LLaVA stage through TRL's `SFTTrainer`: run settings, the trainer with per-component learning rates, and
+the `train()` entry point behind `llava-hf train`.
+
+    from llava_hf.training import LlavaRunArguments, train
+    from trl import SFTConfig
+    trainer = train(LlavaRunArguments(stage="finetune"), SFTConfig(output_dir="out"), model, processor, rows)
+
+What this adds to SFTTrainer (TRANSFORMERS5.md §4): the model instance, our processor and our masking collator are
+passed in; the raw rows go straight to the collator (`skip_prepare_dataset`, `remove_unused_columns=False`) because
+TRL refuses assistant-only loss, packing and padding-free for vision data; the data is checked before training.
+"""
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from trl import SFTConfig, SFTTrainer
+
+from ..data import LlavaCollator, load_rows
+from ..data.check import preflight
+from .recipes import (
+    LORA_TARGET_MODULES,
+    build_from_parts,
+    load_projector,
+    lora_config,
+    parameter_groups,
+    qlora_quantization_config,
+    save_projector,
+    set_trainable,
+    trainable_counts,
+    unfreeze_vision_layers,
+)
+
+logger = logging.getLogger(__name__)
+
+# stage -> (train_projector, train_language_model) defaults; LoRA stages train the LLM through adapters instead.
+STAGE_DEFAULTS = {"pretrain": (True, False), "finetune": (True, True), "lora": (True, False), "qlora": (True, False)}
+
+
+@dataclass
+class LlavaRunArguments:
+    """What to train and on what; the optimisation settings are TRL's `SFTConfig` (parsed alongside)."""
+
+    stage: Literal["pretrain", "finetune", "lora", "qlora"] = field(
+        default="finetune",
+        metadata={"help": "pretrain = stage 1 (projector only), finetune = stage 2 (projector + LLM), lora / qlora."},
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A llava_hf checkpoint (folder or Hub id) to start from."}
+    )
+    vision_tower: str | None = field(
+        default=None,
+        metadata={
+            "help": "Vision model to build from (with --language_model), e.g. openai/clip-vit-large-patch14-336."
+        },
+    )
+    language_model: str | None = field(
+        default=None,
+        metadata={"help": "Causal LM + tokenizer to build from (with --vision_tower), e.g. lmsys/vicuna-7b-v1.5."},
+    )
+    projector_type: str = field(
+        default="mlp2x_gelu", metadata={"help": "linear, mlp{N}x_gelu or identity (building only)."}
+    )
+    vision_feature_layer: int = field(
+        default=-2, metadata={"help": "Vision hidden state fed to the projector (building only)."}
+    )
+    image_aspect_ratio: Literal["pad", "square"] = field(default="pad", metadata={"help": "pad (v1.5) or square (v1)."})
+    projector_path: str | None = field(
+        default=None,
+        metadata={"help": "Stage-1 output (folder or projector.safetensors, or original mm_projector.bin)."},
+    )
+    chat_template: str | None = field(
+        default=None,
+        metadata={"help": "Template name or Jinja file; default `plain` for pretrain, else the processor's."},
+    )
+    data_path: str | None = field(
+        default=None,
+        metadata={"help": "Training data: LLaVA .json, a dataset folder/parquet file or a Hub dataset id."},
+    )
+    image_folder: str | None = field(
+        default=None, metadata={"help": "Folder the LLaVA JSON image paths are relative to."}
+    )
+    data_split: str = field(default="train", metadata={"help": "Split of a folder / Hub dataset."})
+    data_subset: str | None = field(
+        default=None, metadata={"help": "Configuration of a Hub dataset (e.g. a the_cauldron subset)."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N rows."})
+    skip_bad_rows: bool = field(
+        default=False,
+        metadata={"help": "Train without the rows the preflight check rejects (reported) instead of stopping."},
+    )
+    check_images: bool = field(default=True, metadata={"help": "Open every image in the preflight check."})
+    pack_batches: bool = field(
+        default=False, metadata={"help": "Padding-free batches: samples concatenated with restarting position_ids."}
+    )
+    train_vision_tower: bool = field(default=False, metadata={"help": "Train the whole vision tower."})
+    unfreeze_vision_layers: int = field(
+        default=0, metadata={"help": "Train the last N vision layers feeding the projector."}
+    )
+    train_projector: bool | None = field(default=None, metadata={"help": "Override the stage default (True)."})
+    train_language_model: bool | None = field(
+        default=None, metadata={"help": "Override the stage default (finetune: True; pretrain/LoRA: False)."}
+    )
+    projector_learning_rate: float | None = field(
+        default=None, metadata={"help": "Projector LR (default: learning_rate)."}
+    )
+    vision_tower_learning_rate: float | None = field(
+        default=None, metadata={"help": "Vision tower LR (default: learning_rate)."}
+    )
+    lora_r: int = field(default=128, metadata={"help": "LoRA rank (LLaVA-1.5: 128)."})
+    lora_alpha: int = field(default=256, metadata={"help": "LoRA alpha (LLaVA-1.5: 256)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: str = field(
+        default=LORA_TARGET_MODULES, metadata={"help": "Regex of the modules that get LoRA."}
+    )
+    merge_lora: bool = field(default=False, metadata={"help": "Also save the merged model under output_dir/merged."})
+    dtype: Literal["float32", "bfloat16", "float16"] = field(
+        default="float32", metadata={"help": "Weights dtype when loading."}
+    )
+
+
+class LlavaSFTTrainer(SFTTrainer):
+    """SFTTrainer whose optimizer has one parameter group per LLaVA component, each with its own learning rate.
+
+    `learning_rates` maps `vision_tower` / `multi_modal_projector` / `language_model` to an LR (None: `learning_rate`).
+    Overriding `create_optimizer` (rather than passing `optimizers=`) keeps `optim`, DeepSpeed and FSDP working.
+    """
+
+    def __init__(self, *args, learning_rates: dict[str, float | None] | None = None, **kwargs):
+        self.learning_rates = learning_rates or {}
+        super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model=None):
+        model = self.model if model is None else model
+        if self.optimizer is None:
+            groups = parameter_groups(
+                model,
+                self.args.learning_rate,
+                self.args.weight_decay,
+                self.get_decay_parameter_names(model),
+                self.learning_rates,
+            )
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None):
+        # Trainer reloads a full checkpoint with `load_state_dict(strict=False)`, but checkpoints are written in the
+        # on-disk key layout (`language_model.model.*`, see llava_hf/__init__.py), so every key would be skipped with
+        # a warning and training would silently resume from the current weights. `from_pretrained` applies the key
+        # conversion; the weights are then copied in strictly. PEFT, FSDP and DeepSpeed checkpoints keep their paths.
+        model = self.model if model is None else model
+        checkpoint = Path(resume_from_checkpoint)
+        full = (checkpoint / "model.safetensors").is_file() or (checkpoint / "model.safetensors.index.json").is_file()
+        if hasattr(model, "get_base_model") or self.is_fsdp_enabled or self.is_deepspeed_enabled or not full:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        loaded = type(model).from_pretrained(checkpoint, dtype=model.dtype)
+        model.load_state_dict(loaded.state_dict(), strict=True)
+        logger.info(f"resumed the weights from {checkpoint}")
+
+
+def load_model_and_processor(run: LlavaRunArguments):
+    """The starting model: a checkpoint (`model_name_or_path`) or a vision tower + language model (`build_from_parts`)."""
+    dtype = getattr(torch, run.dtype)
+    quantization = (
+        qlora_quantization_config(dtype if dtype != torch.float32 else torch.bfloat16) if run.stage == "qlora" else None
+    )
+    if run.model_name_or_path:
+        from transformers import AutoProcessor
+
+        from ..modeling import LlavaHfForConditionalGeneration
+
+        model = LlavaHfForConditionalGeneration.from_pretrained(
+            run.model_name_or_path, dtype=dtype, quantization_config=quantization
+        )
+        return model, AutoProcessor.from_pretrained(run.model_name_or_path)
+    if run.vision_tower and run.language_model:
+        return build_from_parts(
+            run.vision_tower,
+            run.language_model,
+            projector_type=run.projector_type,
+            vision_feature_layer=run.vision_feature_layer,
+            image_aspect_ratio=run.image_aspect_ratio,
+            dtype=dtype,
+            quantization_config=quantization,
+        )
+    raise ValueError("give model_name_or_path, or vision_tower and language_model, or pass a model and processor.")
+
+
+def build_trainer(
+    run: LlavaRunArguments,
+    args: SFTConfig,
+    model=None,
+    processor=None,
+    train_dataset=None,
+    eval_dataset=None,
+) -> LlavaSFTTrainer:
+    """Everything up to `trainer.train()`: model, projector, data check, freezing/LoRA, collator, optimizer groups."""
+    if model is None:
+        model, processor = load_model_and_processor(run)
+    elif processor is None:
+        raise ValueError("pass the processor that goes with the model.")
+    if run.projector_path:
+        load_projector(model, run.projector_path)
+    chat_template = run.chat_template or ("plain" if run.stage == "pretrain" else None)
+    if chat_template and Path(chat_template).is_file():
+        chat_template = Path(chat_template).read_text()
+
+    if train_dataset is None:
+        if not run.data_path:
+            raise ValueError("give data_path (or pass train_dataset).")
+        train_dataset = load_rows(run.data_path, run.image_folder, run.data_split, run.data_subset)
+    if isinstance(train_dataset, list):
+        from datasets import Dataset
+
+        from ..data import ROW_FEATURES
+
+        train_dataset = Dataset.from_list(train_dataset, features=ROW_FEATURES)
+    if run.max_train_samples is not None:
+        train_dataset = train_dataset.select(range(min(run.max_train_samples, len(train_dataset))))
+    train_dataset = preflight(
+        train_dataset, processor, chat_template, args.max_length, run.skip_bad_rows, run.check_images
+    )
+
+    default_projector, default_language_model = STAGE_DEFAULTS[run.stage]
+    set_trainable(
+        model,
+        train_vision_tower=run.train_vision_tower,
+        train_projector=default_projector if run.train_projector is None else run.train_projector,
+        train_language_model=default_language_model if run.train_language_model is None else run.train_language_model,
+    )
+    if run.stage in ("lora", "qlora"):
+        from peft import get_peft_model, prepare_model_for_kbit_training
+
+        if run.stage == "qlora":
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
+        # PEFT freezes everything but the adapters and `modules_to_save` (the projector copy).
+        model = get_peft_model(
+            model, lora_config(run.lora_r, run.lora_alpha, run.lora_dropout, run.lora_target_modules)
+        )
+    if run.unfreeze_vision_layers:
+        unfreeze_vision_layers(model, run.unfreeze_vision_layers)
+    logger.info(f"trainable parameters per component: {trainable_counts(model)}")
+
+    # The raw rows go to our collator untouched (TRANSFORMERS5.md §4.3).
+    args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
+    args.remove_unused_columns = False
+    collator = LlavaCollator(
+        processor,
+        chat_template=chat_template,
+        max_length=args.max_length,
+        padding_free=run.pack_batches,
+        pad_to_multiple_of=args.pad_to_multiple_of,
+    )
+    learning_rates = {
+        "multi_modal_projector": run.projector_learning_rate,
+        "vision_tower": run.vision_tower_learning_rate,
+    }
+    return LlavaSFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=processor,
+        data_collator=collator,
+        learning_rates=learning_rates,
+    )
+
+
+def save_outputs(trainer: LlavaSFTTrainer, run: LlavaRunArguments) -> Path:
+    """Stage 1: the projector alone (+ processor); finetune: the full model; LoRA: the adapter with the projector
+    (`modules_to_save`), and the merged model under `merged/` when asked."""
+    output_dir = Path(trainer.args.output_dir)
+    if run.stage != "pretrain":
+        trainer.save_model(str(output_dir))  # every rank calls it: ZeRO-3 / FSDP gather the weights collectively
+    if not trainer.is_world_process_zero():
+        return output_dir
+    processor = trainer.processing_class
+    if run.stage == "pretrain":
+        save_projector(trainer.model, output_dir)
+    processor.save_pretrained(str(output_dir))
+    if run.stage in ("lora", "qlora") and run.merge_lora:
+        merged = trainer.model.merge_and_unload()
+        merged.save_pretrained(str(output_dir / "merged"))
+        processor.save_pretrained(str(output_dir / "merged"))
+    (output_dir / "llava_run_arguments.json").write_text(json.dumps(asdict(run), indent=2))
+    return output_dir
+
+
+def train(
+    run: LlavaRunArguments,
+    args: SFTConfig,
+    model=None,
+    processor=None,
+    train_dataset=None,
+    eval_dataset=None,
+) -> LlavaSFTTrainer:
+    """Train one stage and save its outputs; returns the trainer (`trainer.state.log_history` holds the losses).
+
+    Args:
+        run: the stage and its settings (see `LlavaRunArguments`).
+        args: TRL's `SFTConfig`; `max_length` is the collator's limit (counted after image expansion), and
+            `resume_from_checkpoint` resumes (True: the last checkpoint in `output_dir`).
+        model, processor: an in-memory model and its processor; default: loaded from `run`.
+        train_dataset: rows in the library's schema (`datasets.Dataset` or list); default: loaded from `run.data_path`.
+    """
+    trainer = build_trainer(run, args, model, processor, train_dataset, eval_dataset)
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    save_outputs(trainer, run)
+    return trainer
+
+
+__all__ = ["LlavaRunArguments", "LlavaSFTTrainer", "build_trainer", "load_model_and_processor", "save_outputs", "train"]

@@ -1,0 +1,117 @@
+"""The preflight check finds every kind of bad row, prints a table with the first offending ids, refuses to train on
+errors unless told to skip them, and then says how many it skipped and why."""
+
+import json
+import logging
+import subprocess
+import sys
+
+import pytest
+
+from conftest import TINY_IMAGE_TOKENS, make_image, make_tiny_processor
+from llava_hf.cli import main as cli_main
+from llava_hf.data import load_llava_json
+from llava_hf.data.check import DataCheckError, check_rows, preflight
+
+
+def human(value):
+    return {"from": "human", "value": value}
+
+
+def gpt(value):
+    return {"from": "gpt", "value": value}
+
+
+def write_dataset(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    make_image(0).save(folder / "ok.png")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg at all")
+    records = [
+        {"id": "good-1", "image": "ok.png", "conversations": [human("<image>\nWhat?"), gpt("Noise.")]},
+        {"id": "good-text", "conversations": [human("Hi"), gpt("Hello.")]},
+        {"id": "missing", "image": "nope.png", "conversations": [human("<image>\nWhat?"), gpt("Noise.")]},
+        {"id": "broken", "image": "broken.jpg", "conversations": [human("<image>\nWhat?"), gpt("Noise.")]},
+        {"id": "no-placeholder", "image": "ok.png", "conversations": [human("What?"), gpt("Noise.")]},
+        {"id": "no-image", "conversations": [human("<image>\nWhat?"), gpt("Noise.")]},
+        {"id": "two-humans", "conversations": [human("a"), human("b"), gpt("c")]},
+        {"id": "no-answer", "conversations": [human("a")]},
+        {"id": "empty-answer", "conversations": [human("a"), gpt("  ")]},
+        {"id": "long", "image": "ok.png", "conversations": [human("<image>\n" + "word " * 60), gpt("x")]},
+    ]
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(records))
+    return path, folder
+
+
+def test_every_problem_is_found_and_named(tmp_path):
+    path, folder = write_dataset(tmp_path)
+    dataset = load_llava_json(path, folder)
+    report = check_rows(dataset, make_tiny_processor(), max_length=64 + TINY_IMAGE_TOKENS)
+    named = {problem: [report.ids[index] for index in indices] for problem, indices in report.problems.items()}
+    assert named == {
+        "missing_image": ["missing"],
+        "unreadable_image": ["broken"],
+        "image_count_mismatch": ["no-placeholder", "no-image"],
+        "role_order": ["two-humans", "no-answer"],
+        "empty_answer": ["empty-answer"],
+        "too_long": ["long"],
+    }
+    assert report.bad_rows == set(range(2, 10)) and not report.ok
+    table = report.table()
+    assert "checked 10 rows: 2 ok, 8 bad" in table
+    assert "image_count_mismatch" in table and "[no-placeholder, no-image]" in table
+
+
+def test_without_processor_the_skipped_checks_are_reported(tmp_path):
+    path, folder = write_dataset(tmp_path)
+    report = check_rows(load_llava_json(path, folder), check_images=False)
+    assert "missing_image" not in report.problems and "too_long" not in report.problems
+    assert "not checked: too_long and unmaskable" in report.table()
+    assert "not checked: missing_image and unreadable_image" in report.table()
+
+
+def test_preflight_refuses_or_skips_loudly(tmp_path, caplog):
+    path, folder = write_dataset(tmp_path)
+    dataset = load_llava_json(path, folder)
+    processor = make_tiny_processor()
+    with pytest.raises(DataCheckError, match="(?s)8 bad.*skip_bad_rows"):
+        preflight(dataset, processor, max_length=64 + TINY_IMAGE_TOKENS)
+    with caplog.at_level(logging.WARNING, logger="llava_hf.data.check"):
+        kept = preflight(dataset, processor, max_length=64 + TINY_IMAGE_TOKENS, skip_bad_rows=True)
+    assert kept["id"] == ["good-1", "good-text"]
+    assert "skipping 8 of 10 rows" in caplog.text and "unreadable_image" in caplog.text
+    assert preflight(kept, processor) is kept
+
+
+def test_data_check_command(tmp_path, capsys):
+    path, folder = write_dataset(tmp_path)
+    processor_dir = tmp_path / "processor"
+    make_tiny_processor().save_pretrained(processor_dir)
+    status = cli_main(
+        [
+            "data",
+            "check",
+            "--source",
+            str(path),
+            "--image_folder",
+            str(folder),
+            "--processor",
+            str(processor_dir),
+            "--max_length",
+            "80",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert status == 1 and "checked 10 rows: 2 ok, 8 bad" in out and "[long]" in out
+    clean = tmp_path / "clean.json"
+    clean.write_text(json.dumps(json.loads(path.read_text())[:2]))
+    # The installed console script, in a real subprocess.
+    result = subprocess.run(
+        [sys.executable, "-m", "llava_hf.cli", "data", "check", "--source", str(clean), "--image_folder", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "checked 2 rows: 2 ok, 0 bad" in result.stdout

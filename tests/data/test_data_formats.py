@@ -1,0 +1,162 @@
+"""LLaVA JSON, TRL rows and the_cauldron rows all load into the one row schema, with lazily opened images; an
+original JSON + image folder converts into a Hub-ready parquet folder with the images embedded."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datasets import Dataset, Features, Image, List, Value
+from PIL import Image as PILImage
+
+from conftest import make_image
+from llava_hf.data import convert_llava_json, load_llava_json, load_rows, to_conversation
+
+
+def write_llava_json(tmp_path: Path) -> tuple[Path, Path]:
+    folder = tmp_path / "images"
+    (folder / "coco" / "train2017").mkdir(parents=True)
+    make_image(0).save(folder / "coco" / "train2017" / "a.jpg")
+    make_image(1, size=(30, 20)).save(folder / "coco" / "train2017" / "b.png")
+    records = [
+        {  # <image> at the end of the turn, twice: removed everywhere, one image put at the front
+            "id": "img-1",
+            "image": "coco/train2017/a.jpg",
+            "conversations": [
+                {"from": "human", "value": "What is this? <image>\n<image>"},
+                {"from": "gpt", "value": "A noise pattern."},
+                {"from": "human", "value": "Sure?"},
+                {"from": "gpt", "value": "Yes."},
+            ],
+        },
+        {  # a leading gpt turn is dropped, as in the original preprocessing
+            "id": "img-2",
+            "image": "coco/train2017/b.png",
+            "conversations": [
+                {"from": "gpt", "value": "orphan answer"},
+                {"from": "human", "value": "<image>\nDescribe."},
+                {"from": "gpt", "value": "Small."},
+            ],
+        },
+        {"id": "text-1", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello."}]},
+    ]
+    path = tmp_path / "llava.json"
+    path.write_text(json.dumps(records))
+    return path, folder
+
+
+def test_llava_json_normalisation_and_lazy_images(tmp_path):
+    json_path, folder = write_llava_json(tmp_path)
+    dataset = load_llava_json(json_path, folder)
+    assert dataset.column_names == ["id", "images", "messages"]
+    first = dataset[0]
+    assert isinstance(first["images"][0], PILImage.Image) and first["images"][0].size == (40, 48)
+    assert to_conversation(first) == [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is this?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "A noise pattern."}]},
+        {"role": "user", "content": [{"type": "text", "text": "Sure?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Yes."}]},
+    ]
+    second = to_conversation(dataset[1])
+    assert second[0] == {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe."}]}
+    assert len(second) == 2
+    assert dataset[2]["images"] == [] and dataset[2]["messages"][0]["role"] == "user"
+    # Lazy: the Arrow table stores paths, not pixels.
+    raw = dataset.cast_column("images", List(Image(decode=False)))
+    assert raw[0]["images"][0] == {"bytes": None, "path": str(folder / "coco/train2017/a.jpg")}
+
+
+def test_llava_json_errors_name_the_record(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps([{"id": "r7", "image": "x.jpg", "conversations": []}]))
+    with pytest.raises(ValueError, match="r7.*no image folder"):
+        load_llava_json(path)
+    path.write_text(json.dumps([{"id": "r8", "conversations": [{"from": "bot", "value": "x"}]}]))
+    with pytest.raises(ValueError, match="r8.*'bot'"):
+        load_llava_json(path)
+
+
+def test_trl_and_cauldron_rows_from_parquet(tmp_path):
+    images = [make_image(3), make_image(4)]
+    trl = Dataset.from_dict(
+        {
+            "messages": [
+                [
+                    {"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": "Colour?"}]},
+                    {"role": "assistant", "content": [{"type": "text", "text": "Grey."}]},
+                ]
+            ],
+            "images": [[images[0]]],
+        },
+        features=Features(
+            {
+                "messages": List(
+                    {"role": Value("string"), "content": List({"type": Value("string"), "text": Value("string")})}
+                ),
+                "images": List(Image()),
+            }
+        ),
+    )
+    trl.to_parquet(str(tmp_path / "trl.parquet"))
+    rows = load_rows(tmp_path / "trl.parquet")
+    assert to_conversation(rows[0])[0]["content"] == [{"type": "image"}, {"type": "text", "text": "Colour?"}]
+    assert np.array_equal(np.asarray(rows[0]["images"][0]), np.asarray(images[0]))
+
+    cauldron = Dataset.from_dict(
+        {
+            "images": [images],
+            "texts": [
+                [
+                    {"user": "Compare.", "assistant": "Both noise.", "source": "x"},
+                    {"user": "And?", "assistant": "Done.", "source": "x"},
+                ]
+            ],
+        },
+        features=Features(
+            {
+                "images": List(Image()),
+                "texts": List({"user": Value("string"), "assistant": Value("string"), "source": Value("string")}),
+            }
+        ),
+    )
+    (tmp_path / "cauldron").mkdir()
+    cauldron.to_parquet(str(tmp_path / "cauldron" / "train.parquet"))
+    rows = load_rows(tmp_path / "cauldron")
+    conversation = to_conversation(rows[0])
+    assert [m["role"] for m in conversation] == ["user", "assistant", "user", "assistant"]
+    assert conversation[0]["content"] == [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Compare."}]
+    assert len(rows[0]["images"]) == 2 and rows[0]["id"] == "0"
+
+
+def test_convert_llava_json_embeds_images_and_reloads(tmp_path):
+    json_path, folder = write_llava_json(tmp_path)
+    output = convert_llava_json(json_path, folder, tmp_path / "hub_ready", max_shard_rows=2)
+    assert sorted(p.name for p in (output / "data").iterdir()) == [
+        "train-00000-of-00002.parquet",
+        "train-00001-of-00002.parquet",
+    ]
+    assert "path: data/train-*.parquet" in (output / "README.md").read_text()
+    # Images are embedded: the reload works with the image folder gone.
+    os.rename(folder, tmp_path / "moved")
+    reloaded = load_rows(output)
+    original = load_llava_json(json_path, tmp_path / "moved")
+    assert len(reloaded) == 3 and reloaded["id"] == ["img-1", "img-2", "text-1"]
+    for new, old in zip(reloaded, original):
+        assert to_conversation(new) == to_conversation(old)
+        assert [np.asarray(image).tolist() for image in new["images"]] == [
+            np.asarray(image).tolist() for image in old["images"]
+        ]
+    raw = reloaded.cast_column("images", List(Image(decode=False)))
+    assert raw[0]["images"][0]["path"] == "coco/train2017/a.jpg" and raw[0]["images"][0]["bytes"]
+
+    with pytest.raises(FileExistsError, match="already exists"):
+        convert_llava_json(json_path, tmp_path / "moved", output)
+
+
+def test_convert_refuses_missing_images_and_leaves_nothing_behind(tmp_path):
+    json_path, folder = write_llava_json(tmp_path)
+    (folder / "coco" / "train2017" / "b.png").unlink()
+    with pytest.raises(FileNotFoundError, match="1 image.*img-2"):
+        convert_llava_json(json_path, folder, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "llava.json"]

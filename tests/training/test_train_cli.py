@@ -1,0 +1,80 @@
+"""`llava-hf train --config recipe.yaml [overrides]` runs the tiny recipes end to end from pretrained parts: stage 1
+from a vision tower + LLM, stage 2 from stage 1's projector; the result loads with transformers' Auto classes."""
+
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
+
+from llava_hf.cli import main as llava_hf
+from llava_hf.training import build_from_parts
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "examples" / "configs"
+sys.path.insert(0, str(REPO / "examples"))
+from train_tiny import make_tiny_data, make_tiny_parts  # noqa: E402
+
+
+def test_build_from_parts_keeps_the_pretrained_weights(tmp_path):
+    vision_dir, language_dir = make_tiny_parts(tmp_path)
+    model, processor = build_from_parts(str(vision_dir), str(language_dir), projector_type="mlp2x_gelu")
+    vision, language = AutoModel.from_pretrained(vision_dir), AutoModelForCausalLM.from_pretrained(language_dir)
+    for name, tensor in vision.state_dict().items():
+        assert torch.equal(model.model.vision_tower.state_dict()[name], tensor), name
+    for name, tensor in language.model.state_dict().items():
+        assert torch.equal(model.model.language_model.state_dict()[name], tensor), name
+    assert torch.equal(model.lm_head.weight, language.lm_head.weight)
+    assert not any(parameter.requires_grad for parameter in model.model.vision_tower.parameters())
+    assert model.config.image_token_id == processor.image_token_id and processor.image_seq_length == 16
+
+
+def test_tiny_recipes_run_from_the_command_line(tmp_path, capsys):
+    vision_dir, language_dir = make_tiny_parts(tmp_path / "parts")
+    json_path, image_folder = make_tiny_data(tmp_path / "data", num_rows=16)
+    common = ["--vision_tower", str(vision_dir), "--language_model", str(language_dir), "--data_path", str(json_path)]
+    common += ["--image_folder", str(image_folder), "--disable_tqdm", "true"]
+    stage1, stage2 = tmp_path / "stage1", tmp_path / "stage2"
+    for recipe in ("tiny_stage1_pretrain.yaml", "tiny_stage2_finetune.yaml"):
+        settings = yaml.safe_load((CONFIGS / recipe).read_text())
+        assert settings["use_cpu"] is True and settings["stage"] in ("pretrain", "finetune")
+
+    status = llava_hf(
+        [
+            "train",
+            "--config",
+            str(CONFIGS / "tiny_stage1_pretrain.yaml"),
+            *common,
+            "--output_dir",
+            str(stage1),
+            "--max_steps",
+            "3",
+        ]
+    )
+    assert status == 0 and "trained 3 steps" in capsys.readouterr().out
+    projector = load_file(str(stage1 / "projector.safetensors"))
+
+    overrides = [
+        "--projector_path",
+        str(stage1),
+        "--output_dir",
+        str(stage2),
+        "--max_steps",
+        "4",
+        "--learning_rate",
+        "1e-3",
+    ]
+    status = llava_hf(["train", "--config", str(CONFIGS / "tiny_stage2_finetune.yaml"), *common, *overrides])
+    assert status == 0 and "trained 4 steps" in capsys.readouterr().out
+    model = AutoModelForImageTextToText.from_pretrained(stage2)
+    processor = AutoProcessor.from_pretrained(stage2)
+    assert type(model).__name__ == "LlavaHfForConditionalGeneration" and type(processor).__name__ == "LlavaHfProcessor"
+    # stage 2 started from stage 1's projector and moved away from it
+    assert not torch.equal(
+        model.model.multi_modal_projector.linear_1.weight, projector["multi_modal_projector.linear_1.weight"]
+    )
+    assert (
+        model.model.multi_modal_projector.linear_1.weight - projector["multi_modal_projector.linear_1.weight"]
+    ).abs().max() < 0.05

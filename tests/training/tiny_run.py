@@ -1,0 +1,64 @@
+# python tests/training/tiny_run.py --output_dir OUT [--kill_at_step N] [--resume]
+"""A tiny stage-2 run used by the resume test: it can SIGKILL itself right after step N (between two checkpoints),
+like a preempted job, and resume from the last checkpoint in OUT."""
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for conftest's tiny model
+
+from transformers import TrainerCallback  # noqa: E402
+from trl import SFTConfig  # noqa: E402
+
+from conftest import make_tiny_model, make_tiny_processor  # noqa: E402
+from llava_hf.data.synthetic import make_shape_rows  # noqa: E402
+from llava_hf.training import LlavaRunArguments, build_trainer, save_outputs  # noqa: E402
+
+MAX_STEPS, SAVE_STEPS = 8, 2  # 24 rows / batch 4 = 6 steps per epoch: the run crosses an epoch boundary
+
+
+class KillAtStep(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def make_trainer(output_dir: str, kill_at_step: int | None = None):
+    args = SFTConfig(
+        output_dir=output_dir,
+        max_steps=MAX_STEPS,
+        save_steps=SAVE_STEPS,
+        per_device_train_batch_size=4,
+        learning_rate=5e-3,
+        use_cpu=True,
+        bf16=False,
+        report_to=[],
+        logging_steps=1,
+        gradient_checkpointing=False,
+        disable_tqdm=True,
+        seed=0,
+    )
+    run = LlavaRunArguments(stage="finetune")
+    trainer = build_trainer(
+        run, args, make_tiny_model(), make_tiny_processor(), make_shape_rows(24, seed=4, image_size=32)
+    )
+    if kill_at_step is not None:
+        trainer.add_callback(KillAtStep(kill_at_step))
+    return trainer, run
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--kill_at_step", type=int)
+    parser.add_argument("--resume", action="store_true")
+    options = parser.parse_args()
+    trainer, run = make_trainer(options.output_dir, options.kill_at_step)
+    trainer.train(resume_from_checkpoint=True if options.resume else None)
+    save_outputs(trainer, run)
