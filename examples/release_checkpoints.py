@@ -10,9 +10,10 @@ re-measured here), then an upload to `ORG/NAME` — or, with `--push_to_folder D
 is 1 if any failed.
 
 The v1 entry is `liuhaotian/llava-llama-2-13b-chat-lightning-preview`: a full (non-delta, non-LoRA) LLaVA v1
-checkpoint with the linear projector, 224 px "square" images and the `llava_llama_2` prompt. Other v1 repos are
-deltas (LLaVA-*-delta-v1-1, which need the LLaMA-1 weights first) or LoRA runs; point an entry at any other converted
-or local checkpoint with `--sources NAME=REPO_OR_FOLDER`.
+checkpoint with the linear projector, 224 px "square" images and the `llava_llama_2` prompt. The other v1 releases
+are deltas over LLaMA-1 (LLaVA-*-delta-v1-1) or built on LLaMA-1-based Vicuna-v1.3; to release one of those, add an
+entry to RELEASES (its card facts live there). `--sources NAME=REPO_OR_FOLDER` reads an entry's checkpoint from a
+mirror or a local copy of the same checkpoint.
 
 Needs: network access and a Hub token with write access to ORG (`hf auth login` or HF_TOKEN), `pip install
 llava_hf[conversion]` (SentencePiece tokenizers), disk for the downloads plus the converted copy (about 2x the
@@ -140,7 +141,7 @@ class ReleaseArguments:
     )
     sources: list[str] = field(
         default_factory=list,
-        metadata={"help": "NAME=REPO_OR_FOLDER: convert NAME from another repo id or a local folder."},
+        metadata={"help": "NAME=REPO_OR_FOLDER: read NAME's checkpoint from a mirror repo or a local copy."},
     )
     verify: bool = field(
         default=True, metadata={"help": "Check logits against the original computation (see RAM above)."}

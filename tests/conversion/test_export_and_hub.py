@@ -131,6 +131,7 @@ def test_model_card_lists_models_data_stages_evaluation_and_provenance():
         'from_pretrained("org/llava-v1.5-7b")',
         "source: `liuhaotian/llava-v1.5-7b`",
         "rows = mean",
+        "converted without `--verify`",
         "| License | llama2 |",
         "## Citation",  # the template's own text: the card is rendered through model_card_template.md
     ):

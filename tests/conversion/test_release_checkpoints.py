@@ -4,6 +4,7 @@ verified, carded and "pushed" to a local folder; the pushed folders load with th
 import importlib.util
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -106,6 +107,11 @@ def test_all_three_releases_are_verified_and_pushed_as_complete_folders(released
             "README.md",
             "modeling_llava.py",  # remote code: loadable without llava_hf
         } <= files, name
+        # readable like any folder the user creates (mkdtemp staging is 0700, safetensors writes 0600)
+        umask = os.umask(0)
+        os.umask(umask)
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o777 & ~umask
+        assert stat.S_IMODE((folder / name / "model.safetensors").stat().st_mode) == 0o666 & ~umask
 
 
 @pytest.mark.parametrize("size, gqa, mme", [("7b", "62.0", "1510.7"), ("13b", "63.3", "1531.3")])

@@ -160,3 +160,15 @@ def test_convert_refuses_missing_images_and_leaves_nothing_behind(tmp_path):
     with pytest.raises(FileNotFoundError, match="1 image.*img-2"):
         convert_llava_json(json_path, folder, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "llava.json"]
+
+
+def test_data_convert_command(tmp_path, capsys):
+    from llava_hf.cli import main as cli_main
+
+    json_path, folder = write_llava_json(tmp_path)
+    output = tmp_path / "converted"
+    status = cli_main(
+        ["data", "convert", "--json_path", str(json_path), "--image_folder", str(folder), "--output_dir", str(output)]
+    )
+    assert status == 0 and f"wrote {output}" in capsys.readouterr().out
+    assert load_rows(output)["id"] == ["img-1", "img-2", "text-1"]

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from trl import SFTConfig
 
 from conftest import make_tiny_model, make_tiny_processor
-from llava_hf import LlavaHfForConditionalGeneration
+from llava_hf import LlavaHfForConditionalGeneration, get_chat_template
 from llava_hf.data import ROW_FEATURES, LlavaCollator
 from llava_hf.data.check import DataCheckError
 from llava_hf.data.synthetic import make_shape_rows
@@ -82,6 +82,10 @@ def test_each_stage_changes_exactly_its_parameters(tmp_path, rows, case):
     changed = changed_parameters(trainer.model, before)
     expected = {name for name in before if EXPECTED_CHANGES[case](name)}
     assert changed == expected, (sorted(changed ^ expected))[:10]
+
+    # stage 1 renders LLaVA's `plain` format by default, the other stages the processor's template
+    expected_template = get_chat_template("plain") if stage == "pretrain" else processor.chat_template
+    assert trainer.data_collator.chat_template == expected_template
 
     groups = {group["name"]: group["lr"] for group in trainer.optimizer.param_groups}
     assert {name.split("/")[0] for name in groups} == {

@@ -346,6 +346,17 @@ def write_safetensors(state: dict[str, torch.Tensor], folder: Path, max_shard_si
         (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
 
 
+def move_into_place(staging: Path, destination: Path):
+    """`os.replace(staging, destination)` with the permissions a plain mkdir/open would give: `tempfile.mkdtemp`
+    makes the folder private (0700) and safetensors writes 0600 files, which would lock other users of a shared
+    machine out of the checkpoint."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [staging, *staging.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+    os.replace(staging, destination)
+
+
 def build_tokenizer(tokenizer_folder: Path, source_config: dict):
     """The source tokenizer as a fast tokenizer + `<image>` + `<pad>`, tokenizing like the original did.
 
@@ -433,7 +444,7 @@ def convert_checkpoint(source: str | Path, destination: str | Path, arguments: C
         from .model_card import write_model_card
 
         write_model_card(staging, provenance=provenance, verification=verification)
-        os.replace(staging, destination)
+        move_into_place(staging, destination)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -562,7 +573,7 @@ def convert_original(source_folder: Path, source_format: str, staging: Path, arg
     )
     provenance = {
         "source_format": source_format,
-        "base_model": str(base_folder and (arguments.base_model or base_folder)),
+        "base_model": str(arguments.base_model or base_folder) if base_folder else None,
         "vision_tower": tower_origin,
         "projector_type": settings["projector_type"],
         "image_aspect_ratio": settings["image_aspect_ratio"],

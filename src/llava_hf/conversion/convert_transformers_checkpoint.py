@@ -8,7 +8,6 @@ checkpoint with a linear, identity or deeper projector is refused instead of bei
 """
 
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .convert_original_checkpoint import ConversionError, read_json
+from .convert_original_checkpoint import ConversionError, move_into_place, read_json
 
 WEIGHT_PATTERNS = ("*.safetensors", "model.safetensors.index.json")
 
@@ -177,7 +176,7 @@ def export_to_transformers(source: str | Path, destination: str | Path) -> Path:
             GenerationConfig.from_pretrained(source).save_pretrained(staging)
         if (source / "README.md").is_file():
             shutil.copyfile(source / "README.md", staging / "README.md")
-        os.replace(staging, destination)
+        move_into_place(staging, destination)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .convert_original_checkpoint import write_safetensors
+from .convert_original_checkpoint import move_into_place, write_safetensors
 from .convert_transformers_checkpoint import copy_tokenizer_legacy
 from .model_card import write_model_card
 
@@ -50,7 +50,7 @@ def add_remote_code(folder: str | Path) -> Path:
                 shutil.copyfile(extra, staging / extra.name)
         backup = folder.with_name(f".{folder.name}.old")
         os.replace(folder, backup)
-        os.replace(staging, folder)
+        move_into_place(staging, folder)
         shutil.rmtree(backup)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -53,7 +53,7 @@ def model_details(config: dict) -> dict:
         ),
         "language_model": (
             f"{text.get('num_hidden_layers')} layers, hidden {text.get('hidden_size')}, vocabulary "
-            f"{text.get('vocab_size')} (image token id {config.get('image_token_index')})"
+            f"{text.get('vocab_size')}, image token id {config.get('image_token_index')}"
         ),
         "projector_type": _code(config.get("projector_type")),
         "image_aspect_ratio": ASPECT_RATIO_TEXT.get(config.get("image_aspect_ratio"), config.get("image_aspect_ratio")),
@@ -96,12 +96,18 @@ def _evaluation_markdown(evaluation: list[dict] | None, evaluation_source: str |
 def _provenance_markdown(provenance: dict | None, verification: dict | None) -> str | None:
     parts = []
     if provenance:
-        facts = [f"- {key}: {_code(value)}" for key, value in provenance.items() if key != "new_token_init"]
+        facts = [
+            f"- {key}: {_code(value)}"
+            for key, value in provenance.items()
+            if key != "new_token_init" and value is not None
+        ]
         parts.append("Converted with llava_hf's `llava-hf convert`:\n\n" + "\n".join(facts))
         if "new_token_init" in provenance:
             parts.append(provenance["new_token_init"])
         if provenance.get("source_tokenizer_legacy") is False:
             parts.append(LEGACY_FALSE_NOTE)
+    if provenance and not verification:
+        parts.append("Not verified numerically against the original computation (converted without `--verify`).")
     if verification:
         parts.append(
             "Verification against the original computation on one image + prompt (float32): max |Δlogit| = "

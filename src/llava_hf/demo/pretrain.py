@@ -248,18 +248,19 @@ def pretrain_language_model(
 
 
 def language_model_texts(records: list[dict], captions: list[str], tokenizer: TokenizersBackend) -> list[str]:
-    """LM pretraining text: each caption as a sentence, and each LLaVA record's conversation rendered with the
-    vicuna_v1 template with the `<image>` placeholders removed, so the LLM already knows the chat format (as Vicuna
-    does before LLaVA starts); answers about images are only text here, the image comes in the LLaVA stages."""
+    """LM pretraining text: each caption as a sentence, and each question/answer pair of the LLaVA records as a
+    one-turn vicuna_v1 chat with the `<image>` placeholder removed, so the LLM already knows the chat format (as
+    Vicuna does before LLaVA starts). Single turns keep sequences short, which is what makes CPU pretraining cheap."""
     template = get_chat_template("vicuna_v1")
-    roles = {"human": "user", "gpt": "assistant"}
     texts = [tokenizer.bos_token + caption + tokenizer.eos_token for caption in captions]
     for record in records:
-        messages = [
-            {"role": roles[turn["from"]], "content": turn["value"].replace("<image>", "").strip()}
-            for turn in record["conversations"]
-        ]
-        texts.append(tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False))
+        turns = record["conversations"]
+        for question, answer in zip(turns[0::2], turns[1::2]):
+            messages = [
+                {"role": "user", "content": question["value"].replace("<image>", "").strip()},
+                {"role": "assistant", "content": answer["value"]},
+            ]
+            texts.append(tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False))
     return texts
 
 
