@@ -126,7 +126,7 @@ class LlavaCollator:
 
         if self.max_length is not None and len(input_ids) > self.max_length:
             cut = self.max_length
-            if input_ids[cut - 1] == self.image_token_id and input_ids[cut] == self.image_token_id:
+            if input_ids[:cut].count(self.image_token_id) % self.image_seq_length:  # a partial image block is left
                 raise SampleError(
                     f"sample {sample_id} is {len(input_ids)} tokens long and max_length={self.max_length} cuts "
                     "through an image's tokens; raise max_length or shorten the sample."

@@ -153,7 +153,10 @@ def load_rows(
         rows = [llava_record_to_row(record, image_folder) for record in raw]
         return Dataset.from_list(rows, features=ROW_FEATURES)
     convert = trl_row_to_row if data_format == "trl" else cauldron_row_to_row
-    # The images column already holds lazily decoded `Image` features; only the text columns are rewritten.
+    # Only the text columns are rewritten; the images stay undecoded bytes/paths here (decoding every image just to
+    # count them would read the whole dataset) and become lazily decoded `Image` features again in the final cast.
+    if "images" in raw.column_names:
+        raw = raw.cast_column("images", List(Image(decode=False)))
     converted = raw.map(
         lambda row, index: {key: value for key, value in convert(row, index).items() if key != "images"},
         with_indices=True,

@@ -48,9 +48,10 @@ class DemoConfig:
     vision_feature_layer: int = field(
         default=-2, metadata={"help": "Vision hidden state fed to the projector: -2 (LLaVA, penultimate) or -1 (last)."}
     )
-    clip_steps: int = field(default=400, metadata={"help": "Contrastive pretraining steps of the vision tower."})
-    language_model_steps: int = field(default=400, metadata={"help": "Text pretraining steps of the LLM."})
-    pretrain_batch_size: int = field(default=64, metadata={"help": "Batch size of both tower pretrainings."})
+    clip_steps: int = field(default=300, metadata={"help": "Contrastive pretraining steps of the vision tower."})
+    clip_batch_size: int = field(default=64, metadata={"help": "Image-caption pairs per contrastive step."})
+    language_model_steps: int = field(default=150, metadata={"help": "Text pretraining steps of the LLM."})
+    language_model_batch_size: int = field(default=32, metadata={"help": "Texts per LLM pretraining step."})
     stage1_epochs: float = field(default=1.0, metadata={"help": "Stage-1 epochs over the caption data."})
     stage1_learning_rate: float = field(default=2e-3, metadata={"help": "Stage-1 (projector) learning rate."})
     stage2_epochs: float = field(default=2.0, metadata={"help": "Stage-2 epochs over the instruction data."})
@@ -179,7 +180,7 @@ def build_towers(config: DemoConfig, world: World, data: dict, device: str):
         tokenizer,
         sizes,
         config.language_model_steps,
-        config.pretrain_batch_size,
+        config.language_model_batch_size,
         config.seed,
         device,
         progress=config.progress,
@@ -192,7 +193,7 @@ def build_towers(config: DemoConfig, world: World, data: dict, device: str):
         tokenizer,
         sizes,
         config.clip_steps,
-        config.pretrain_batch_size,
+        config.clip_batch_size,
         config.seed,
         device,
         progress=config.progress,
