@@ -175,7 +175,9 @@ class ChatRequest:
     include_usage: bool
 
 
-def parse_chat_request(body, settings: ServeArguments, model_name: str) -> ChatRequest:
+def parse_chat_request(
+    body, settings: ServeArguments, model_name: str, control_tokens: tuple[str, ...] = ("<image>",)
+) -> ChatRequest:
     """Validate an OpenAI chat-completions body; raise RequestError naming the bad field."""
     if not isinstance(body, dict):
         raise RequestError(400, "the request body must be a JSON object.")
@@ -215,7 +217,7 @@ def parse_chat_request(body, settings: ServeArguments, model_name: str) -> ChatR
     options = body.get("stream_options") or {}
     if not isinstance(options, dict) or set(options) - {"include_usage"}:
         raise RequestError(400, "stream_options accepts only include_usage.", "stream_options")
-    messages, image_urls = convert_messages(body.get("messages"))
+    messages, image_urls = convert_messages(body.get("messages"), control_tokens)
     if len(image_urls) > settings.max_images_per_request:
         raise RequestError(
             400,
@@ -236,10 +238,12 @@ def number(body: dict, name: str, default, low: float, high: float) -> float:
     return float(value)
 
 
-def convert_messages(messages) -> tuple[list[dict], list[str]]:
+def convert_messages(messages, control_tokens: tuple[str, ...] = ("<image>",)) -> tuple[list[dict], list[str]]:
     """OpenAI messages -> transformers chat messages with `{"type": "image"}` parts, plus the image URLs in order.
 
-    Image parts are moved to the front of their turn, where LLaVA saw images in training (LLAVA.md §3).
+    Image parts are moved to the front of their turn, where LLaVA saw images in training (LLAVA.md §3). Text that
+    contains one of `control_tokens` (the tokenizer's special tokens) is refused: the rendered prompt is tokenized
+    as a whole, so a client writing "</s>" or "<image>" would inject real control tokens.
     """
     if not isinstance(messages, list) or not messages:
         raise RequestError(400, "messages must be a non-empty list.", "messages")
@@ -263,9 +267,16 @@ def convert_messages(messages) -> tuple[list[dict], list[str]]:
         for part_index, part in enumerate(parts):
             kind = part.get("type") if isinstance(part, dict) else None
             if kind == "text" and isinstance(part.get("text"), str):
-                if "<image>" in part["text"]:
+                injected = next((token for token in control_tokens if token in part["text"]), None)
+                if injected == "<image>":
                     raise RequestError(
                         400, f"{where} text contains '<image>'; send images as image_url parts instead.", "messages"
+                    )
+                if injected is not None:
+                    raise RequestError(
+                        400,
+                        f"{where} text contains the control token {injected!r}; remove it from the text.",
+                        "messages",
                     )
                 texts.append({"type": "text", "text": part["text"]})
             elif kind == "image_url":
@@ -373,6 +384,16 @@ class LlavaServer:
     def __init__(self, model, processor, settings: ServeArguments, model_name: str):
         self.model = model
         self.processor = processor
+        tokenizer = processor.tokenizer
+        self.control_tokens = tuple(
+            sorted(
+                {
+                    processor.image_token,
+                    *tokenizer.all_special_tokens,
+                    *(t.content for t in tokenizer.added_tokens_decoder.values() if t.special),
+                }
+            )
+        )
         self.settings = settings
         self.model_name = model_name
         self.context_length = model.config.get_text_config().max_position_embeddings
@@ -524,7 +545,7 @@ class LlavaServer:
             payload = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise RequestError(400, f"the body is not valid JSON: {error}.") from error
-        request = parse_chat_request(payload, self.settings, self.model_name)
+        request = parse_chat_request(payload, self.settings, self.model_name, self.control_tokens)
         if self.in_flight >= self.settings.max_concurrent_requests:
             raise RequestError(
                 429,
