@@ -78,3 +78,14 @@ def test_tiny_recipes_run_from_the_command_line(tmp_path, capsys):
     assert (
         model.model.multi_modal_projector.linear_1.weight - projector["multi_modal_projector.linear_1.weight"]
     ).abs().max() < 0.05
+
+
+def test_build_from_parts_normalises_with_the_towers_own_statistics(tmp_path):
+    from transformers import SiglipImageProcessor
+
+    vision_dir, language_dir = make_tiny_parts(tmp_path)
+    _, clip_processor = build_from_parts(str(vision_dir), str(language_dir))  # no preprocessor config: CLIP's values
+    assert list(clip_processor.image_processor.image_mean) == [0.48145466, 0.4578275, 0.40821073]
+    SiglipImageProcessor(image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5]).save_pretrained(vision_dir)
+    _, processor = build_from_parts(str(vision_dir), str(language_dir))
+    assert list(processor.image_processor.image_mean) == list(processor.image_processor.image_std) == [0.5, 0.5, 0.5]

@@ -217,6 +217,20 @@ def qlora_quantization_config(compute_dtype: torch.dtype = torch.bfloat16):
     )
 
 
+def tower_normalisation(vision_tower: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean and std the vision tower was trained with (SigLIP: 0.5/0.5, CLIP: OpenAI's), read from its
+    preprocessor config; CLIP's values, with a warning, for a folder that has none."""
+    from transformers import AutoImageProcessor
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    try:
+        source = AutoImageProcessor.from_pretrained(vision_tower)
+        return tuple(source.image_mean), tuple(source.image_std)
+    except (OSError, ValueError, AttributeError, TypeError):
+        logger.warning(f"{vision_tower} has no image preprocessor config; normalising with CLIP's mean and std.")
+        return tuple(OPENAI_CLIP_MEAN), tuple(OPENAI_CLIP_STD)
+
+
 def build_from_parts(
     vision_tower: str,
     language_model: str,
@@ -281,9 +295,10 @@ def build_from_parts(
         raise RuntimeError(f"tensors left on the meta device after assembling the model: {on_meta[:5]}")
     model.generation_config.pad_token_id = tokenizer.pad_token_id
 
-    image_size = vision_config.image_size
     processor = LlavaHfProcessor(
-        image_processor=build_image_processor(image_size, image_aspect_ratio),
+        image_processor=build_image_processor(
+            vision_config.image_size, image_aspect_ratio, *tower_normalisation(vision_tower)
+        ),
         tokenizer=tokenizer,
         chat_template=chat_template,
         image_seq_length=config.image_seq_length,
