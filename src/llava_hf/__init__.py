@@ -18,6 +18,7 @@ from transformers.conversion_mapping import register_checkpoint_conversion_mappi
 from transformers.core_model_loading import WeightRenaming
 
 from .modeling import (
+    CHECKPOINT_KEY_MAPPING,
     LlavaHfConfig,
     LlavaHfForConditionalGeneration,
     LlavaHfModel,
@@ -49,12 +50,7 @@ AutoProcessor.register(LlavaHfConfig, LlavaHfProcessor, exist_ok=True)
 # turns it into our in-memory names on load and back on save, so checkpoints load both ways without missing keys.
 register_checkpoint_conversion_mapping(
     LlavaHfConfig.model_type,
-    [
-        WeightRenaming(source_patterns=r"^language_model.lm_head", target_patterns="lm_head"),
-        WeightRenaming(source_patterns=r"^language_model.model", target_patterns="model.language_model"),
-        WeightRenaming(source_patterns=r"^vision_tower", target_patterns="model.vision_tower"),
-        WeightRenaming(source_patterns=r"^multi_modal_projector", target_patterns="model.multi_modal_projector"),
-    ],
+    [WeightRenaming(source_patterns=disk, target_patterns=memory) for disk, memory in CHECKPOINT_KEY_MAPPING.items()],
     overwrite=True,
 )
 

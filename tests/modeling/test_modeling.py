@@ -237,3 +237,16 @@ def test_device_map_auto_loads(tmp_path, model):
     model.save_pretrained(tmp_path)
     reloaded = LlavaHfForConditionalGeneration.from_pretrained(tmp_path, device_map="auto")
     assert next(reloaded.parameters()).device.type in ("cpu", "cuda")
+
+
+def test_raw_state_dict_from_a_checkpoint_file_loads_strictly(tmp_path, model):
+    """Trainer's resume reads model.safetensors and calls load_state_dict: the on-disk names must map back."""
+    from safetensors.torch import load_file
+
+    model.save_pretrained(tmp_path)
+    on_disk = load_file(tmp_path / "model.safetensors")
+    assert "language_model.model.embed_tokens.weight" in on_disk
+    fresh = make_tiny_model(model.config, seed=1)
+    fresh.load_state_dict(on_disk, strict=True)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, fresh.state_dict()[name]), name

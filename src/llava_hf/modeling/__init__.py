@@ -2,6 +2,7 @@
 
 from .configuration_llava import LlavaHfConfig
 from .modeling_llava import (
+    CHECKPOINT_KEY_MAPPING,
     LlavaHfForConditionalGeneration,
     LlavaHfModel,
     LlavaHfMultiModalProjector,
@@ -9,6 +10,7 @@ from .modeling_llava import (
 )
 
 __all__ = [
+    "CHECKPOINT_KEY_MAPPING",
     "LlavaHfConfig",
     "LlavaHfForConditionalGeneration",
     "LlavaHfModel",

@@ -8,6 +8,8 @@ load in both (see `llava_hf/__init__.py` for the on-disk key mapping). What diff
 projector, a per-sample image-token check, and a vision tower that is frozen unless the user unfreezes it.
 """
 
+import re
+
 import torch
 from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
@@ -16,6 +18,16 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import MultimodalBaseModelOutputWithPast, MultimodalCausalLMOutputWithPast
 
 from .configuration_llava import LlavaHfConfig
+
+# On disk, checkpoints use transformers' built-in llava key layout, so either class loads the other's weights; in
+# memory the names are the built-in's too. `llava_hf/__init__.py` registers this mapping for `from_pretrained` /
+# `save_pretrained`; `LlavaHfForConditionalGeneration.load_state_dict` applies it to raw state dicts.
+CHECKPOINT_KEY_MAPPING = {
+    r"^language_model\.lm_head": "lm_head",
+    r"^language_model\.model": "model.language_model",
+    r"^vision_tower": "model.vision_tower",
+    r"^multi_modal_projector": "model.multi_modal_projector",
+}
 
 
 class LlavaHfMultiModalProjector(nn.Module):
@@ -202,6 +214,18 @@ class LlavaHfForConditionalGeneration(LlavaHfPreTrainedModel, GenerationMixin):
     def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> torch.Tensor:
         return self.model.get_image_features(pixel_values, **kwargs)
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        # A raw state dict read from one of our checkpoint files (Trainer's resume does exactly this) carries the
+        # on-disk names; without renaming, `strict=False` would match no key and silently load nothing.
+        renamed = {}
+        for key, value in state_dict.items():
+            for pattern, replacement in CHECKPOINT_KEY_MAPPING.items():
+                key, count = re.subn(pattern, replacement, key)
+                if count:
+                    break
+            renamed[key] = value
+        return super().load_state_dict(renamed, strict=strict, assign=assign)
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -248,4 +272,10 @@ class LlavaHfForConditionalGeneration(LlavaHfPreTrainedModel, GenerationMixin):
         )
 
 
-__all__ = ["LlavaHfForConditionalGeneration", "LlavaHfModel", "LlavaHfPreTrainedModel", "LlavaHfMultiModalProjector"]
+__all__ = [
+    "CHECKPOINT_KEY_MAPPING",
+    "LlavaHfForConditionalGeneration",
+    "LlavaHfModel",
+    "LlavaHfPreTrainedModel",
+    "LlavaHfMultiModalProjector",
+]

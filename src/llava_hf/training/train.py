@@ -147,20 +147,6 @@ class LlavaSFTTrainer(SFTTrainer):
             self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
 
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None):
-        # Trainer reloads a full checkpoint with `load_state_dict(strict=False)`, but checkpoints are written in the
-        # on-disk key layout (`language_model.model.*`, see llava_hf/__init__.py), so every key would be skipped with
-        # a warning and training would silently resume from the current weights. `from_pretrained` applies the key
-        # conversion; the weights are then copied in strictly. PEFT, FSDP and DeepSpeed checkpoints keep their paths.
-        model = self.model if model is None else model
-        checkpoint = Path(resume_from_checkpoint)
-        full = (checkpoint / "model.safetensors").is_file() or (checkpoint / "model.safetensors.index.json").is_file()
-        if hasattr(model, "get_base_model") or self.is_fsdp_enabled or self.is_deepspeed_enabled or not full:
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        loaded = type(model).from_pretrained(checkpoint, dtype=model.dtype)
-        model.load_state_dict(loaded.state_dict(), strict=True)
-        logger.info(f"resumed the weights from {checkpoint}")
-
 
 def load_model_and_processor(run: LlavaRunArguments):
     """The starting model: a checkpoint (`model_name_or_path`) or a vision tower + language model (`build_from_parts`)."""
