@@ -1,6 +1,6 @@
 """Inference speed of llava_hf vs transformers' built-in Llava on the same random weights, in the same run.
 
-    python benchmarks/bench_inference.py --preset tiny              # CPU, a minute
+    python benchmarks/bench_inference.py --preset tiny --threads 1  # CPU, a minute
     python benchmarks/bench_inference.py --preset llava-1.5-7b      # one GPU, bf16 (CLIP-L/336 + Vicuna-7B shape)
 
 Measures prefill latency (1 image + 40 text tokens), end-to-end and decode-only tokens/s at batch 1 and 8 with the
@@ -96,7 +96,10 @@ def main(argv=None):
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     parser.add_argument("--output", default="bench_inference.json")
     parser.add_argument("--skip-static", action="store_true", help="skip the static-cache measurement")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is steadiest on a shared machine)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
