@@ -2,7 +2,7 @@
 
     python examples/quickstart.py --model PATH_OR_REPO_ID --image photo.jpg --question "What is in the image?"
 
-PATH_OR_REPO_ID is any llava_hf checkpoint: the folder `llava-hf demo` writes (outputs/demo/model by default),
+PATH_OR_REPO_ID is any llava_hf checkpoint: the folder `llava-hf demo` writes (llava_demo/model by default),
 a folder from `llava-hf convert`, or a Hub repo id.
 """
 
