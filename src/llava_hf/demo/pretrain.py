@@ -47,8 +47,8 @@ SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]
 class TowerSizes:
     """Sizes of the toy towers (all tiny: the whole demo runs on a laptop CPU)."""
 
-    image_size: int = 48
-    patch_size: int = 12  # 4 x 4 = 16 image tokens: LLaVA's 24 x 24 grid shrunk with the images
+    image_size: int = 64
+    patch_size: int = 16  # 4 x 4 = 16 image tokens: LLaVA's 24 x 24 grid shrunk with the images
     vision_hidden_size: int = 64
     vision_layers: int = 4
     text_hidden_size: int = 128

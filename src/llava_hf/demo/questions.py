@@ -1,10 +1,11 @@
 """Questions about the shapes world and how answers are scored: the demo's two benchmarks.
 
-1. ScienceQA-format multiple choice (`multiple_choice`): four question types with four options each (chance 25%):
-   - colour:   "What color is the triangle?"                (a shape that occurs once in the image)
-   - shape:    "What shape is the purple object?"           (a colour that occurs once)
-   - count:    "How many shapes are there in the image?"    (1 to 4)
-   - position: "In which part of the image is the red circle?"  (the ninth of the image its centre is in)
+1. ScienceQA-format multiple choice (`multiple_choice`): four question types each with its options in a fixed order:
+   - colour:   "What color is the triangle?"   (a shape that occurs once in the image; 5 colours, chance 20%)
+   - shape:    "What shape is the purple object?"   (a colour that occurs once; 4 shapes, chance 25%)
+   - count:    "How many shapes are there in the image?"   (options 1 to 4, chance 25%)
+   - position: "Is the red circle on the left side, in the middle or on the right side of the image?"   (the
+     third of the image its centre is in; chance 33%)
    Prompts are built by `llava_hf.evaluation.scienceqa.make_example` (LLaVA-1.5's "Answer with the option's letter
    from the given choices directly." format) and parsed by its `parse_choice`; like the paper's ScienceQA run, the
    model is fine-tuned on questions of the same format about the *train* images and tested on held-out images.
@@ -22,7 +23,6 @@
 
 from __future__ import annotations
 
-import random
 import re
 from collections import Counter
 
@@ -37,56 +37,54 @@ QUESTION_TYPES = ("colour", "shape", "count", "position")
 OPEN_CATEGORIES = ("conv", "detail", "complex")
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 MAX_COUNT_CHOICE = 4
+SIDES = ("left side", "middle", "right side")  # the column of the 3 x 3 grid an object's centre is in
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Multiple choice
 
 
-def multiple_choice_problems(world_image: WorldImage, rng: random.Random) -> list[tuple[str, dict]]:
-    """(question type, ScienceQA problem dict) for every type this image supports; the image field is left empty."""
+def multiple_choice_problems(world_image: WorldImage) -> list[tuple[str, dict]]:
+    """(question type, ScienceQA problem dict) for every type this image supports; the image field is left empty.
+
+    Options are listed in one fixed order per type (colours alphabetically, shapes as in `SHAPES`, counts
+    ascending, sides left to right), as counting and attribute benchmarks usually list them, so the answer letter
+    depends on the image alone; a model that guesses without the image scores the chance level of 1/len(options).
+    """
     objects = world_image.objects
     shape_counts = Counter(item.shape for item in objects)
     colour_counts = Counter(item.colour for item in objects)
     category_counts = Counter(item.category for item in objects)
     problems = []
 
-    def add(question_type: str, question: str, answer: str, others: list[str]):
-        choices = [answer] + rng.sample(others, 3)
-        rng.shuffle(choices)
-        problem = {"question": question, "choices": choices, "answer": choices.index(answer)}
-        problems.append((question_type, problem))
+    def add(question_type: str, question: str, answer: str, choices: list[str]):
+        problems.append((question_type, {"question": question, "choices": choices, "answer": choices.index(answer)}))
 
+    # The first object (in grid reading order) with a unique shape / colour / category is asked about.
     unique_shapes = [item for item in objects if shape_counts[item.shape] == 1]
     if unique_shapes:
-        item = rng.choice(unique_shapes)
-        others = [colour for colour in sorted(COLOURS) if colour != item.colour]
-        add("colour", f"What color is the {item.shape}?", item.colour, others)
+        item = min(unique_shapes, key=lambda item: item.cell)
+        add("colour", f"What color is the {item.shape}?", item.colour, sorted(COLOURS))
     unique_colours = [item for item in objects if colour_counts[item.colour] == 1]
     if unique_colours:
-        item = rng.choice(unique_colours)
-        others = [shape for shape in SHAPES if shape != item.shape]
-        add("shape", f"What shape is the {item.colour} object?", item.shape, others)
-    count = len(objects)
-    if count <= MAX_COUNT_CHOICE:
-        choices = [str(number) for number in range(1, MAX_COUNT_CHOICE + 1)]  # in numeric order, as people list them
-        problems.append(
-            ("count", {"question": "How many shapes are there in the image?", "choices": choices, "answer": count - 1})
-        )
+        item = min(unique_colours, key=lambda item: item.cell)
+        add("shape", f"What shape is the {item.colour} object?", item.shape, list(SHAPES))
+    if len(objects) <= MAX_COUNT_CHOICE:
+        choices = [str(number) for number in range(1, MAX_COUNT_CHOICE + 1)]
+        add("count", "How many shapes are there in the image?", str(len(objects)), choices)
     unique_categories = [item for item in objects if category_counts[item.category] == 1]
     if unique_categories:
-        item = rng.choice(unique_categories)
-        others = [name for cell, name in sorted(REGION_NAMES.items()) if cell != item.cell]
-        add("position", f"In which part of the image is the {item.category}?", item.region, others)
+        item = min(unique_categories, key=lambda item: item.cell)
+        question = f"Is the {item.category} on the left side, in the middle or on the right side of the image?"
+        add("position", question, SIDES[item.cell[1]], list(SIDES))
     return problems
 
 
-def multiple_choice(world: World, split: str, seed: int) -> list[Example]:
+def multiple_choice(world: World, split: str) -> list[Example]:
     """The multiple-choice examples of one split, each with `metadata["question_type"]` and the image path."""
     examples = []
     for world_image in world.splits[split]:
-        rng = random.Random(f"multiple-choice/{seed}/{world_image.id}")
-        for question_type, problem in multiple_choice_problems(world_image, rng):
+        for question_type, problem in multiple_choice_problems(world_image):
             problem["image"] = str(world.path(world_image))
             problem["image_file"] = world_image.image
             example = make_example(f"{world_image.id}_{question_type}", problem)
@@ -286,6 +284,7 @@ def rule_judge_score(outcomes) -> dict:
 __all__ = [
     "OPEN_CATEGORIES",
     "QUESTION_TYPES",
+    "SIDES",
     "accuracy_by_type",
     "extract_facts",
     "fact_is_true",

@@ -102,7 +102,7 @@ def sample_image(rng: random.Random, max_objects: int) -> tuple[tuple, tuple[Wor
     for row, column in cells:
         size = rng.choice(SIZES)
         # Side as a fraction of the image: a cell is 1/3 wide, so even a large shape keeps a margin inside it.
-        side = rng.uniform(0.24, 0.30) if size == "large" else rng.uniform(0.13, 0.17)
+        side = rng.uniform(0.26, 0.31) if size == "large" else rng.uniform(0.17, 0.21)
         slack = 1 / 3 - side
         x1 = column / 3 + rng.uniform(0.15, 0.85) * slack
         y1 = row / 3 + rng.uniform(0.15, 0.85) * slack
@@ -221,7 +221,7 @@ def build_world(
     num_train: int,
     num_test: int,
     seed: int = 0,
-    image_size: int = 48,
+    image_size: int = 64,
     max_objects: int = 4,
 ) -> World:
     """Generate the train and held-out ("test") splits into `folder` as PNG files plus one JSONL of records per split.

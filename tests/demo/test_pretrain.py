@@ -1,0 +1,68 @@
+"""The toy towers: the tokenizer registers <image>, pretraining lowers the losses and is deterministic, and the
+assembled LLaVA model carries the pretrained weights with a working processor."""
+
+import torch
+from PIL import Image
+
+from llava_hf.demo import pretrain
+from llava_hf.demo.world import build_world
+from llava_hf.processing import build_image_processor
+
+SIZES = pretrain.TowerSizes(vision_hidden_size=32, vision_layers=2, text_hidden_size=32, text_layers=2, vocab_size=400)
+
+
+def _world_inputs(tmp_path):
+    world = build_world(tmp_path, num_train=64, num_test=8, seed=0, image_size=SIZES.image_size)
+    images = world.splits["train"]
+    captions = [list(image.captions) for image in images]
+    pixel_values = build_image_processor(SIZES.image_size, "pad")(
+        [world.open(image) for image in images], return_tensors="pt"
+    )["pixel_values"]
+    return world, captions, pixel_values
+
+
+def test_tokenizer_has_llava_special_tokens():
+    tokenizer = pretrain.train_tokenizer(["A red circle in the center.", "Two shapes: a blue star."] * 20, 300)
+    assert tokenizer.image_token == "<image>"
+    assert tokenizer.convert_ids_to_tokens(tokenizer.image_token_id) == "<image>"
+    assert tokenizer.eos_token_id != 2  # CLIP's text tower treats eos id 2 as a legacy checkpoint
+    ids = tokenizer("a red <image> circle")["input_ids"]
+    assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.image_token_id) == 1
+
+
+def test_pretraining_learns_and_is_deterministic(tmp_path):
+    torch.set_num_threads(1)
+    _, captions, pixel_values = _world_inputs(tmp_path)
+    flat = [caption for image_captions in captions for caption in image_captions]
+    tokenizer = pretrain.train_tokenizer(flat, SIZES.vocab_size)
+    runs = []
+    for _ in range(2):
+        clip, clip_losses = pretrain.pretrain_clip(
+            pixel_values, captions, tokenizer, SIZES, steps=30, batch_size=32, seed=5, progress=False
+        )
+        texts = pretrain.language_model_texts([], flat, tokenizer)
+        language_model, lm_losses = pretrain.pretrain_language_model(
+            texts, tokenizer, SIZES, steps=30, batch_size=16, seed=5, progress=False
+        )
+        runs.append((clip, clip_losses, language_model, lm_losses))
+    (clip, clip_losses, language_model, lm_losses), second = runs[0], runs[1]
+    assert clip_losses == second[1] and lm_losses == second[3]
+    for key, value in language_model.state_dict().items():
+        assert torch.equal(value, second[2].state_dict()[key]), key
+    assert sum(lm_losses[-5:]) / 5 < 0.8 * sum(lm_losses[:5]) / 5
+    assert sum(clip_losses[-5:]) / 5 < sum(clip_losses[:5]) / 5
+
+    model, processor = pretrain.assemble(clip, language_model, tokenizer, vision_feature_layer=-1)
+    assert model.config.vision_feature_layer == -1
+    assert model.config.image_seq_length == (SIZES.image_size // SIZES.patch_size) ** 2
+    assert torch.equal(
+        model.model.vision_tower.embeddings.patch_embedding.weight, clip.vision_model.embeddings.patch_embedding.weight
+    )
+    assert torch.equal(model.lm_head.weight, language_model.lm_head.weight)
+    assert not any(parameter.requires_grad for parameter in model.model.vision_tower.parameters())
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    image = Image.new("RGB", (SIZES.image_size, SIZES.image_size), (200, 30, 30))
+    inputs = processor(images=image, text=prompt, return_tensors="pt", add_special_tokens=False)
+    output = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    assert output.shape[1] == inputs["input_ids"].shape[1] + 3 or tokenizer.eos_token_id in output[0].tolist()
