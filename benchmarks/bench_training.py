@@ -1,4 +1,4 @@
-# /work/venv/bin/python benchmarks/bench_training.py --preset tiny [--write]
+# /work/venv/bin/python benchmarks/bench_training.py --preset tiny [--write] [--padding_only]
 """Training throughput of our stage recipes vs plain TRL on transformers' built-in Llava, same weights, same data.
 
 Ours: `llava_hf.training.build_trainer` (LlavaSFTTrainer + LlavaCollator, padded and padding-free).
@@ -12,6 +12,9 @@ samples/s, tokens/s (real tokens, image tokens included), the padding fraction o
 supervise the same tokens), over `--steps` timed steps after `--warmup` steps. On GPU it also reports MFU
 (6 x trainable-path parameters x tokens/s is not exact for frozen towers, so the estimate uses 2N forward + 4N backward
 over the language model for finetune/LoRA and 2N + 2N for pretrain).
+
+`--padding_only` skips the timed runs and prints only the padding fraction of random batches (Trainer's default order)
+vs `group_by_modality_length` batches, on the real encoded lengths of the same rows (no model is built).
 
 Data: `make_shape_rows(..., lengths="realistic")`: short VQA, long descriptions, multi-turn and text-only rows mixed
 (their lengths vary ~10x, as in the v1.5 mix). Presets: `tiny` (the test suite's model, CPU) and `llava-1.5-7b`
@@ -39,7 +42,14 @@ from llava_hf import LlavaHfConfig, LlavaHfForConditionalGeneration, LlavaHfProc
 from llava_hf.data import ROW_FEATURES, LlavaCollator, padding_fraction, to_conversation
 from llava_hf.data.synthetic import make_shape_rows
 from llava_hf.processing import get_chat_template
-from llava_hf.training import LORA_TARGET_MODULES, LlavaRunArguments, build_trainer, lora_config
+from llava_hf.training import (
+    LORA_TARGET_MODULES,
+    LlavaRunArguments,
+    ModalityLengthGroupedSampler,
+    build_trainer,
+    estimate_lengths,
+    lora_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "RESULTS_training.md"
@@ -257,11 +267,51 @@ def run_one(implementation: str, stage: str, pack: bool, args, preset: dict, dev
     return result
 
 
+def grouping_padding(preset: dict, rows: Dataset, num_orders: int = 10) -> str:
+    """Padding at the preset's batch size, averaged over `num_orders` epochs: random order vs group_by_modality_length
+    with a megabatch of 1 and of 8 batches (one device without accumulation; e.g. 8 devices, as LLaVA-1.5's 8 x 16).
+    Measured on the real encoded lengths; the sampler sees only its estimates."""
+    tokenizer = AutoTokenizer.from_pretrained(ROOT / "tests" / "assets" / "tiny_tokenizer")
+    image_seq_length = (preset["image_size"] // preset["patch_size"]) ** 2
+    processor = LlavaHfProcessor(
+        build_image_processor(preset["image_size"], "pad"), tokenizer, image_seq_length=image_seq_length
+    )
+    collator = LlavaCollator(processor)
+    real = [len(collator.encode(row).input_ids) for row in rows]
+    lengths, has_image = estimate_lengths(rows, tokenizer, image_seq_length)
+    batch_size = preset["batch_size"]
+
+    def average(orders):
+        return sum(padding_fraction([real[index] for index in order], batch_size) for order in orders) / len(orders)
+
+    random_orders = [
+        torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist() for seed in range(num_orders)
+    ]
+    figures = [f"random {average(random_orders):.1%}"]
+    for batches_per_megabatch in (1, 8):
+        sampler = ModalityLengthGroupedSampler(
+            lengths, has_image, batch_size, batch_size * batches_per_megabatch, seed=0
+        )
+        orders = []
+        for epoch in range(num_orders):
+            sampler.set_epoch(epoch)
+            orders.append(list(sampler))
+        figures.append(f"grouped (megabatch {batch_size * batches_per_megabatch}) {average(orders):.1%}")
+    return (
+        f"group_by_modality_length padding at batch {batch_size} ({image_seq_length} tokens per image, "
+        f"{sum(has_image)} image + {len(rows) - sum(has_image)} text-only rows, mean of {num_orders} epochs): "
+        + ", ".join(figures)
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=list(PRESETS), default="tiny")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument(
+        "--padding_only", action="store_true", help="only the padding of random vs group_by_modality_length batches"
+    )
     parser.add_argument("--write", action="store_true", help=f"append the table to {RESULTS.relative_to(ROOT)}")
     args = parser.parse_args()
     preset = PRESETS[args.preset]
@@ -270,6 +320,14 @@ def main() -> None:
         make_shape_rows(preset["rows"], seed=0, image_size=preset["image_size"], lengths="realistic"),
         features=ROW_FEATURES,
     )
+    grouping = grouping_padding(preset, rows)
+    if args.padding_only:
+        line = f"\n`--preset {args.preset} --padding_only`: {grouping}.\n"
+        print(line)
+        if args.write:
+            with RESULTS.open("a") as handle:
+                handle.write(line)
+        return
     results = []
     for stage in ("pretrain", "finetune", "lora"):
         for implementation, pack in (("trl-builtin", False), ("ours", False), ("ours", True)):
@@ -304,7 +362,7 @@ def main() -> None:
         f"{args.steps} timed steps after {args.warmup} warm-up steps\n\n"
         f"Length distribution: {len(lengths)} samples, {min(lengths)}-{max(lengths)} tokens (mean "
         f"{sum(lengths) / len(lengths):.0f}); padding at batch {preset['batch_size']} in dataset order: "
-        f"{padding_fraction(lengths, preset['batch_size']):.1%} of positions, 0% padding-free.\n\n"
+        f"{padding_fraction(lengths, preset['batch_size']):.1%} of positions, 0% padding-free.\n{grouping}.\n\n"
         + "\n".join(lines)
         + "\n"
     )

@@ -27,7 +27,14 @@ import re
 from collections import Counter
 
 from ..datagen.inputs import SymbolicImage
-from ..datagen.rule_teacher import MIN_HORIZONTAL_GAP, center, complex_text, conversation_text, detail_text
+from ..datagen.rule_teacher import (
+    MIN_HORIZONTAL_GAP,
+    NUMBER_WORDS,
+    center,
+    complex_text,
+    conversation_text,
+    detail_text,
+)
 from ..evaluation import llava_bench
 from ..evaluation.scienceqa import make_example
 from ..evaluation.task import Example
@@ -35,7 +42,6 @@ from .world import COLOURS, REGION_NAMES, SHAPES, World, WorldImage
 
 QUESTION_TYPES = ("colour", "shape", "count", "position")
 OPEN_CATEGORIES = ("conv", "detail", "complex")
-NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 MAX_COUNT_CHOICE = 4
 SIDES = ("left side", "middle", "right side")  # the column of the 3 x 3 grid an object's centre is in
 

@@ -24,6 +24,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+# The 3x3 cell names and number words of the rule-based teacher, so questions, captions and generated data agree.
+from ..datagen.rule_teacher import NUMBER_WORDS, REGION_NAMES
+
 COLOURS = {
     "red": (214, 39, 40),
     "green": (44, 160, 44),
@@ -34,20 +37,6 @@ COLOURS = {
 SHAPES = ("circle", "square", "triangle", "star")
 SIZES = ("small", "large")
 BACKGROUNDS = ((245, 245, 245), (235, 235, 225), (225, 232, 240), (240, 232, 222))
-# Row/column names of the 3x3 cells, the same words as the rule-based teacher's regions
-# (llava_hf/datagen/rule_teacher.py REGION_NAMES), so questions, captions and generated data agree.
-REGION_NAMES = {
-    (0, 0): "upper left part",
-    (0, 1): "upper middle part",
-    (0, 2): "upper right part",
-    (1, 0): "middle left part",
-    (1, 1): "center",
-    (1, 2): "middle right part",
-    (2, 0): "lower left part",
-    (2, 1): "lower middle part",
-    (2, 2): "lower right part",
-}
-NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six")
 
 
 @dataclass(frozen=True)

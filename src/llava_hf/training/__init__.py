@@ -1,5 +1,6 @@
 """LLaVA's training stages around TRL's SFTTrainer: `recipes` (what each stage trains, LoRA/QLoRA, the stage-1
-projector file, building from a vision tower + LLM) and `train` (run settings, trainer, the `train()` entry point)."""
+projector file, building from a vision tower + LLM), `sampler` (LLaVA-1.5's group-by-modality-length batching) and
+`train` (run settings, trainer, the `train()` entry point)."""
 
 from .recipes import (
     LORA_TARGET_MODULES,
@@ -15,6 +16,7 @@ from .recipes import (
     trainable_counts,
     unfreeze_vision_layers,
 )
+from .sampler import ModalityLengthGroupedSampler, estimate_lengths, modality_length_grouped_indices
 from .train import LlavaRunArguments, LlavaSFTTrainer, build_trainer, load_model_and_processor, save_outputs, train
 
 __all__ = [
@@ -24,11 +26,14 @@ __all__ = [
     "STAGES",
     "LlavaRunArguments",
     "LlavaSFTTrainer",
+    "ModalityLengthGroupedSampler",
     "build_from_parts",
     "build_trainer",
+    "estimate_lengths",
     "load_model_and_processor",
     "load_projector",
     "lora_config",
+    "modality_length_grouped_indices",
     "qlora_quantization_config",
     "save_outputs",
     "save_projector",

@@ -33,6 +33,7 @@ from .recipes import (
     trainable_counts,
     unfreeze_vision_layers,
 )
+from .sampler import ModalityLengthGroupedSampler, estimate_lengths
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,13 @@ class LlavaRunArguments:
     pack_batches: bool = field(
         default=False, metadata={"help": "Padding-free batches: samples concatenated with restarting position_ids."}
     )
+    group_by_modality_length: bool = field(
+        default=False,
+        metadata={
+            "help": "LLaVA-1.5's batching: image and text-only samples in separate batches, similar lengths together "
+            "(lengths estimated as text tokens + image_seq_length per image, no image opened)."
+        },
+    )
     train_vision_tower: bool = field(default=False, metadata={"help": "Train the whole vision tower."})
     unfreeze_vision_layers: int = field(
         default=0, metadata={"help": "Train the last N vision layers feeding the projector."}
@@ -123,15 +131,46 @@ class LlavaRunArguments:
 
 
 class LlavaSFTTrainer(SFTTrainer):
-    """SFTTrainer whose optimizer has one parameter group per LLaVA component, each with its own learning rate.
+    """SFTTrainer whose optimizer has one parameter group per LLaVA component, each with its own learning rate, and
+    which can batch by modality and length.
 
     `learning_rates` maps `vision_tower` / `multi_modal_projector` / `language_model` to an LR (None: `learning_rate`).
     Overriding `create_optimizer` (rather than passing `optimizers=`) keeps `optim`, DeepSpeed and FSDP working.
+    `group_by_modality_length=True` trains with `ModalityLengthGroupedSampler` (rows of the library's schema only):
+    transformers' own `group_by_length` has no lengths to use, because the raw rows reach the collator untokenized.
     """
 
-    def __init__(self, *args, learning_rates: dict[str, float | None] | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        learning_rates: dict[str, float | None] | None = None,
+        group_by_modality_length: bool = False,
+        **kwargs,
+    ):
         self.learning_rates = learning_rates or {}
+        self.group_by_modality_length = group_by_modality_length
         super().__init__(*args, **kwargs)
+        if group_by_modality_length and self.args.train_sampling_strategy != "random":
+            raise ValueError(
+                f"group_by_modality_length replaces train_sampling_strategy={self.args.train_sampling_strategy!r}; "
+                "use one of them (leave train_sampling_strategy at 'random')."
+            )
+
+    def _get_train_sampler(self, train_dataset=None):
+        if not self.group_by_modality_length:
+            return super()._get_train_sampler(train_dataset)
+        train_dataset = self.train_dataset if train_dataset is None else train_dataset
+        processor = self.processing_class
+        if not hasattr(processor, "image_seq_length"):
+            raise ValueError(
+                f"group_by_modality_length needs a LlavaHfProcessor (tokenizer + image_seq_length) as the "
+                f"processing_class, got {type(processor).__name__}."
+            )
+        lengths, has_image = estimate_lengths(train_dataset, processor.tokenizer, processor.image_seq_length)
+        # One optimizer step's samples, as the original (`world_size * gradient_accumulation_steps` batches).
+        megabatch_size = self._train_batch_size * self.args.world_size * self.args.gradient_accumulation_steps
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return ModalityLengthGroupedSampler(lengths, has_image, self._train_batch_size, megabatch_size, seed)
 
     def create_optimizer(self, model=None):
         model = self.model if model is None else model
@@ -253,6 +292,7 @@ def build_trainer(
         processing_class=processor,
         data_collator=collator,
         learning_rates=learning_rates,
+        group_by_modality_length=run.group_by_modality_length,
     )
 
 
