@@ -23,48 +23,26 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from transformers import AutoTokenizer, CLIPVisionConfig, LlamaConfig
 from transformers import LlavaConfig as BuiltinLlavaConfig
 from transformers import LlavaForConditionalGeneration as BuiltinLlava
 from transformers import LlavaProcessor as BuiltinLlavaProcessor
 
-from llava_hf import LlavaHfConfig, LlavaHfForConditionalGeneration, LlavaHfProcessor, build_image_processor
 from llava_hf.evaluation import scienceqa
 from llava_hf.evaluation.task import Task, generate_answers, render_prompts
 from llava_hf.processing import get_chat_template
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "RESULTS_evaluation.md"
+sys.path.insert(0, str(ROOT / "tests"))  # the `tiny` preset is the test suite's tiny model
+from helpers.tiny_models import make_tiny_config, make_tiny_model, make_tiny_processor  # noqa: E402
 
 
 def tiny_model_and_processors():
-    tokenizer = AutoTokenizer.from_pretrained(ROOT / "tests" / "assets" / "tiny_tokenizer")
-    vision = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        image_size=32,
-        patch_size=8,
-        projection_dim=32,
-    )
-    text = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    config = LlavaHfConfig(vision_config=vision, text_config=text, image_token_index=tokenizer.image_token_id)
-    ours = LlavaHfForConditionalGeneration(config).eval()
-    image_processor = build_image_processor(32, "pad")
-    processor = LlavaHfProcessor(image_processor=image_processor, tokenizer=tokenizer, image_seq_length=16)
+    config = make_tiny_config()
+    ours = make_tiny_model(config)
+    processor = make_tiny_processor(chat_template="vicuna_v1")
+    tokenizer, image_processor = processor.tokenizer, processor.image_processor
+    vision, text = config.vision_config, config.text_config
     builtin = BuiltinLlava(
         BuiltinLlavaConfig(
             vision_config=vision.to_dict(), text_config=text.to_dict(), image_token_index=tokenizer.image_token_id

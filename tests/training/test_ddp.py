@@ -3,6 +3,7 @@
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,13 @@ sys.path.insert(0, str(REPO / "examples"))
 from train_tiny import make_tiny_data, make_tiny_parts  # noqa: E402
 
 
+def free_port() -> int:
+    # A fixed rendezvous port (accelerate's default 29500) collides with any other run on the machine.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.mark.skipif(shutil.which("accelerate", path=os.path.dirname(sys.executable)) is None, reason="accelerate CLI")
 def test_ddp_two_cpu_processes(tmp_path):
     vision_dir, language_dir = make_tiny_parts(tmp_path / "parts")
@@ -26,6 +34,7 @@ def test_ddp_two_cpu_processes(tmp_path):
         "launch",
         "--config_file",
         str(REPO / "examples/configs/accelerate/ddp_cpu_2proc.yaml"),
+        "--main_process_port", str(free_port()),
         "-m",
         "llava_hf.cli",
         "train",

@@ -14,13 +14,29 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = TrlParser((LlavaRunArguments, SFTConfig))
     run, args = parser.parse_args_and_config(argv)
-    trainer = train(run, args)
+    try:
+        trainer = train(run, args)
+    finally:
+        close_process_group()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     if losses:
         print(
             f"trained {trainer.state.global_step} steps; loss {losses[0]:.4f} -> {losses[-1]:.4f}; saved to {args.output_dir}"
         )
     return 0
+
+
+def close_process_group():
+    """Under `accelerate launch`, wait for every rank (rank 0 may still be saving) and close the process group.
+
+    A rank that exits with the group open dies in gloo's thread teardown ("terminate called without an active
+    exception", SIGABRT) and the launcher reports the whole run as failed.
+    """
+    import torch.distributed as distributed
+
+    if distributed.is_available() and distributed.is_initialized():
+        distributed.barrier()
+        distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
