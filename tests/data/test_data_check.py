@@ -3,6 +3,8 @@ errors unless told to skip them, and then says how many it skipped and why."""
 
 import json
 import logging
+import os
+import signal
 import subprocess
 import sys
 
@@ -107,11 +109,20 @@ def test_data_check_command(tmp_path, capsys):
     clean = tmp_path / "clean.json"
     clean.write_text(json.dumps(json.loads(path.read_text())[:2]))
     # The installed console script, in a real subprocess.
-    result = subprocess.run(
-        [sys.executable, "-m", "llava_hf.cli", "data", "check", "--source", str(clean), "--image_folder", str(folder)],
-        capture_output=True,
+    # Waits for the process to exit (no wall-clock budget); its whole process group is killed if the test fails.
+    command = [sys.executable, "-m", "llava_hf.cli", "data", "check", "--source", str(clean)]
+    process = subprocess.Popen(
+        command + ["--image_folder", str(folder)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
+        start_new_session=True,
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "checked 2 rows: 2 ok, 0 bad" in result.stdout
+    try:
+        stdout, stderr = process.communicate()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 0, stderr[-2000:]
+    assert "checked 2 rows: 2 ok, 0 bad" in stdout

@@ -2,6 +2,7 @@
 other 4xx, the API key, and that `concurrency` requests really are in flight at once."""
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -13,7 +14,8 @@ MESSAGES = [{"role": "user", "content": "Hello"}]
 
 
 def make_client(server, **overrides):
-    settings = {"timeout": 2.0, "max_retries": 3, "concurrency": 4, "backoff_base": 0.01, **overrides}
+    # A generous timeout: a request slowed by a loaded machine must not be retried (only the timeout test sets one).
+    settings = {"timeout": 120.0, "max_retries": 3, "concurrency": 4, "backoff_base": 0.01, **overrides}
     return ChatClient(server.base_url, model="teacher-x", **settings)
 
 
@@ -35,13 +37,16 @@ def test_reply_usage_and_request_body():
         Reply(raw=b"<html>bad gateway</html>"),
         Reply(raw=b'{"choices": []}'),
         Reply(close=True),
-        Reply(delay=1.0),  # longer than the client's timeout below
+        Reply(delay=60.0),  # far longer than the client's timeout below
     ],
     ids=["429", "500", "503", "html-body", "no-choices", "dropped-connection", "timeout"],
 )
 def test_retries_transient_failures(failure):
     with OpenAIServer(script=[failure, failure], default=Reply(text="finally")) as server:
-        result = asyncio.run(make_client(server, timeout=0.3).complete(MESSAGES))
+        # The one timed setting: a timeout test needs a timeout. The server holds the failing replies for 60 s, so
+        # they always time out; the good reply only has to arrive within 2 s.
+        timeout = 2.0 if failure.delay else 120.0
+        result = asyncio.run(make_client(server, timeout=timeout).complete(MESSAGES))
     assert result.text == "finally"
     assert server.request_count == 3
 
@@ -85,12 +90,25 @@ def test_complete_many_keeps_order_and_returns_exceptions():
 
 
 def test_concurrency_keeps_that_many_requests_in_flight():
-    latency, concurrency, count = 0.2, 4, 12
-    with OpenAIServer(latency=latency) as server:
-        client = make_client(server, concurrency=concurrency)
-        started = time.monotonic()
-        results = client.complete_many([MESSAGES] * count)
-        elapsed = time.monotonic() - started
+    # Event-based, not timed: the first requests are held until `concurrency` of them are inside the server at once
+    # (so a client that sends fewer never gets past the first wave), and the largest number ever inside is recorded.
+    concurrency, count = 4, 12
+    state = {"inside": 0, "most": 0}
+    changed = threading.Condition()
+
+    def responder(body):
+        with changed:
+            state["inside"] += 1
+            state["most"] = max(state["most"], state["inside"])
+            changed.notify_all()
+            # a guard against hanging forever on a broken client, not a budget: a correct one passes at once
+            changed.wait_for(lambda: state["most"] >= concurrency, timeout=300)
+        time.sleep(0.02)  # room for an over-eager client's extra request to show up while these are held
+        with changed:
+            state["inside"] -= 1
+        return Reply(text="ok")
+
+    with OpenAIServer(responder=responder) as server:
+        results = make_client(server, concurrency=concurrency).complete_many([MESSAGES] * count)
     assert all(isinstance(result, ChatResult) for result in results)
-    ideal = count / concurrency * latency  # 3 waves of 0.2 s
-    assert ideal <= elapsed < ideal + 0.4, elapsed
+    assert state["most"] == concurrency and server.request_count == count

@@ -17,7 +17,7 @@ from llava_hf.datagen.prompts import load_prompt_set
 
 def openai_config(server, output_dir, **overrides):
     settings = {"input": str(CAPS_BOXES), "teacher": "openai", "base_url": server.base_url, "model": "teacher-x"}
-    settings.update(concurrency=4, max_retries=2, timeout=5.0, limit=6)
+    settings.update(concurrency=4, max_retries=2, timeout=120.0, limit=6)  # no retry because of load
     return GenerationConfig(output_dir=str(output_dir), **{**settings, **overrides})
 
 
