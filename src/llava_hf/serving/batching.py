@@ -143,6 +143,8 @@ class BatchingEngine:
         self.condition = threading.Condition()
         self.stopping = False
         self.batches_run = 0
+        self.cancelled_rows = 0  # rows ended because their client went away
+        self.running: list[GenerationJob] = []  # the batch being generated
         self.recent_batch_sizes: deque[int] = deque(maxlen=256)  # rows per generate call, bounded so memory stays flat
         self.thread = threading.Thread(target=self._loop, name="llava-hf-batcher", daemon=True)
 
@@ -172,6 +174,11 @@ class BatchingEngine:
     def queued(self) -> int:
         return len(self.pending)
 
+    @property
+    def generating(self) -> int:
+        """Rows of the running batch still generating."""
+        return sum(job.finish_reason is None for job in self.running)
+
     def _next_batch(self) -> list[GenerationJob]:
         with self.condition:
             while True:
@@ -190,6 +197,7 @@ class BatchingEngine:
                 batch, rest = [], deque()
                 for job in self.pending:
                     if job.cancelled.is_set():
+                        self.cancelled_rows += 1
                         job.emit({"type": "done", "finish_reason": "cancelled", "text": "", "completion_tokens": 0})
                     elif job.sampling_key() == key and len(batch) < self.max_batch_size:
                         batch.append(job)
@@ -201,6 +209,7 @@ class BatchingEngine:
 
     def _loop(self):
         while batch := self._next_batch():
+            self.running = batch
             try:
                 self._generate(batch)
             except Exception as error:  # one failed batch must not end the worker: report it to its jobs
@@ -208,6 +217,8 @@ class BatchingEngine:
                     if job.finish_reason is None:
                         job.finish_reason = "error"
                         job.emit({"type": "error", "message": f"generation failed: {type(error).__name__}: {error}"})
+            self.running = []
+            self.cancelled_rows += sum(job.finish_reason == "cancelled" for job in batch)
 
     @torch.inference_mode()
     def _generate(self, jobs: list[GenerationJob]):
