@@ -14,14 +14,13 @@ The destination is written in a temporary sibling folder and renamed into place 
 """
 
 import json
-import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from ..utils.io import staged_directory
 
 # Fields of an original config.json that change nothing at inference (training switches, learning rates).
 TRAINING_ONLY_FIELDS = {
@@ -346,17 +345,6 @@ def write_safetensors(state: dict[str, torch.Tensor], folder: Path, max_shard_si
         (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
 
 
-def move_into_place(staging: Path, destination: Path):
-    """`os.replace(staging, destination)` with the permissions a plain mkdir/open would give: `tempfile.mkdtemp`
-    makes the folder private (0700) and safetensors writes 0600 files, which would lock other users of a shared
-    machine out of the checkpoint."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in [staging, *staging.rglob("*")]:
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-    os.replace(staging, destination)
-
-
 def build_tokenizer(tokenizer_folder: Path, source_config: dict):
     """The source tokenizer as a fast tokenizer + `<image>` + `<pad>`, tokenizing like the original did.
 
@@ -421,9 +409,7 @@ def convert_checkpoint(source: str | Path, destination: str | Path, arguments: C
     if source_format == "llava_hf":
         raise ConversionError(f"{source_folder} is already a llava_hf checkpoint; nothing to convert.")
 
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.partial-", dir=destination.parent))
-    try:
+    with staged_directory(destination) as staging:  # nothing at `destination` unless everything succeeds
         if source_format == "transformers":
             from .convert_transformers_checkpoint import import_transformers_checkpoint
 
@@ -444,10 +430,6 @@ def convert_checkpoint(source: str | Path, destination: str | Path, arguments: C
         from .model_card import write_model_card
 
         write_model_card(staging, provenance=provenance, verification=verification)
-        move_into_place(staging, destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return ConversionResult(destination, source_format, provenance, verification)
 
 

@@ -10,13 +10,13 @@ checkpoint with a linear, identity or deeper projector is refused instead of bei
 import json
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .convert_original_checkpoint import ConversionError, move_into_place, read_json
+from ..utils.io import staged_directory
+from .convert_original_checkpoint import ConversionError, read_json
 
 WEIGHT_PATTERNS = ("*.safetensors", "model.safetensors.index.json")
 
@@ -143,9 +143,7 @@ def export_to_transformers(source: str | Path, destination: str | Path) -> Path:
     if config.image_aspect_ratio == "pad" and config.vision_config.model_type not in ("clip_vision_model", "clip"):
         raise ConversionError("only CLIP vision towers are exported (the built-in processor's padding assumes CLIP).")
 
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.partial-", dir=destination.parent))
-    try:
+    with staged_directory(destination) as staging:  # nothing at `destination` unless everything succeeds
         builtin = LlavaConfig(
             vision_config=config.vision_config,
             text_config=config.text_config,
@@ -176,10 +174,6 @@ def export_to_transformers(source: str | Path, destination: str | Path) -> Path:
             GenerationConfig.from_pretrained(source).save_pretrained(staging)
         if (source / "README.md").is_file():
             shutil.copyfile(source / "README.md", staging / "README.md")
-        move_into_place(staging, destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return destination
 
 

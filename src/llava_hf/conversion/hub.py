@@ -7,12 +7,11 @@ modeling/processing files and `auto_map` entries (transformers' `register_for_au
 installed load it with `trust_remote_code=True`.
 """
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
-from .convert_original_checkpoint import move_into_place, write_safetensors
+from ..utils.io import staged_directory
+from .convert_original_checkpoint import write_safetensors
 from .convert_transformers_checkpoint import copy_tokenizer_legacy
 from .model_card import write_model_card
 
@@ -27,34 +26,27 @@ def add_remote_code(folder: str | Path) -> Path:
     folder = Path(folder)
     model = LlavaHfForConditionalGeneration.from_pretrained(folder)
     processor = AutoProcessor.from_pretrained(folder)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.remote-code-", dir=folder.parent))
     classes = [
         (LlavaHfConfig, "AutoConfig"),
         (LlavaHfForConditionalGeneration, "AutoModelForImageTextToText"),
         (LlavaHfProcessor, "AutoProcessor"),
     ]
     try:
-        for cls, auto_class in classes:
-            cls.register_for_auto_class(auto_class)
-        model.save_pretrained(staging)
-        # Without llava_hf, nothing registers the checkpoint conversion mapping that turns the on-disk built-in layout
-        # (language_model.model.*) into the class's names, so every weight would load as missing (random). Store the
-        # in-memory names instead; llava_hf's mapping leaves them untouched, so both ways of loading work.
-        for path in [*staging.glob("*.safetensors"), *staging.glob("model.safetensors.index.json")]:
-            path.unlink()
-        write_safetensors({name: tensor.detach() for name, tensor in model.state_dict().items()}, staging)
-        processor.save_pretrained(staging)
-        copy_tokenizer_legacy(folder, staging)  # save_pretrained drops `legacy`, which changes tokenization
-        for extra in folder.iterdir():  # README.md, generation config, anything save_pretrained did not rewrite
-            if extra.is_file() and not (staging / extra.name).exists():
-                shutil.copyfile(extra, staging / extra.name)
-        backup = folder.with_name(f".{folder.name}.old")
-        os.replace(folder, backup)
-        move_into_place(staging, folder)
-        shutil.rmtree(backup)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        with staged_directory(folder, replace=True) as staging:
+            for cls, auto_class in classes:
+                cls.register_for_auto_class(auto_class)
+            model.save_pretrained(staging)
+            # Without llava_hf, nothing registers the checkpoint conversion mapping that turns the on-disk built-in layout
+            # (language_model.model.*) into the class's names, so every weight would load as missing (random). Store the
+            # in-memory names instead; llava_hf's mapping leaves them untouched, so both ways of loading work.
+            for path in [*staging.glob("*.safetensors"), *staging.glob("model.safetensors.index.json")]:
+                path.unlink()
+            write_safetensors({name: tensor.detach() for name, tensor in model.state_dict().items()}, staging)
+            processor.save_pretrained(staging)
+            copy_tokenizer_legacy(folder, staging)  # save_pretrained drops `legacy`, which changes tokenization
+            for extra in folder.iterdir():  # README.md, generation config, anything save_pretrained did not rewrite
+                if extra.is_file() and not (staging / extra.name).exists():
+                    shutil.copyfile(extra, staging / extra.name)
     finally:
         for cls, _ in classes:  # register_for_auto_class is process-wide; later plain saves must not ship code
             cls._auto_class = None

@@ -11,8 +11,9 @@ so re-rendering the card later (e.g. `push_to_hub` with new fields) keeps them; 
 """
 
 import json
-import os
 from pathlib import Path
+
+from ..utils.io import atomic_write
 
 TEMPLATE_PATH = Path(__file__).with_name("model_card_template.md")
 CONVERSION_METADATA_KEY = "llava_hf_conversion"
@@ -201,11 +202,7 @@ def write_model_card(folder: str | Path, **fields) -> Path:
     if "config" not in fields and (folder / "config.json").is_file():
         fields["config"] = json.loads((folder / "config.json").read_text())
     fields = {**recorded_conversion(folder), **fields}
-    path = folder / "README.md"
-    partial = folder / ".README.md.partial"
-    partial.write_text(render_model_card(**fields))
-    os.replace(partial, path)
-    return path
+    return atomic_write(folder / "README.md", render_model_card(**fields))
 
 
 __all__ = ["recorded_conversion", "render_model_card", "write_model_card"]

@@ -16,11 +16,12 @@ folder that `load_rows` reads back and that `huggingface-cli upload` can push as
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import datasets
 from datasets import Dataset, Features, Image, List, Value
+
+from ..utils.io import staged_directory
 
 # The Arrow schema of the row format. `text` is None for image parts (Arrow structs have a fixed set of keys).
 ROW_FEATURES = Features(
@@ -215,19 +216,18 @@ def convert_llava_json(
         }
 
     embedded = raw.map(embed, features=raw.features)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
-    num_shards = max(1, -(-len(embedded) // max_shard_rows))
-    (staging / "data").mkdir()
-    for shard_index in range(num_shards):
-        shard = embedded.shard(num_shards, shard_index, contiguous=True)
-        shard.to_parquet(str(staging / "data" / f"train-{shard_index:05d}-of-{num_shards:05d}.parquet"))
-    (staging / "README.md").write_text(
-        "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*.parquet\n---\n"
-        f"# {output_dir.name}\n\nConverted with `llava-hf data convert` from `{Path(json_path).name}`: "
-        f"{len(embedded)} rows, images embedded. Columns: `id`, `images`, `messages` (TRL's vision format).\n"
-    )
-    os.replace(staging, output_dir)
+    # Staged next to output_dir and renamed into place when complete, with normal permissions (mkdtemp's are 0700).
+    with staged_directory(output_dir) as staging:
+        num_shards = max(1, -(-len(embedded) // max_shard_rows))
+        (staging / "data").mkdir()
+        for shard_index in range(num_shards):
+            shard = embedded.shard(num_shards, shard_index, contiguous=True)
+            shard.to_parquet(str(staging / "data" / f"train-{shard_index:05d}-of-{num_shards:05d}.parquet"))
+        (staging / "README.md").write_text(
+            "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*.parquet\n---\n"
+            f"# {output_dir.name}\n\nConverted with `llava-hf data convert` from `{Path(json_path).name}`: "
+            f"{len(embedded)} rows, images embedded. Columns: `id`, `images`, `messages` (TRL's vision format).\n"
+        )
     return output_dir
 
 

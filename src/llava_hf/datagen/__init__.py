@@ -8,8 +8,8 @@ or an offline rule-based writer. Files, in the order data flows through them:
 - `prompts.py`      the prompt set in `prompts/*.yaml` -> chat messages for one image and one type
 - `rule_teacher.py` the offline teacher: correct Q&A from counts, categories, positions and sizes
 - `parsing.py`      teacher output -> LLaVA turns, or a reject reason
-- `journal.py`      the append-only, fsync'd record of finished requests that makes runs resumable
-- `pipeline.py`     the async run: jobs -> teacher -> validation -> journal -> LLaVA JSON, rejects, summary
+- `pipeline.py`     the async run: jobs -> teacher -> validation -> journal (`utils.io.JsonlLog`) -> LLaVA JSON,
+                    rejects, summary
 - `cli.py`          `llava-hf generate-data`
 
 Nothing here imports torch, transformers or model code.

@@ -15,7 +15,7 @@ Output folder:
   (loaders of the original format ignore extra keys)
 - `llava_caption.json`   stage-1 caption data (a brief-description instruction + one caption per image), no teacher
 - `rejects.jsonl`        every rejected output with its reason;  `summary.json`  counts, rejects, tokens, cost
-- `journal.jsonl`        the resume journal (see journal.py);   `run.json`  the settings the folder was started with
+- `journal.jsonl`        the resume journal (`utils.io.JsonlLog`);   `run.json`  the settings the folder was started with
 - `dataset/`             the instruction data as a `datasets` dataset, with `save_dataset`
 """
 
@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..llm_client import ChatClient, ChatError, ChatResult
+from ..utils.io import JsonlLog, atomic_write, read_jsonl, remove_leftovers
 from .inputs import SymbolicImage, read_coco_images, read_jsonl_images, select_images
-from .journal import Journal, write_atomic
 from .parsing import parse_output
 from .prompts import TASK_TYPES, PromptSet, build_messages, load_prompt_set, stable_choice
 from .rule_teacher import RuleBasedTeacher
@@ -167,10 +167,11 @@ def run_generation(config: GenerationConfig, progress: bool | None = None) -> di
     output_dir.mkdir(parents=True, exist_ok=True)
     max_attempts = 1 if teacher.deterministic else config.max_attempts
 
-    with Journal(output_dir / "journal.jsonl") as journal:  # holds the folder's lock from here on
+    # The journal: one line per finished request (accepted or rejected), fsync'd before the request counts as done,
+    # so a re-run after a kill skips exactly the finished ones. It holds the folder's lock from here on.
+    with JsonlLog(output_dir / "journal.jsonl", lock=True) as journal:
         check_run_settings(output_dir, config, teacher, prompts)
-        for leftover in output_dir.glob(".*.tmp-*"):  # from a run killed inside write_atomic
-            leftover.unlink()
+        remove_leftovers(output_dir)  # from a run killed inside atomic_write
         state = RunState()
         for entry in journal.entries:
             state.add(entry)
@@ -185,7 +186,7 @@ def run_generation(config: GenerationConfig, progress: bool | None = None) -> di
         summary = write_outputs(output_dir, images, config, prompts, journal.path, state, max_attempts)
     summary["teacher"] = {"kind": teacher.kind, "model": teacher.model}
     summary["wall_seconds"] = round(time.monotonic() - started, 3)
-    write_atomic(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -255,7 +256,7 @@ def check_run_settings(output_dir: Path, config: GenerationConfig, teacher, prom
     }
     path = output_dir / "run.json"
     if not path.exists():
-        write_atomic(path, json.dumps(settings, indent=2) + "\n")
+        atomic_write(path, json.dumps(settings, indent=2) + "\n")
         return
     previous = json.loads(path.read_text(encoding="utf-8"))
     changed = sorted(name for name in settings if previous.get(name) != settings[name])
@@ -290,17 +291,17 @@ def write_outputs(output_dir, images, config, prompts, journal_path, state, max_
                     },
                 }
             )
-    write_atomic(output_dir / "llava_instruct.json", json.dumps(records, indent=1, ensure_ascii=False) + "\n")
+    atomic_write(output_dir / "llava_instruct.json", json.dumps(records, indent=1, ensure_ascii=False) + "\n")
     captions = caption_records(images, prompts, config.seed)
-    write_atomic(output_dir / "llava_caption.json", json.dumps(captions, indent=1, ensure_ascii=False) + "\n")
+    atomic_write(output_dir / "llava_caption.json", json.dumps(captions, indent=1, ensure_ascii=False) + "\n")
 
     image_ids = {image.id for image in images}
     rejected = [
         {key: entry[key] for key in ("key", "id", "type", "attempt", "reason", "finish_reason", "model", "text")}
-        for entry in _journal_entries(journal_path)
+        for entry in read_jsonl(journal_path)  # includes what this run appended
         if entry["status"] == "rejected" and entry["id"] in image_ids
     ]
-    write_atomic(output_dir / "rejects.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected))
+    atomic_write(output_dir / "rejects.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected))
     if config.save_dataset:
         save_as_dataset(records, output_dir / "dataset")
 
@@ -321,11 +322,6 @@ def write_outputs(output_dir, images, config, prompts, journal_path, state, max_
         "stopped_by_budget": state.stopped_by_budget,
         "config": asdict(config),
     }
-
-
-def _journal_entries(journal_path: Path) -> list[dict]:
-    # Re-read (we hold the lock): includes what this run appended. The last line is complete because we wrote it.
-    return [json.loads(line) for line in journal_path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def caption_records(images: list[SymbolicImage], prompts: PromptSet, seed: int) -> list[dict]:

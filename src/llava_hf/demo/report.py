@@ -7,12 +7,13 @@ install: `losses.png` (one panel per training run: the two tower pretrainings, s
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..utils.io import atomic_write
 from .world import World
 
 PANEL_SIZE = (420, 240)
@@ -29,9 +30,9 @@ def _font():
 
 
 def _save_png(image: Image.Image, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    image.save(temporary, format="PNG")
-    os.replace(temporary, path)
+    encoded = io.BytesIO()
+    image.save(encoded, format="PNG")
+    atomic_write(path, encoded.getvalue())
 
 
 def plot_curves(curves: dict[str, list[tuple[int, float]]], path: Path) -> None:
@@ -199,11 +200,7 @@ def write_report(
         lines += [f"**USER:** {turn['question']}  ", f"**ASSISTANT:** {turn['answer']}", ""]
     lines += ["## Time per step (s)", "", "| step | seconds |", "|---|---|"]
     lines += [f"| {name} | {seconds} |" for name, seconds in summary["timings_seconds"].items()]
-    path = report_dir / "report.md"
-    temporary = path.with_name(".report.md.tmp")
-    temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
-    return path
+    return atomic_write(report_dir / "report.md", "\n".join(lines) + "\n")
 
 
 def _find(world: World, image_id: str):

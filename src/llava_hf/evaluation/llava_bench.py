@@ -27,7 +27,8 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .task import Example, Outcome, PredictionWriter, Task, load_rows, require_columns
+from ..utils.io import JsonlLog, read_jsonl
+from .task import Example, Outcome, Task, load_rows, require_columns
 
 SYSTEM_PROMPT = "You are a careful, impartial reviewer of answers to questions about images."
 RULE_PROMPT = (
@@ -220,14 +221,8 @@ def judge(outcomes: list[Outcome], settings: JudgeSettings, cache_path: str | Pa
     from ..llm_client import ChatClient, ChatError
 
     cache_path = Path(cache_path)
-    cache = {}
-    if cache_path.exists():
-        for line in cache_path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-                cache[record["key"]] = record
-            except (ValueError, KeyError):
-                continue  # a torn last line from a killed run: that judgment is simply asked again
+    # A torn last line from a killed run is ignored: that judgment is simply asked again.
+    cache = {record["key"]: record for record in read_jsonl(cache_path)} if cache_path.exists() else {}
     orders = ORDERS if settings.swapped else ORDERS[:1]
     jobs = []  # (order, outcome, messages)
     for outcome in outcomes:
@@ -249,7 +244,7 @@ def judge(outcomes: list[Outcome], settings: JudgeSettings, cache_path: str | Pa
         concurrency=settings.concurrency,
     )
     try:
-        with PredictionWriter(cache_path) as writer:
+        with JsonlLog(cache_path) as writer:
             pending = jobs
             for attempt in range(settings.retries + 1):
                 keys = [request_key(settings, messages, attempt) for _, _, messages in pending]
@@ -277,7 +272,7 @@ def judge(outcomes: list[Outcome], settings: JudgeSettings, cache_path: str | Pa
                     }
                     cache[key] = record
                     new_records.append(record)
-                writer.write(new_records)
+                writer.append(*new_records)
                 still_pending = []
                 for (order, outcome, messages), key in zip(pending, keys):
                     if key not in cache:

@@ -24,6 +24,7 @@ G1-6/G7-12 (grade) and Avg, in percent; `IMG-subset accuracy` is LLaVA-1.5's SQA
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import string
@@ -31,7 +32,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .task import Example, Outcome, Task, load_rows, require_columns, write_atomic
+from ..utils.io import atomic_write
+from .task import Example, Outcome, Task, load_rows, require_columns
 
 LETTERS = string.ascii_uppercase
 ZERO_SHOT_INSTRUCTION = "Answer with the option's letter from the given choices directly."
@@ -305,7 +307,7 @@ def convert_to_llava(examples: list[Example], output_dir: str | Path, prompt_for
         ]
         records.append(record)
     path = output_dir / f"llava_{prompt_format}.json"
-    write_atomic(path, json.dumps(records, indent=1, ensure_ascii=False))
+    atomic_write(path, json.dumps(records, indent=1, ensure_ascii=False))
     return path
 
 
@@ -315,10 +317,9 @@ def _image_reference(example: Example, output_dir: Path) -> str:
     name = f"images/{example.id}.png"
     target = output_dir / name
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_suffix(".tmp.png")
-        example.images[0].convert("RGB").save(temporary)
-        temporary.replace(target)
+        encoded = io.BytesIO()
+        example.images[0].convert("RGB").save(encoded, format="PNG")
+        atomic_write(target, encoded.getvalue())
     return name
 
 

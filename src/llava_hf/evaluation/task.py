@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 from PIL import Image
 
 from ..processing import to_rgb
+from ..utils.io import JsonlLog, atomic_write, numbered_jsonl
 
 PREDICTIONS_FILE = "predictions.jsonl"
 RESULTS_FILE = "results.json"
@@ -101,28 +101,18 @@ class Task:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Predictions files: append + fsync while generating, tolerant of a torn last line, strict everywhere else.
+# Predictions files: appended + fsync'd while generating (utils.io.JsonlLog), a torn last line tolerated.
 
 
 def read_predictions(path: str | os.PathLike) -> dict[str, dict]:
     """Read a predictions JSONL (ours or the original LLaVA answer file) into `{str(question_id): record}`.
 
     Every line must be a JSON object with `question_id` and `text`; a malformed line raises with its line number,
-    except a torn last line without a newline (a run killed mid-write), which is ignored and regenerated on resume.
+    except a torn last line (a run killed mid-write), which is ignored and regenerated on resume.
     A question_id that appears twice keeps its last record (a resumed run never writes one twice).
     """
-    path = Path(path)
-    raw = path.read_bytes()
-    lines = raw.split(b"\n")
-    complete, torn = (lines, b"") if raw.endswith(b"\n") or not raw else (lines[:-1], lines[-1])
     records: dict[str, dict] = {}
-    for number, line in enumerate(complete, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as error:
-            raise ValueError(f"{path}:{number} is not valid JSON ({error}); fix or delete that line.") from None
+    for number, record in numbered_jsonl(path):
         if not isinstance(record, dict) or "question_id" not in record or "text" not in record:
             raise ValueError(
                 f"{path}:{number} has no 'question_id' and 'text'; a predictions file holds one "
@@ -131,70 +121,7 @@ def read_predictions(path: str | os.PathLike) -> dict[str, dict]:
         if not isinstance(record["text"], str):
             raise ValueError(f"{path}:{number}: 'text' must be a string, got {type(record['text']).__name__}.")
         records[str(record["question_id"])] = record
-    if torn.strip():
-        try:  # a last line that parses was complete, only its newline is missing
-            record = json.loads(torn)
-            if isinstance(record, dict) and "question_id" in record and isinstance(record.get("text"), str):
-                records[str(record["question_id"])] = record
-        except ValueError:
-            pass
     return records
-
-
-class PredictionWriter:
-    """Appends prediction records to a JSONL file, each batch flushed and fsynced before the next one starts."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            _drop_torn_tail(self.path)
-        self._file = open(self.path, "a", encoding="utf-8")
-
-    def write(self, records: list[dict]) -> None:
-        self._file.write("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
-        self._file.flush()
-        os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> PredictionWriter:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-
-def _drop_torn_tail(path: Path) -> None:
-    """Cut a half-written last line, so appended records start on a fresh line."""
-    raw = path.read_bytes()
-    if raw and not raw.endswith(b"\n"):
-        tail = raw.rsplit(b"\n", 1)[-1]
-        try:
-            json.loads(tail)
-            with open(path, "ab") as file:  # complete record, only the newline is missing
-                file.write(b"\n")
-        except ValueError:
-            with open(path, "r+b") as file:
-                file.truncate(len(raw) - len(tail))
-
-
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder and `os.replace`: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -340,7 +267,7 @@ def generate_predictions(
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(task.examples), initial=len(done), desc=task.name, unit="ex", disable=not progress)
-    with PredictionWriter(predictions_path) as writer:
+    with JsonlLog(predictions_path) as writer:
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
             texts = generate_answers(
@@ -360,7 +287,7 @@ def generate_predictions(
                 }
                 for example, text in zip(batch, texts)
             ]
-            writer.write(records)
+            writer.append(*records)
             done.update((record["question_id"], record) for record in records)
             bar.update(len(batch))
     bar.close()
@@ -454,8 +381,8 @@ def markdown_table(results: dict) -> str:
 def write_results(results: dict, output_dir: str | os.PathLike) -> None:
     """`results.json` (everything) and `results.md` (the table), each written atomically."""
     output_dir = Path(output_dir)
-    write_atomic(output_dir / RESULTS_FILE, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    write_atomic(output_dir / TABLE_FILE, markdown_table(results))
+    atomic_write(output_dir / RESULTS_FILE, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    atomic_write(output_dir / TABLE_FILE, markdown_table(results))
 
 
 def evaluate(
@@ -544,5 +471,5 @@ def add_results_to_model_card(
     data.eval_results = kept + new
     data.model_name = data.model_name or model_name
     text = str(card)
-    write_atomic(readme_path, text)
+    atomic_write(readme_path, text)
     return text

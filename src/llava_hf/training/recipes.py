@@ -12,7 +12,9 @@ import logging
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
+
+from ..utils.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -112,13 +114,8 @@ def projector_state_dict(model) -> dict[str, torch.Tensor]:
 def save_projector(model, output_dir: str | Path) -> Path:
     """Write the stage-1 result, the projector alone, to `output_dir/projector.safetensors` (atomically)."""
     config = _unwrap(model).config
-    path = Path(output_dir) / PROJECTOR_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
     metadata = {"projector_type": config.projector_type, "format": "pt"}
-    save_file(projector_state_dict(model), str(temporary), metadata=metadata)
-    temporary.replace(path)
-    return path
+    return atomic_write(Path(output_dir) / PROJECTOR_FILE, save(projector_state_dict(model), metadata=metadata))
 
 
 def _original_projector_keys(state: dict) -> dict:
