@@ -7,6 +7,7 @@ from PIL import Image
 
 ASSETS = Path(__file__).parents[1] / "assets" / "evaluation"
 SCIENCEQA = ASSETS / "scienceqa"
+SCIENCEQA_ORIGINAL = ASSETS / "scienceqa_original"  # what the original LLaVA scripts make of SCIENCEQA
 POPE = ASSETS / "pope"
 LLAVA_BENCH_COCO = ASSETS / "llava_bench_coco"
 LLAVA_BENCH_WILD = ASSETS / "llava_bench_wild"

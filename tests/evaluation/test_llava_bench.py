@@ -171,3 +171,18 @@ def test_hub_layout_and_in_memory_examples(tmp_path):
         assert score_task(memory, {"7": {"question_id": 7, "text": "c"}})["metrics"]["conv"] == pytest.approx(50.0)
     with pytest.raises(ValueError, match="needs a judge"):
         llava_bench.build_task(LLAVA_BENCH_WILD)
+
+
+def test_cli_prints_how_many_judge_replies_were_unparsed(tmp_path, capsys):
+    from llava_hf.cli import main
+
+    with OpenAIServer(responder=Judge()) as server:
+        argv = ["evaluate", "--task", "llava_bench", "--data", str(LLAVA_BENCH_WILD), "--predictions"]
+        argv += [str(predictions_file(tmp_path)), "--output-dir", str(tmp_path / "out")]
+        argv += ["--judge-base-url", server.base_url, "--judge-model", "judge", "--judge-retries", "0"]
+        assert main(argv) == 0
+    out = capsys.readouterr().out
+    # q1 and q2 get an unparseable first reply and there are no retries
+    assert "2 unparsed judge reply(ies), left out of every mean; see results.json" in out
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert len(results["unparsed"]["reference_first"]) == 2

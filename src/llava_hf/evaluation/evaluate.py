@@ -70,6 +70,10 @@ class EvaluateArguments:
     )
     model_name: str | None = field(default=None, metadata={"help": "model name for the model card (default: --model)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar (--no-progress to hide it)"})
+    ignore_extra_ids: bool = field(
+        default=False,
+        metadata={"help": "score --predictions that also answer ids outside the split (listed, left out)"},
+    )
 
 
 def build_task(arguments: EvaluateArguments) -> Task:
@@ -125,10 +129,21 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import HfArgumentParser
 
     (arguments,) = HfArgumentParser(EvaluateArguments).parse_args_into_dataclasses(args=argv)
+    try:
+        return run(arguments)
+    except (ValueError, FileNotFoundError) as error:  # bad data, split, predictions or flags: one line, no traceback
+        print(f"llava-hf evaluate: {error}", file=sys.stderr)
+        return 2
+
+
+def run(arguments: EvaluateArguments) -> int:
+    """`llava-hf evaluate` after parsing; raises ValueError/FileNotFoundError naming the fix for bad input."""
     if arguments.task not in DEFAULT_SPLITS:
-        raise SystemExit(f"unknown task {arguments.task!r}; choose one of {', '.join(DEFAULT_SPLITS)}.")
+        raise ValueError(f"unknown task {arguments.task!r}; choose one of {', '.join(DEFAULT_SPLITS)}.")
     if (arguments.model is None) == (arguments.predictions is None):
-        raise SystemExit("pass exactly one of --model (generate answers) or --predictions (score a file).")
+        raise ValueError("pass exactly one of --model (generate answers) or --predictions (score a file).")
+    if arguments.ignore_extra_ids and arguments.predictions is None:
+        raise ValueError("--ignore-extra-ids applies to --predictions (a file to score), not to --model runs.")
     task = build_task(arguments)
     model = processor = None
     if arguments.model is not None:
@@ -143,19 +158,39 @@ def main(argv: list[str] | None = None) -> int:
         max_new_tokens=arguments.max_new_tokens,
         model_id=arguments.model,
         progress=arguments.progress,
+        ignore_extra_ids=arguments.ignore_extra_ids,
     )
     print(markdown_table(results))
-    for key in ("unparseable", "unclear"):
-        if results.get(key):
-            print(f"{len(results[key])} {key} answer(s) (counted as the protocol says); see results.json")
-    if results["missing"]:
-        print(f"{len(results['missing'])} example(s) had no answer and count as wrong; see results.json")
+    for line in problem_counts(results):
+        print(line)
     if arguments.model_card:
         add_results_to_model_card(arguments.model_card, results, arguments.model_name or arguments.model or task.name)
         print(f"added {len(results['metrics'])} metric(s) to {arguments.model_card}")
     if arguments.model is not None:
         print(f"answers: {Path(arguments.output_dir) / PREDICTIONS_FILE}")
     return 0
+
+
+def problem_counts(results: dict) -> list[str]:
+    """One line per kind of answer or judgment that did not count normally (each task's key; see results.json)."""
+
+    def count(value) -> int:  # a list, or LLaVA-Bench's {judging order: list}
+        return sum(len(items) for items in value.values()) if isinstance(value, dict) else len(value)
+
+    kinds = {
+        "unparseable": "unparseable answer(s), counted as wrong",
+        "unclear": "unclear answer(s), counted as the POPE protocol says",
+        "unparsed": "unparsed judge reply(ies), left out of every mean",
+        "judge_errors": "judge request(s) that failed, left out of every mean",
+        "missing": "example(s) without an answer, counted as wrong",
+        "ignored_ids": "answer(s) for ids outside the split, ignored (--ignore-extra-ids)",
+    }
+    lines = []
+    for key, what in kinds.items():
+        number = count(results.get(key) or [])
+        if number:
+            lines.append(f"{number} {what}; see results.json")
+    return lines
 
 
 if __name__ == "__main__":

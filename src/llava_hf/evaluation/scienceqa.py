@@ -8,16 +8,32 @@ Data layouts read by `load_examples` / `build_task`:
 - the original release: `problems.json` ({pid: {...the same fields, "image": "image.png" or null, "split"}}) +
   `pid_splits.json` ({split: [pid, ...]}) + an image folder holding `<pid>/image.png` for that split; ids are pids.
 
-Prompt formats (LLAVA.md §9):
-- `zero_shot` (LLaVA-1.5's SQA-IMG): "Context: {hint}" when there is one, the question, "A. {choice}" lines, then
-  "Answer with the option's letter from the given choices directly.";
-- the fine-tuning formats of the LLaVA paper's 90.92 run, named `<input>-<output>` like the original converter:
-  input `QCM` ("Question: ...\\nContext: ...\\nOptions: (A) ... (B) ...") or `CQM` (context first); output `A`
-  ("Answer: The answer is B."), `LEA` (lecture, explanation, then the answer; the recipe's choice), `EA`, `LA`,
-  `ELA`, `AL`, `AE`, `ALE`, `AEL`. Evaluation uses the input part; `convert_to_llava` writes both parts.
+Prompts are the original LLaVA repository's, byte for byte (haotian-liu/LLaVA `scripts/convert_sqa_to_llava.py`,
+`scripts/convert_sqa_to_llava_base_prompt.py`, `llava/eval/model_vqa_science.py`):
+- the converter builds each question as `{input}` / `{input}\n<image>` and its answer as `{output}`, where input is
+  `QCM` ("Question: {question}\nContext: {hint or N/A}\nOptions: (A) x (B) y") or `CQM` (context first) and output is
+  `A` ("Answer: The answer is B."), `LEA` (lecture, explanation, answer: the paper's fine-tuning recipe), `EA`, `LA`,
+  `ELA`, `AL`, `AE`, `ALE`, `AEL`; formats are named `<input>-<output>`. It then removes "Question: " from inputs
+  and "Answer: " from outputs that start with them, restores the newlines of lectures and solutions, collapses
+  double spaces once (three spaces become two) and strips, all as the original does, quirks included (an empty
+  lecture and solution leave a leading space: " The answer is B.");
+- evaluation (`model_vqa_science.py`) removes `<image>` from that question, strips it and puts the image first
+  (`<image>\n{text}`, which our chat templates render from the image part); `zero_shot` is LLaVA-1.5's SQA-IMG
+  protocol (`scripts/v1_5/eval/sqa.sh`): the `CQM-A` question plus `--single-pred-prompt`'s
+  "\nAnswer with the option's letter from the given choices directly."; the fine-tuning formats are evaluated on
+  their own question (`scripts/sqa_eval_batch.sh`, no suffix).
+tests/assets/evaluation/scienceqa_original/ holds what the original scripts write for a fixture shaped like the real
+data, and the tests compare every format with it.
 
 Scoring: the answer is read by `parse_choice` ("B", "B.", "(B)", "B. text", "The answer is B.", or exactly an
-option's text); anything else counts as wrong and is listed under `unparseable`. The table has the paper's columns
+option's text); anything else counts as wrong and is listed under `unparseable`. This is stricter about what counts
+as an answer and wider about how it may be written than the original `llava/eval/eval_science_qa.py`, which takes
+an exact option letter, a letter followed by ". ", or exactly one match of `The answer is ([A-Z]).` and scores
+everything else as wrong. Deliberate differences (tested against that script's output): ours also reads "(B)",
+"B)", "B.", "A:", "The answer is (C).", "the answer is B." in lower case, "The answer is B" at the end of the text,
+an option's text ("Paris"), and a repeated but consistent "The answer is A. The answer is A."; ours does not read
+"The answer is Bx" (the original's `.` matches any character). Letters beyond a question's options are wrong in
+both. So our accuracy is the original's or higher, never on a different set of answers. The table has the paper's columns
 NAT/SOC/LAN (subject), TXT/IMG/NO (context: text hint / image / neither; a question with both counts in TXT and IMG),
 G1-6/G7-12 (grade) and Avg, in percent; `IMG-subset accuracy` is LLaVA-1.5's SQA-IMG figure (the IMG column).
 """
@@ -41,8 +57,7 @@ HUB_COLUMNS = ["image", "question", "choices", "answer", "hint", "grade", "subje
 SUBJECTS = {"NAT": "natural science", "SOC": "social science", "LAN": "language science"}
 TABLE_COLUMNS = ["NAT", "SOC", "LAN", "TXT", "IMG", "NO", "G1-6", "G7-12", "Avg"]
 
-# Output formats of the fine-tuning converter: the answer sentence, the lecture and the explanation ("solution"),
-# in the order each format names them.
+# The original's output formats (`create_one_example_chatbot` in convert_sqa_to_llava_base_prompt.py) and inputs.
 OUTPUT_FORMATS = {
     "A": "Answer: The answer is {answer}.",
     "AL": "Answer: The answer is {answer}. BECAUSE: {solution}",
@@ -55,10 +70,11 @@ OUTPUT_FORMATS = {
     "ELA": "Answer: {solution} {lecture} The answer is {answer}.",
 }
 INPUT_FORMATS = {
-    "QCM": "Question: {question}\nContext: {context}\nOptions: {options}",
-    "CQM": "Context: {context}\nQuestion: {question}\nOptions: {options}",
+    "QCM": "Question: {question}\nContext: {context}\nOptions: {options}\n",
+    "CQM": "Context: {context}\nQuestion: {question}\nOptions: {options}\n",
 }
 PROMPT_FORMATS = ("zero_shot",) + tuple(f"{i}-{o}" for i in INPUT_FORMATS for o in OUTPUT_FORMATS)
+ZERO_SHOT_QUESTION_FORMAT = "CQM-A"  # the question file of LLaVA-1.5's sqa.sh: llava_test_CQM-A.json
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -127,6 +143,7 @@ def make_example(pid: str, problem: dict, prompt_format: str = "zero_shot") -> E
         "lecture": problem.get("lecture") or "",
         "solution": problem.get("solution") or "",
         "image_file": problem.get("image_file"),
+        "answer": LETTERS[answer],
     }
     return Example(
         id=pid,
@@ -142,36 +159,52 @@ def make_example(pid: str, problem: dict, prompt_format: str = "zero_shot") -> E
 
 
 def build_prompt(problem: dict, prompt_format: str = "zero_shot") -> str:
-    """The user text for one question (`problem` has question, choices, hint); images are added before it."""
-    if prompt_format == "zero_shot":
-        lines = [f"Context: {problem['hint']}"] if problem["hint"] else []
-        lines.append(problem["question"])
-        lines += [f"{LETTERS[index]}. {choice}" for index, choice in enumerate(problem["choices"])]
-        lines.append(ZERO_SHOT_INSTRUCTION)
-        return "\n".join(lines)
-    input_format = prompt_format.split("-")[0]
+    """The user text of one question at evaluation (`problem`: `make_example`'s metadata); the image goes before it.
+
+    As `model_vqa_science.py` makes it from the converter's question: `<image>` removed, stripped, and for
+    `zero_shot` (`CQM-A` + `--single-pred-prompt`) the instruction appended after a newline.
+    """
+    question_format = ZERO_SHOT_QUESTION_FORMAT if prompt_format == "zero_shot" else prompt_format
+    question, _ = build_conversation(problem, question_format)
+    text = question.replace("<image>", "").strip()
+    return text + "\n" + ZERO_SHOT_INSTRUCTION if prompt_format == "zero_shot" else text
+
+
+def build_conversation(problem: dict, prompt_format: str, answer_letter: str | None = None) -> tuple[str, str]:
+    """The (human, gpt) texts the original `convert_to_llava` writes for one question in a `<input>-<output>` format.
+
+    `problem` is `make_example`'s metadata; `answer_letter` defaults to the gold one (`problem["answer"]`).
+    """
+    input_format, output_format = prompt_format.split("-")
+    # get_lecture_text / get_solution_text write newlines as "\\n" and build_prompt_chatbot turns every "\\n" back into
+    # a newline, so the net effect is that a literal backslash-n in the data becomes a newline too.
+    lecture = problem["lecture"].replace("\\n", "\n")
+    solution = problem["solution"].replace("\\n", "\n")
     options = " ".join(f"({LETTERS[index]}) {choice}" for index, choice in enumerate(problem["choices"]))
-    text = INPUT_FORMATS[input_format].format(
+    question = INPUT_FORMATS[input_format].format(
         question=problem["question"], context=problem["hint"] or "N/A", options=options
     )
-    return _squeeze(text)
-
-
-def build_target(problem: dict, answer_letter: str, prompt_format: str) -> str:
-    """The training answer of a fine-tuning format (`QCM-LEA` -> "Answer: {lecture} {solution} The answer is B.")."""
-    output_format = prompt_format.split("-")[1]
-    # The original keeps each text on one line: newlines inside lectures/solutions become a literal "\n".
-    text = OUTPUT_FORMATS[output_format].format(
-        answer=answer_letter,
-        lecture=problem["lecture"].replace("\n", "\\n"),
-        solution=problem["solution"].replace("\n", "\\n"),
+    answer = OUTPUT_FORMATS[output_format].format(
+        answer=answer_letter or problem["answer"], lecture=lecture, solution=solution
     )
-    text = _squeeze(text)
-    return text.removesuffix("BECAUSE:").strip()
+    question, answer = _tidy_like_the_original(question), _tidy_like_the_original(answer)
+    # convert_to_llava: str.replace removes every occurrence, not only the leading one.
+    if question.startswith("Question: "):
+        question = question.replace("Question: ", "")
+    if answer.startswith("Answer: "):
+        answer = answer.replace("Answer: ", "")
+    if problem["has_image"]:
+        question = f"{question}\n<image>"
+    return question, answer
 
 
-def _squeeze(text: str) -> str:
-    return re.sub(r" {2,}", " ", text).strip()
+def _tidy_like_the_original(text: str) -> str:
+    """create_one_example_chatbot's clean-up: one pass of "  " -> " " (so three spaces become two), strip, and drop
+    every "BECAUSE:" when the text ends with one (an empty lecture/solution after it)."""
+    text = text.replace("  ", " ").strip()
+    if text.endswith("BECAUSE:"):
+        text = text.replace("BECAUSE:", "").strip()
+    return text
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -283,31 +316,30 @@ def build_task(
 # Converter: ScienceQA -> LLaVA training JSON
 
 
-def convert_to_llava(examples: list[Example], output_dir: str | Path, prompt_format: str = "QCM-LEA") -> Path:
-    """Write `llava_<format>.json` (LLAVA.md §3 records) for fine-tuning on ScienceQA; returns its path.
+def convert_to_llava(
+    examples: list[Example], output_dir: str | Path, prompt_format: str = "QCM-LEA", split: str = "train"
+) -> Path:
+    """Write `llava_{split}_{format}.json` for fine-tuning on ScienceQA, as the original `convert_to_llava` does, and
+    return its path. Same records, same bytes (2-space indent, ASCII escapes): `{"id", "image"?, "conversations":
+    [{"from": "human", "value": question or question + "\\n<image>"}, {"from": "gpt", "value": answer}]}`.
 
-    Each record: `{"id", "image"?, "conversations": [human: "<image>\\n" + question/context/options, gpt: the
-    answer with lecture and explanation]}`. Images of the original layout are referenced as `<pid>/image.png`
-    (train with the split's image folder); in-memory (Hub) images are saved to `output_dir/images/<id>.png` and
-    referenced as `images/<id>.png` (train with `output_dir` as the image folder).
+    Images of the original layout are referenced as `<pid>/image.png` (train with the split's image folder);
+    in-memory (Hub) images are saved to `output_dir/images/<id>.png` and referenced as `images/<id>.png` (train with
+    `output_dir` as the image folder). `split` only names the file (`llava_test_CQM-A.json` is sqa.sh's question file).
     """
     if prompt_format == "zero_shot" or prompt_format not in PROMPT_FORMATS:
         raise ValueError(f"training needs a fine-tuning format such as QCM-LEA; choose one of {PROMPT_FORMATS[1:]}.")
     output_dir = Path(output_dir)
     records = []
     for example in examples:
-        question = build_prompt(example.metadata, prompt_format)
+        question, answer = build_conversation(example.metadata, prompt_format)
         record = {"id": example.id}
         if example.images:
             record["image"] = _image_reference(example, output_dir)
-            question = "<image>\n" + question
-        record["conversations"] = [
-            {"from": "human", "value": question},
-            {"from": "gpt", "value": build_target(example.metadata, example.answer, prompt_format)},
-        ]
+        record["conversations"] = [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
         records.append(record)
-    path = output_dir / f"llava_{prompt_format}.json"
-    atomic_write(path, json.dumps(records, indent=1, ensure_ascii=False))
+    path = output_dir / f"llava_{split}_{prompt_format}.json"
+    atomic_write(path, json.dumps(records, indent=2))  # json.dump's defaults, as the original writes it
     return path
 
 
@@ -328,7 +360,9 @@ class ConvertArguments:
     """`llava-hf scienceqa-to-llava`: the ScienceQA train split as LLaVA fine-tuning data."""
 
     data: str = field(metadata={"help": "ScienceQA: folder with problems.json + pid_splits.json, parquet, or Hub id"})
-    output_dir: str = field(metadata={"help": "where llava_<format>.json (and images/ for Hub data) are written"})
+    output_dir: str = field(
+        metadata={"help": "where llava_<split>_<format>.json (and images/ for Hub data) are written"}
+    )
     split: str = field(default="train", metadata={"help": "split to convert"})
     image_folder: str | None = field(
         default=None, metadata={"help": "original layout: folder with <pid>/image.png (default <data>/<split>)"}
@@ -341,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
 
     (arguments,) = HfArgumentParser(ConvertArguments).parse_args_into_dataclasses(args=argv)
     examples = load_examples(arguments.data, arguments.split, arguments.image_folder, arguments.prompt_format)
-    path = convert_to_llava(examples, arguments.output_dir, arguments.prompt_format)
+    path = convert_to_llava(examples, arguments.output_dir, arguments.prompt_format, arguments.split)
     print(f"wrote {len(examples)} records to {path}")
     return 0
 

@@ -329,17 +329,19 @@ def _check_same_run(task: Task, done: dict[str, dict], prompts: dict[str, str], 
 # Scoring and results
 
 
-def score_task(task: Task, predictions: dict[str, dict]) -> dict:
+def score_task(task: Task, predictions: dict[str, dict], ignore_extra_ids: bool = False) -> dict:
     """Parse each example's answer and score the task; examples without an answer count as wrong and are listed.
 
-    Raises if `predictions` answers ids the task does not have (scoring the wrong split would silently drop them).
+    Raises if `predictions` answers ids the task does not have (scoring the wrong split would silently drop them),
+    unless `ignore_extra_ids`: then those answers are left out and listed under `ignored_ids`.
     """
     ids = {example.id for example in task.examples}
     unknown = sorted(question_id for question_id in predictions if question_id not in ids)
-    if unknown:
+    if unknown and not ignore_extra_ids:
         raise ValueError(
             f"the predictions answer {len(unknown)} question id(s) that task {task.name!r} does not have "
-            f"(e.g. {unknown[:3]}); pass the data and split the predictions were made on."
+            f"(e.g. {unknown[:3]}); pass the data and split the predictions were made on, or --ignore-extra-ids "
+            "to score only the task's ids."
         )
     outcomes = []
     for example in task.examples:
@@ -355,6 +357,7 @@ def score_task(task: Task, predictions: dict[str, dict]) -> dict:
         "num_examples": len(task.examples),
         "num_answered": len(task.examples) - len(missing),
         "missing": missing,
+        **({"ignored_ids": unknown} if unknown else {}),
         "model_ids": model_ids,
         **results,
     }
@@ -395,11 +398,12 @@ def evaluate(
     max_new_tokens: int | None = None,
     model_id: str | None = None,
     progress: bool = True,
+    ignore_extra_ids: bool = False,
 ) -> dict:
     """Run a task end to end and return its results (also written to `output_dir` when given).
 
     With `model` and `processor`: generate into `output_dir/predictions.jsonl` (resuming it), then score.
-    With `predictions` (a JSONL file) and no model: score that file as it is.
+    With `predictions` (a JSONL file) and no model: score that file as it is (`ignore_extra_ids`: see `score_task`).
     """
     if predictions is not None:
         if model is not None:
@@ -420,7 +424,7 @@ def evaluate(
             model_id=model_id,
             progress=progress,
         )
-    results = score_task(task, records)
+    results = score_task(task, records, ignore_extra_ids)
     if output_dir is not None:
         write_results(results, output_dir)
     return results
