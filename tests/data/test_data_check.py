@@ -40,6 +40,8 @@ def write_dataset(tmp_path):
         {"id": "no-answer", "conversations": [human("a")]},
         {"id": "empty-answer", "conversations": [human("a"), gpt("  ")]},
         {"id": "long", "image": "ok.png", "conversations": [human("<image>\n" + "word " * 60), gpt("x")]},
+        # two tags, one image: the original LLaVA merges them silently; we report it
+        {"id": "two-tags", "image": "ok.png", "conversations": [human("<image>\nWhat? <image>"), gpt("Noise.")]},
     ]
     path = tmp_path / "data.json"
     path.write_text(json.dumps(records))
@@ -54,15 +56,15 @@ def test_every_problem_is_found_and_named(tmp_path):
     assert named == {
         "missing_image": ["missing"],
         "unreadable_image": ["broken"],
-        "image_count_mismatch": ["no-placeholder", "no-image"],
+        "image_count_mismatch": ["no-placeholder", "no-image", "two-tags"],
         "role_order": ["two-humans", "no-answer"],
         "empty_answer": ["empty-answer"],
         "too_long": ["long"],
     }
-    assert report.bad_rows == set(range(2, 10)) and not report.ok
+    assert report.bad_rows == set(range(2, 11)) and not report.ok
     table = report.table()
-    assert "checked 10 rows: 2 ok, 8 bad" in table
-    assert "image_count_mismatch" in table and "[no-placeholder, no-image]" in table
+    assert "checked 11 rows: 2 ok, 9 bad" in table
+    assert "image_count_mismatch" in table and "[no-placeholder, no-image, two-tags]" in table
 
 
 def test_without_processor_the_skipped_checks_are_reported(tmp_path):
@@ -77,12 +79,12 @@ def test_preflight_refuses_or_skips_loudly(tmp_path, caplog):
     path, folder = write_dataset(tmp_path)
     dataset = load_llava_json(path, folder)
     processor = make_tiny_processor()
-    with pytest.raises(DataCheckError, match="(?s)8 bad.*skip_bad_rows"):
+    with pytest.raises(DataCheckError, match="(?s)9 bad.*skip_bad_rows"):
         preflight(dataset, processor, max_length=64 + TINY_IMAGE_TOKENS)
     with caplog.at_level(logging.WARNING, logger="llava_hf.data.check"):
         kept = preflight(dataset, processor, max_length=64 + TINY_IMAGE_TOKENS, skip_bad_rows=True)
     assert kept["id"] == ["good-1", "good-text"]
-    assert "skipping 8 of 10 rows" in caplog.text and "unreadable_image" in caplog.text
+    assert "skipping 9 of 11 rows" in caplog.text and "unreadable_image" in caplog.text
     assert preflight(kept, processor) is kept
 
 
@@ -105,7 +107,7 @@ def test_data_check_command(tmp_path, capsys):
         ]
     )
     out = capsys.readouterr().out
-    assert status == 1 and "checked 10 rows: 2 ok, 8 bad" in out and "[long]" in out
+    assert status == 1 and "checked 11 rows: 2 ok, 9 bad" in out and "[long]" in out
     clean = tmp_path / "clean.json"
     clean.write_text(json.dumps(json.loads(path.read_text())[:2]))
     # The installed console script, in a real subprocess.
@@ -126,3 +128,31 @@ def test_data_check_command(tmp_path, capsys):
             process.wait()
     assert process.returncode == 0, stderr[-2000:]
     assert "checked 2 rows: 2 ok, 0 bad" in stdout
+
+
+@pytest.mark.parametrize(
+    "bad, expected",
+    [
+        (b"\xff\xfe", "has the byte 0xff, which is not UTF-8, in `conversations\\[0\\].value` after 'caf\u00e9 '"),
+        (b"\\ud800", "has a lone surrogate \\\\ud800 in `conversations\\[0\\].value`"),
+    ],
+    ids=["invalid-utf8", "lone-surrogate"],
+)
+@pytest.mark.parametrize("layout", ["json", "jsonl"])
+def test_bad_text_encoding_names_the_sample_and_line(tmp_path, capsys, bad, expected, layout):
+    records = [
+        {"id": "fine", "conversations": [human("Hi"), gpt("Hello.")]},
+        {"id": "sample-17", "conversations": [human("caf\u00e9 BAD"), gpt("Hello.")]},
+    ]
+    if layout == "json":
+        text, line = json.dumps(records, indent=1, ensure_ascii=False), 15
+    else:
+        text, line = "\n".join(json.dumps(record, ensure_ascii=False) for record in records) + "\n", 2
+    path = tmp_path / f"data.{layout}"
+    path.write_bytes(text.encode().replace(b"BAD", bad))
+    with pytest.raises(ValueError, match=f"record 1 \\(id 'sample-17', line {line}\\) {expected}"):
+        load_llava_json(path)
+    # the command says the same in one line, with the exit status of bad input
+    assert cli_main(["data", "check", "--source", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert "sample-17" in error and error.count("\n") == 1

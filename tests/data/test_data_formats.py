@@ -20,11 +20,11 @@ def write_llava_json(tmp_path: Path) -> tuple[Path, Path]:
     make_image(0).save(folder / "coco" / "train2017" / "a.jpg")
     make_image(1, size=(30, 20)).save(folder / "coco" / "train2017" / "b.png")
     records = [
-        {  # <image> at the end of the turn, twice: removed everywhere, one image put at the front
+        {  # <image> at the end of the turn: removed, the image put at the front
             "id": "img-1",
             "image": "coco/train2017/a.jpg",
             "conversations": [
-                {"from": "human", "value": "What is this? <image>\n<image>"},
+                {"from": "human", "value": "What is this? <image>\n"},
                 {"from": "gpt", "value": "A noise pattern."},
                 {"from": "human", "value": "Sure?"},
                 {"from": "gpt", "value": "Yes."},

@@ -2,7 +2,8 @@
 
 Problems found per row (a row can have several):
 - `missing_image` / `unreadable_image`: an image path that does not exist, or bytes PIL cannot decode;
-- `image_count_mismatch`: the number of `{"type": "image"}` parts differs from the number of images;
+- `image_count_mismatch`: the number of `{"type": "image"}` parts differs from the number of images (LLaVA JSON: one
+  part per `<image>` tag, so two tags in a turn with one image are reported, not merged as the original does);
 - `role_order`: roles must be an optional system message, then user/assistant alternating, ending with an answer;
 - `empty_answer`: an assistant turn with no text;
 - `too_long`: longer than `max_length` tokens once each image is expanded to `image_seq_length` tokens (LLaVA counts
@@ -11,7 +12,8 @@ Problems found per row (a row can have several):
 
 `check_rows` returns a `CheckReport` (counts, first offending ids, a printable table); `preflight` is what training
 runs: it raises `DataCheckError` on any problem unless told to skip bad rows, and then says how many it skipped and
-why. Nothing is dropped silently.
+why. Nothing is dropped silently. Text that is not UTF-8 fails earlier, when the file is read, naming the record and
+its line (`formats.load_llava_json`).
 """
 
 import io

@@ -47,7 +47,11 @@ def run_check(argv: list[str]) -> int:
     from .formats import load_rows
 
     (args,) = HfArgumentParser(CheckArguments).parse_args_into_dataclasses(argv)
-    dataset = load_rows(args.source, args.image_folder, args.split, args.subset)
+    try:
+        dataset = load_rows(args.source, args.image_folder, args.split, args.subset)
+    except ValueError as error:  # unreadable data (encoding, format, roles): one line naming the record, no traceback
+        print(f"llava-hf data check: {error}", file=sys.stderr)
+        return 2
     processor = None
     if args.processor:
         from transformers import AutoProcessor

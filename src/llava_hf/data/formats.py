@@ -16,6 +16,7 @@ folder that `load_rows` reads back and that `huggingface-cli upload` can push as
 
 import json
 import os
+import re
 from pathlib import Path
 
 import datasets
@@ -40,9 +41,11 @@ LLAVA_ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
 def llava_record_to_row(record: dict, image_folder: str | os.PathLike | None) -> dict:
     """One original LLaVA record as a row (image paths resolved against `image_folder`, not opened).
 
-    Follows the original preprocessing (LLAVA.md §3): a leading `gpt` turn is dropped; every turn containing
-    `<image>` loses all its occurrences, is stripped, and gets exactly one image at its front. Nothing else is
-    repaired here: count mismatches and role errors are reported by `check_rows`, never silently fixed.
+    Follows the original preprocessing (haotian-liu/LLaVA `llava/train/train.py::preprocess_multimodal`): a leading
+    `gpt` turn is dropped; a turn containing `<image>` loses its occurrences, is stripped, and gets its images at its
+    front: one image part per `<image>`, so a turn with two tags and one image is a count mismatch that `check_rows`
+    reports (the original would merge the tags into one silently). Nothing is repaired here: count mismatches and
+    role errors are reported by `check_rows`, never silently fixed.
     """
     record_id = str(record.get("id", ""))
     image_field = record.get("image")
@@ -63,8 +66,8 @@ def llava_record_to_row(record: dict, image_folder: str | os.PathLike | None) ->
             )
         content = []
         if IMAGE_TOKEN in value:
+            content += [{"type": "image", "text": None} for _ in range(value.count(IMAGE_TOKEN))]
             value = value.replace(IMAGE_TOKEN, "").strip()
-            content.append({"type": "image", "text": None})
         content.append({"type": "text", "text": value})
         messages.append({"role": LLAVA_ROLES[speaker], "content": content})
     return {"id": record_id, "images": images, "messages": messages}
@@ -115,16 +118,80 @@ def _detect_format(column_names) -> str:
 
 
 def load_llava_json(json_path: str | os.PathLike, image_folder: str | os.PathLike | None = None) -> Dataset:
-    """The original LLaVA JSON (a list, or JSON lines) as a row dataset with lazily opened images."""
-    text = Path(json_path).read_text()
+    """The original LLaVA JSON (a list, or JSON lines) as a row dataset with lazily opened images.
+
+    Text that is not valid UTF-8 (undecodable bytes, or a lone surrogate such as `"\\ud800"` that cannot be stored)
+    raises a ValueError naming the record, its line and the field, not a codec error deep in Arrow.
+    """
+    raw = Path(json_path).read_bytes()
+    try:
+        text, bad_bytes = raw.decode("utf-8"), False
+    except UnicodeDecodeError:  # undecodable bytes become lone surrogates, reported per record below
+        text, bad_bytes = raw.decode("utf-8", errors="surrogateescape"), True
     # The original files are one JSON list; some forks write JSON lines.
-    records = (
-        json.loads(text)
-        if text.lstrip().startswith("[")
-        else [json.loads(line) for line in text.splitlines() if line.strip()]
-    )
+    if text.lstrip().startswith("["):
+        records = json.loads(text)
+        lines = None
+    else:
+        numbered = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+        records = [json.loads(line) for _, line in numbered]
+        lines = [number for number, _ in numbered]
+    if bad_bytes or _SURROGATE_ESCAPE.search(text):  # only then can a string hold a lone surrogate
+        for index, record in enumerate(records):
+            problem = _surrogate_problem(record, bad_bytes)
+            if problem:
+                line = lines[index] if lines else _record_line(text, index)
+                record_id = record.get("id") if isinstance(record, dict) else None
+                raise ValueError(
+                    f"{json_path}: record {index} (id {record_id!r}, line {line}) has {problem}; write the file as "
+                    "UTF-8 without lone surrogates."
+                )
     rows = [llava_record_to_row(record, image_folder) for record in records]
     return Dataset.from_list(rows, features=ROW_FEATURES)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _surrogate_problem(record, bad_bytes: bool) -> str | None:
+    """What is wrong with the first string of `record` holding a lone surrogate, and where; None if none does."""
+
+    def strings(value, where):
+        if isinstance(value, str):
+            yield where, value
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                yield from strings(item, f"{where}.{key}" if where else str(key))
+        elif isinstance(value, list):
+            for position, item in enumerate(value):
+                yield from strings(item, f"{where}[{position}]")
+
+    for where, value in strings(record, ""):
+        match = _SURROGATE.search(value)
+        if match:
+            code = ord(match.group())
+            if bad_bytes and 0xDC80 <= code <= 0xDCFF:  # how surrogateescape stores an undecodable byte
+                what = f"the byte 0x{code - 0xDC00:02x}, which is not UTF-8,"
+            else:
+                what = f"a lone surrogate \\u{code:04x}"
+            return f"{what} in `{where}` after {value[max(0, match.start() - 30) : match.start()]!r}"
+    return None
+
+
+def _record_line(text: str, index: int) -> int | None:
+    """The line record `index` of a JSON list starts on (None when the text cannot be walked)."""
+    decoder, position = json.JSONDecoder(), text.index("[") + 1
+    try:
+        for current in range(index + 1):
+            while text[position] in " \t\r\n,":
+                position += 1
+            if current == index:
+                return text.count("\n", 0, position) + 1
+            _, position = decoder.raw_decode(text, position)
+    except (ValueError, IndexError):
+        return None
+    return None
 
 
 def load_rows(
