@@ -9,6 +9,7 @@ JSON files refer to classes by name and transformers resolves its own names firs
 
 from transformers import (
     AutoConfig,
+    AutoImageProcessor,
     AutoModel,
     AutoModelForImageTextToText,
     AutoModelForMultimodalLM,
@@ -27,6 +28,7 @@ from .modeling import (
 )
 from .processing import (
     CHAT_TEMPLATE_NAMES,
+    LlavaHfImageProcessor,
     LlavaHfProcessor,
     build_image_processor,
     get_chat_template,
@@ -45,6 +47,13 @@ AutoModel.register(LlavaHfConfig, LlavaHfModel, exist_ok=True)
 AutoModelForImageTextToText.register(LlavaHfConfig, LlavaHfForConditionalGeneration, exist_ok=True)
 AutoModelForMultimodalLM.register(LlavaHfConfig, LlavaHfForConditionalGeneration, exist_ok=True)
 AutoProcessor.register(LlavaHfConfig, LlavaHfProcessor, exist_ok=True)
+# One class for both backends: with torchvision installed, AutoImageProcessor would otherwise reload a saved
+# processor as the torchvision one, whose bicubic resize does not give the original's pixel values.
+AutoImageProcessor.register(
+    LlavaHfConfig,
+    image_processor_classes={"pil": LlavaHfImageProcessor, "torchvision": LlavaHfImageProcessor},
+    exist_ok=True,
+)
 
 # Same on-disk layout as transformers' built-in llava (`language_model.model.*`, `vision_tower.*`, ...): this mapping
 # turns it into our in-memory names on load and back on save, so checkpoints load both ways without missing keys.
@@ -60,6 +69,7 @@ __all__ = [
     "LlavaForConditionalGeneration",
     "LlavaHfConfig",
     "LlavaHfForConditionalGeneration",
+    "LlavaHfImageProcessor",
     "LlavaHfModel",
     "LlavaHfMultiModalProjector",
     "LlavaHfPreTrainedModel",

@@ -21,7 +21,7 @@ def add_remote_code(folder: str | Path) -> Path:
     from transformers import AutoProcessor
 
     from llava_hf.modeling import LlavaHfConfig, LlavaHfForConditionalGeneration
-    from llava_hf.processing import LlavaHfProcessor
+    from llava_hf.processing import LlavaHfImageProcessor, LlavaHfProcessor
 
     folder = Path(folder)
     model = LlavaHfForConditionalGeneration.from_pretrained(folder)
@@ -30,6 +30,7 @@ def add_remote_code(folder: str | Path) -> Path:
         (LlavaHfConfig, "AutoConfig"),
         (LlavaHfForConditionalGeneration, "AutoModelForImageTextToText"),
         (LlavaHfProcessor, "AutoProcessor"),
+        (LlavaHfImageProcessor, "AutoImageProcessor"),
     ]
     try:
         with staged_directory(folder, replace=True) as staging:

@@ -16,7 +16,7 @@ from pathlib import Path
 from PIL import Image
 from transformers.processing_utils import ProcessorMixin
 
-from .image_processing_llava import to_rgb
+from .image_processing_llava import LlavaHfImageProcessor, to_rgb
 
 CHAT_TEMPLATE_DIR = Path(__file__).parent / "chat_templates"
 CHAT_TEMPLATE_NAMES = tuple(sorted(path.stem for path in CHAT_TEMPLATE_DIR.glob("*.jinja")))
@@ -74,6 +74,11 @@ class LlavaHfProcessor(ProcessorMixin):
                 "and resize the model's embeddings (model.resize_token_embeddings(len(tokenizer)))."
             )
         self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+        if type(image_processor).__name__ in ("LlavaImageProcessor", "LlavaImageProcessorPil"):
+            # transformers' built-in classes, e.g. from a checkpoint saved before LlavaHfImageProcessor existed: with
+            # torchvision installed AutoImageProcessor loads the torchvision one, whose bicubic is not the
+            # original's. Same settings, the exact (and faster) class.
+            image_processor = LlavaHfImageProcessor(**image_processor.to_dict())
         super().__init__(image_processor, tokenizer, chat_template=chat_template, **kwargs)
 
     def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:

@@ -1,0 +1,147 @@
+"""LlavaHfImageProcessor: the fast path gives the original's pixel values, and a saved processor reloads as it."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoProcessor, LlavaImageProcessorPil
+
+from conftest import make_image
+from llava_hf import LlavaHfImageProcessor, LlavaHfProcessor, build_image_processor
+from llava_hf.conversion.reference import original_pixel_values
+from llava_hf.processing.image_processing_llava import _resize_padded_landscape
+
+
+def builtin_twin(processor: LlavaHfImageProcessor) -> LlavaImageProcessorPil:
+    """transformers' PIL-backend class with exactly the same settings (its generic, step-by-step path)."""
+    settings = {key: value for key, value in processor.to_dict().items() if key != "image_processor_type"}
+    return LlavaImageProcessorPil(**settings)
+
+
+def photo_jpeg(width=640, height=480) -> Image.Image:
+    """A decoded JPEG with smooth regions and edges, like the 640x480 photos LLaVA trains on."""
+    y, x = np.mgrid[0:height, 0:width]
+    array = np.stack([x * 255 // width, y * 255 // height, (x // 40 + y // 40) % 2 * 200], axis=-1).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=90)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+@pytest.fixture
+def fast_path_calls(monkeypatch):
+    calls = []
+    original = LlavaHfImageProcessor._fast_preprocess
+
+    def counting(self, images, **kwargs):
+        calls.append(len(images))
+        return original(self, images, **kwargs)
+
+    monkeypatch.setattr(LlavaHfImageProcessor, "_fast_preprocess", counting)
+    return calls
+
+
+def test_640x480_jpeg_at_336_equals_the_original(fast_path_calls):
+    image = photo_jpeg()
+    processor = build_image_processor(336, "pad")
+    ours = processor(image, return_tensors="pt")["pixel_values"]
+    original = original_pixel_values(image, 336, processor.image_mean, processor.image_std, "pad")
+    assert fast_path_calls == [1]
+    assert ours.shape == original.shape == (1, 3, 336, 336) and ours.dtype == torch.float32
+    torch.testing.assert_close(ours, original, atol=0, rtol=0)  # bit-identical
+
+
+@pytest.mark.parametrize("aspect", ["pad", "square"])
+@pytest.mark.parametrize("size", [(640, 480), (480, 640), (333, 333), (700, 3), (5, 90), (32, 31)])
+def test_fast_path_equals_builtin_and_original(aspect, size, fast_path_calls):
+    image = make_image(seed=size[0] + size[1], size=size)
+    processor = build_image_processor(48, aspect)
+    ours = processor(image, return_tensors="np")["pixel_values"]
+    builtin = builtin_twin(processor)(image, return_tensors="np")["pixel_values"]
+    original = original_pixel_values(image, 48, processor.image_mean, processor.image_std, aspect).numpy()
+    assert fast_path_calls == [1]
+    np.testing.assert_array_equal(ours, builtin)
+    np.testing.assert_array_equal(ours, original)
+
+
+def test_batch_of_mixed_sizes_is_one_stacked_array(fast_path_calls):
+    images = [make_image(1, (64, 40)), make_image(2, (40, 64)), make_image(3, (50, 50))]
+    processor = build_image_processor(32, "pad")
+    ours = processor(images, return_tensors="pt")["pixel_values"]
+    builtin = builtin_twin(processor)(images, return_tensors="pt")["pixel_values"]
+    assert fast_path_calls == [3] and ours.shape == (3, 3, 32, 32)
+    torch.testing.assert_close(ours, builtin, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "images",
+    [
+        [Image.new("RGBA", (40, 30), (10, 20, 30, 128))],  # not RGB: the built-in's conversion applies
+        [np.asarray(make_image(4, (40, 30)))],  # arrays are the built-in's business
+        [make_image(5, (40, 30)), make_image(6, (40, 30), mode="L")],  # one non-RGB image sends the batch there
+    ],
+)
+def test_other_inputs_take_the_builtin_path(images, fast_path_calls):
+    processor = build_image_processor(32, "pad")
+    ours = processor(images, return_tensors="np")["pixel_values"]
+    np.testing.assert_array_equal(ours, builtin_twin(processor)(images, return_tensors="np")["pixel_values"])
+    assert fast_path_calls == []
+
+
+def test_per_call_overrides_are_honoured(fast_path_calls):
+    image = make_image(7, (60, 40))
+    processor = build_image_processor(32, "pad")
+    kwargs = dict(do_normalize=False, size={"shortest_edge": 40}, crop_size={"height": 24, "width": 20})
+    ours = processor(image, return_tensors="np", **kwargs)["pixel_values"]
+    builtin = builtin_twin(processor)(image, return_tensors="np", **kwargs)["pixel_values"]
+    assert fast_path_calls == [1] and ours.shape == (1, 3, 24, 20)
+    np.testing.assert_array_equal(ours, builtin)
+
+
+@pytest.mark.parametrize("resample", [Image.Resampling.BICUBIC, Image.Resampling.BILINEAR, Image.Resampling.LANCZOS])
+def test_split_resize_is_pixel_identical_to_resizing_the_padded_canvas(resample):
+    rng = np.random.default_rng(int(resample))
+    for _ in range(40):
+        width = int(rng.integers(8, 400))
+        height = int(rng.integers(1, width))
+        side = int(rng.integers(4, 300))
+        image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        background = tuple(int(value) for value in rng.integers(0, 256, 3))
+        canvas = Image.new("RGB", (width, width), background)
+        canvas.paste(image, (0, (width - height) // 2))
+        expected = np.asarray(canvas.resize((side, side), resample=resample))
+        split = np.asarray(_resize_padded_landscape(image, background, (side, side), resample))
+        np.testing.assert_array_equal(split, expected, err_msg=f"{width}x{height} -> {side}")
+
+
+def test_saved_processor_reloads_as_ours_for_either_backend(tmp_path, tokenizer):
+    image_processor = build_image_processor(32, "pad")
+    LlavaHfProcessor(image_processor=image_processor, tokenizer=tokenizer, image_seq_length=16).save_pretrained(
+        tmp_path
+    )
+    saved = json.loads((tmp_path / "processor_config.json").read_text())["image_processor"]
+    assert saved["image_processor_type"] == "LlavaHfImageProcessor"
+    # backend="torchvision" is what AutoImageProcessor picks by itself when torchvision is installed.
+    for backend in ("torchvision", "pil", None):
+        assert type(AutoImageProcessor.from_pretrained(tmp_path, backend=backend)) is LlavaHfImageProcessor
+    reloaded = AutoProcessor.from_pretrained(tmp_path).image_processor
+    assert type(reloaded) is LlavaHfImageProcessor and reloaded.to_dict() == image_processor.to_dict()
+    image = make_image(8, (64, 48))
+    original = original_pixel_values(image, 32, image_processor.image_mean, image_processor.image_std, "pad")
+    torch.testing.assert_close(reloaded(image, return_tensors="pt")["pixel_values"], original, atol=1e-5, rtol=0)
+
+
+def test_checkpoint_saved_with_the_builtin_class_loads_ours(tmp_path, tokenizer):
+    image_processor = build_image_processor(32, "pad")
+    LlavaHfProcessor(image_processor=image_processor, tokenizer=tokenizer, image_seq_length=16).save_pretrained(
+        tmp_path
+    )
+    config_path = tmp_path / "processor_config.json"
+    config = json.loads(config_path.read_text())
+    config["image_processor"]["image_processor_type"] = "LlavaImageProcessor"  # as saved before this class existed
+    config_path.write_text(json.dumps(config))
+    reloaded = AutoProcessor.from_pretrained(tmp_path).image_processor
+    assert type(reloaded) is LlavaHfImageProcessor
+    assert reloaded.to_dict() == image_processor.to_dict()
