@@ -1,10 +1,15 @@
-# /work/venv/bin/python benchmarks/bench_training.py --preset tiny [--write] [--padding_only]
+# python benchmarks/bench_training.py --preset tiny [--repeats 3] [--threads 1] [--write] [--padding_only] [--json out.json]
 """Training throughput of our stage recipes vs plain TRL on transformers' built-in Llava, same weights, same data.
 
 Ours: `llava_hf.training.build_trainer` (LlavaSFTTrainer + LlavaCollator, padded and padding-free).
 Anchor: `trl.SFTTrainer` on transformers' `LlavaForConditionalGeneration` holding exactly our weights, with TRL's
 default vision collator (`assistant_only_loss=True`, so both supervise the same tokens) and the built-in
-`LlavaProcessor` given the same chat template; the same parameters are frozen (LoRA: TRL's `peft_config`).
+`LlavaProcessor` (built-in `LlavaImageProcessorPil`, same settings) given the same chat template; the same parameters
+are frozen (LoRA: TRL's `peft_config`).
+
+Every configuration runs `--repeats` times (rounds interleave the configurations, so load changes hit all of them);
+the table gives tokens/s min / median / max over the rounds, and each ratio is computed within a round (ours / anchor
+of the same stage in the same round), then the median of those is reported.
 
 For each stage (pretrain = projector only with the `plain` template, finetune = projector + LLM, lora) it reports
 samples/s, tokens/s (real tokens, image tokens included), the padding fraction of the batches, peak memory (GPU:
@@ -22,16 +27,17 @@ Data: `make_shape_rows(..., lengths="realistic")`: short VQA, long descriptions,
 """
 
 import argparse
+import json
 import os
 import platform
-import sys
+import statistics
 import threading
 import time
 from pathlib import Path
 
 import torch
 from datasets import Dataset
-from transformers import AutoTokenizer, CLIPVisionConfig, LlamaConfig, TrainerCallback
+from transformers import AutoTokenizer, CLIPVisionConfig, LlamaConfig, LlavaImageProcessorPil, TrainerCallback
 from transformers import LlavaConfig as BuiltinLlavaConfig
 from transformers import LlavaForConditionalGeneration as BuiltinLlava
 from transformers import LlavaProcessor as BuiltinLlavaProcessor
@@ -132,8 +138,9 @@ def build_models(preset: dict, device: str):
 
 
 def builtin_processor(image_processor, tokenizer, template: str, patch_size: int):
+    settings = {key: value for key, value in image_processor.to_dict().items() if key != "image_processor_type"}
     return BuiltinLlavaProcessor(
-        image_processor=image_processor,
+        image_processor=LlavaImageProcessorPil(**settings),  # what plain transformers users get without torchvision
         tokenizer=tokenizer,
         patch_size=patch_size,
         vision_feature_select_strategy="default",
@@ -304,16 +311,55 @@ def grouping_padding(preset: dict, rows: Dataset, num_orders: int = 10) -> str:
     )
 
 
-def main() -> None:
+def summarise(results: list[dict]) -> list[dict]:
+    """Per configuration: tokens/s min/median/max over the rounds, and the median of the per-round ratios."""
+    anchors = {
+        (result["round"], result["stage"]): result["tokens/s"]
+        for result in results
+        if result["implementation"] == "trl-builtin"
+    }
+    rows = {}
+    for result in results:
+        key = (result["stage"], result["implementation"], result["batches"])
+        rows.setdefault(key, []).append(result)
+    summary = []
+    for (stage, implementation, batches), runs in rows.items():
+        rates = [run["tokens/s"] for run in runs]
+        ratios = [run["tokens/s"] / anchors[(run["round"], stage)] for run in runs]
+        summary.append(
+            {
+                "stage": stage,
+                "implementation": implementation,
+                "batches": batches,
+                "tokens/s": {"min": min(rates), "median": statistics.median(rates), "max": max(rates)},
+                "samples/s median": statistics.median(run["samples/s"] for run in runs),
+                "vs anchor": {"min": min(ratios), "median": statistics.median(ratios), "max": max(ratios)},
+                "padding": runs[0]["padding"],
+                "peak_memory_gb max": max(run["peak_memory_gb"] for run in runs),
+                "first_loss": runs[0]["first_loss"],
+                **({"mfu median": statistics.median(run["mfu"] for run in runs)} if "mfu" in runs[0] else {}),
+            }
+        )
+    return summary
+
+
+def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=list(PRESETS), default="tiny")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds over all configurations (min/median/max)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: steadiest on a shared machine)")
+    parser.add_argument(
+        "--stages", nargs="+", choices=["pretrain", "finetune", "lora"], default=["pretrain", "finetune", "lora"]
+    )
     parser.add_argument(
         "--padding_only", action="store_true", help="only the padding of random vs group_by_modality_length batches"
     )
     parser.add_argument("--write", action="store_true", help=f"append the table to {RESULTS.relative_to(ROOT)}")
-    args = parser.parse_args()
+    parser.add_argument("--json", default=None, help="also write every figure to this JSON file")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     preset = PRESETS[args.preset]
     device = "cuda" if torch.cuda.is_available() and args.preset != "tiny" else "cpu"
     rows = Dataset.from_list(
@@ -327,50 +373,62 @@ def main() -> None:
         if args.write:
             with RESULTS.open("a") as handle:
                 handle.write(line)
-        return
+        return {"grouping": grouping}
     results = []
-    for stage in ("pretrain", "finetune", "lora"):
-        for implementation, pack in (("trl-builtin", False), ("ours", False), ("ours", True)):
-            result = run_one(implementation, stage, pack, args, preset, device, rows)
-            results.append(result)
-            print(
-                {key: round(value, 4) if isinstance(value, float) else value for key, value in result.items()},
-                flush=True,
-            )
+    for round_index in range(args.repeats):
+        for stage in args.stages:
+            for implementation, pack in (("trl-builtin", False), ("ours", False), ("ours", True)):
+                result = run_one(implementation, stage, pack, args, preset, device, rows)
+                result["round"] = round_index
+                results.append(result)
+                print(
+                    {key: round(value, 4) if isinstance(value, float) else value for key, value in result.items()},
+                    flush=True,
+                )
+    summary = summarise(results)
     # The padding a batch size of `batch_size` costs on this length distribution (batches in dataset order).
     _, processor, *_ = build_models(preset, "cpu")
     collator = LlavaCollator(processor)
     lengths = [len(collator.encode(row).input_ids) for row in rows]
     header = (
-        "| stage | implementation | batches | samples/s | tokens/s | vs anchor | padding | peak mem (GB) | first loss |"
+        "| stage | implementation | batches | tokens/s min / median / max | vs anchor (median of rounds; min-max) "
+        "| samples/s | padding | peak mem (GB) | first loss |"
     )
     header += " MFU |" if device == "cuda" else ""
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    anchors = {result["stage"]: result["tokens/s"] for result in results if result["implementation"] == "trl-builtin"}
-    for result in results:
+    for row in summary:
+        rate, ratio = row["tokens/s"], row["vs anchor"]
         line = (
-            f"| {result['stage']} | {result['implementation']} | {result['batches']} | {result['samples/s']:.1f} | "
-            f"{result['tokens/s']:.0f} | {result['tokens/s'] / anchors[result['stage']]:.2f}x | {result['padding']:.1%} | "
-            f"{result['peak_memory_gb']:.2f} | {result['first_loss']:.4f} |"
+            f"| {row['stage']} | {row['implementation']} | {row['batches']} | "
+            f"{rate['min']:.0f} / {rate['median']:.0f} / {rate['max']:.0f} | "
+            f"{ratio['median']:.2f}x ({ratio['min']:.2f}-{ratio['max']:.2f}) | {row['samples/s median']:.1f} | "
+            f"{row['padding']:.1%} | {row['peak_memory_gb max']:.2f} | {row['first_loss']:.4f} |"
         )
-        lines.append(line + (f" {result['mfu']:.1%} |" if device == "cuda" else ""))
+        lines.append(line + (f" {row['mfu median']:.1%} |" if device == "cuda" else ""))
     machine = (
-        torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or 'CPU'}, {os.cpu_count()} cores"
+        torch.cuda.get_device_name()
+        if device == "cuda"
+        else f"{platform.machine()} CPU, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}"
     )
-    summary = (
-        f"\n### preset `{args.preset}` on {machine} (torch {torch.__version__}), batch {preset['batch_size']}, "
-        f"{args.steps} timed steps after {args.warmup} warm-up steps\n\n"
+    table = (
+        f"\n### preset `{args.preset}` on {machine} (torch {torch.__version__}, {torch.get_num_threads()} thread(s)), "
+        f"batch {preset['batch_size']}, {args.steps} timed steps after {args.warmup} warm-up steps, {args.repeats} rounds\n\n"
         f"Length distribution: {len(lengths)} samples, {min(lengths)}-{max(lengths)} tokens (mean "
         f"{sum(lengths) / len(lengths):.0f}); padding at batch {preset['batch_size']} in dataset order: "
         f"{padding_fraction(lengths, preset['batch_size']):.1%} of positions, 0% padding-free.\n{grouping}.\n\n"
         + "\n".join(lines)
         + "\n"
     )
-    print(summary)
+    print(table)
     if args.write:
         with RESULTS.open("a") as handle:
-            handle.write(summary)
+            handle.write(table)
+    report = {"machine": machine, "preset": args.preset, "runs": results, "summary": summary, "grouping": grouping}
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(report, handle, indent=1)
+    return report
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
