@@ -1,8 +1,9 @@
 # python examples/train_tiny.py [--workdir build/tiny]
 """LLaVA's two stages end to end on CPU in about a minute, with the tiny YAML recipes in examples/configs/.
 
-1. writes a tiny CLIP vision tower and a tiny Llama (+ the test tokenizer, which has `<image>`) as the "pretrained
-   parts", and a synthetic LLaVA JSON + image folder (coloured shapes);
+1. copies tiny stand-ins of CLIP-L/336 and Vicuna (shaped like the real ones: a full CLIPModel, a SentencePiece
+   tokenizer with no `<image>` and no pad) as the "pretrained parts", and writes a synthetic LLaVA JSON + image
+   folder (coloured shapes);
 2. `llava-hf train --config examples/configs/tiny_stage1_pretrain.yaml`: projector only, `plain` template;
 3. `llava-hf train --config examples/configs/tiny_stage2_finetune.yaml`: projector + LLM, loading stage 1's projector;
 4. `llava-hf train --config examples/configs/tiny_stage2_lora.yaml`: LoRA instead of full fine-tuning.
@@ -11,49 +12,21 @@ The recipes point at build/tiny/...; `--workdir` moves everything (the paths are
 
 import argparse
 import json
+import shutil
 from pathlib import Path
-
-import torch
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "examples" / "configs"
-TINY_TOKENIZER = REPO / "tests" / "assets" / "tiny_tokenizer"
+REAL_SHAPED = REPO / "tests" / "assets" / "real_shaped"  # made by make_real_shaped.py there
 
 
-def make_tiny_parts(folder: Path, image_size: int = 32, seed: int = 0) -> tuple[Path, Path]:
-    """Save a tiny CLIP vision model and a tiny Llama causal LM with its tokenizer; returns their two folders."""
-    from transformers import AutoTokenizer, CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
+def make_tiny_parts(folder: Path) -> tuple[Path, Path]:
+    """Copy the tiny stand-ins of openai/clip-vit-large-patch14-336 (a full CLIPModel, old-format preprocessor
+    config) and lmsys/vicuna-7b-v1.5 (SentencePiece tokenizer without `<image>` or pad) to `folder`; returns their
+    two folders. They are shaped like the real parts, so this run takes the same path as the 7B recipes."""
     vision_dir, language_dir = folder / "vision", folder / "language"
-    vision = CLIPVisionModel(
-        CLIPVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            image_size=image_size,
-            patch_size=8,
-        )
-    )
-    vision.save_pretrained(vision_dir)
-    tokenizer = AutoTokenizer.from_pretrained(TINY_TOKENIZER)
-    language = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=512,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
-    language.save_pretrained(language_dir)
-    tokenizer.save_pretrained(language_dir)
+    shutil.copytree(REAL_SHAPED / "clip-vit-large-patch14-336", vision_dir, dirs_exist_ok=True)
+    shutil.copytree(REAL_SHAPED / "vicuna-7b-v1.5", language_dir, dirs_exist_ok=True)
     return vision_dir, language_dir
 
 

@@ -19,16 +19,21 @@ from train_tiny import make_tiny_data, make_tiny_parts  # noqa: E402
 
 
 def test_build_from_parts_keeps_the_pretrained_weights(tmp_path):
-    vision_dir, language_dir = make_tiny_parts(tmp_path)
+    vision_dir, language_dir = make_tiny_parts(tmp_path)  # real-shaped: full CLIPModel, Vicuna tokenizer w/o <image>
     model, processor = build_from_parts(str(vision_dir), str(language_dir), projector_type="mlp2x_gelu")
     vision, language = AutoModel.from_pretrained(vision_dir), AutoModelForCausalLM.from_pretrained(language_dir)
-    for name, tensor in vision.state_dict().items():
+    for name, tensor in vision.vision_model.state_dict().items():
         assert torch.equal(model.model.vision_tower.state_dict()[name], tensor), name
+    known_rows = language.config.vocab_size
     for name, tensor in language.model.state_dict().items():
-        assert torch.equal(model.model.language_model.state_dict()[name], tensor), name
-    assert torch.equal(model.lm_head.weight, language.lm_head.weight)
+        kept = model.model.language_model.state_dict()[name]
+        assert torch.equal(kept[:known_rows] if name == "embed_tokens.weight" else kept, tensor.float()), name
+    assert torch.equal(model.lm_head.weight[:known_rows], language.lm_head.weight.float())
+    # <image> got the next id and a row at the mean of the others; the vision tower is frozen
+    assert model.config.image_token_id == processor.image_token_id == known_rows
+    torch.testing.assert_close(model.lm_head.weight[known_rows], language.lm_head.weight.float().mean(dim=0))
     assert not any(parameter.requires_grad for parameter in model.model.vision_tower.parameters())
-    assert model.config.image_token_id == processor.image_token_id and processor.image_seq_length == 16
+    assert processor.image_seq_length == 16
 
 
 def test_tiny_recipes_run_from_the_command_line(tmp_path, capsys):
@@ -84,8 +89,11 @@ def test_build_from_parts_normalises_with_the_towers_own_statistics(tmp_path):
     from transformers import SiglipImageProcessor
 
     vision_dir, language_dir = make_tiny_parts(tmp_path)
-    _, clip_processor = build_from_parts(str(vision_dir), str(language_dir))  # no preprocessor config: CLIP's values
+    _, clip_processor = build_from_parts(str(vision_dir), str(language_dir))  # the old-format CLIP config's values
     assert list(clip_processor.image_processor.image_mean) == [0.48145466, 0.4578275, 0.40821073]
+    (vision_dir / "preprocessor_config.json").unlink()
+    _, fallback = build_from_parts(str(vision_dir), str(language_dir))  # none at all: CLIP's values
+    assert list(fallback.image_processor.image_std) == [0.26862954, 0.26130258, 0.27577711]
     SiglipImageProcessor(image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5]).save_pretrained(vision_dir)
     _, processor = build_from_parts(str(vision_dir), str(language_dir))
     assert list(processor.image_processor.image_mean) == list(processor.image_processor.image_std) == [0.5, 0.5, 0.5]

@@ -69,9 +69,9 @@ class LlavaHfProcessor(ProcessorMixin):
             # Without this the tokenizer splits "<image>" into "<", "image", ">" and the count checks still pass,
             # silently feeding image features into the wrong positions.
             raise ValueError(
-                f"{self.image_token!r} is not a special token of this tokenizer; add it first with "
-                f"tokenizer.add_special_tokens({{'extra_special_tokens': {{'image_token': {self.image_token!r}}}}}) "
-                "and resize the model's embeddings (model.resize_token_embeddings(len(tokenizer)))."
+                f"{self.image_token!r} is not a special token of this tokenizer; load the tokenizer with it, "
+                f"AutoTokenizer.from_pretrained(name_or_path, image_token={self.image_token!r}), and resize the "
+                "language model's embeddings to len(tokenizer) (llava_hf.training.build_from_parts does both)."
             )
         self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
         if type(image_processor).__name__ in ("LlavaImageProcessor", "LlavaImageProcessorPil"):
@@ -122,6 +122,35 @@ class LlavaHfProcessor(ProcessorMixin):
                         f"remove the placeholder."
                     )
         super().validate_inputs(images=images, text=text, videos=videos, audio=audio, **kwargs)
+
+    def apply_chat_template(self, conversation, chat_template=None, **kwargs):
+        """transformers' `apply_chat_template`, with two guards for tokenizing whole conversations (training data).
+
+        - Tokenizing a conversation that ends with an answer, without `return_assistant_tokens_mask`, is what TRL's
+          default collator does (`SFTTrainer` without `data_collator`): its labels are every token (system prompt,
+          questions, the image placeholders). That raises, naming `LlavaCollator`.
+        - `processor_kwargs={"add_special_tokens": False}` (TRL passes it, assuming the template writes BOS) is
+          ignored: our templates render no BOS, so the tokenizer adds it; a rendered BOS still turns it off (base
+          class).
+        """
+        if kwargs.get("tokenize") and not kwargs.get("return_assistant_tokens_mask"):
+            conversations = (
+                conversation if conversation and isinstance(conversation[0], (list, tuple)) else [conversation]
+            )
+            generation = kwargs.get("add_generation_prompt") or kwargs.get("continue_final_message")
+            if not generation and any(turns and turns[-1].get("role") == "assistant" for turns in conversations):
+                raise ValueError(
+                    "tokenizing a whole conversation without return_assistant_tokens_mask=True gives labels on every "
+                    "token (system prompt, questions, image placeholders), which is what TRL's SFTTrainer does without "
+                    "a data_collator. Train with data_collator=llava_hf.data.LlavaCollator(processor) (LLaVA's "
+                    "masking: answers only, BOS, image positions ignored), or set SFTConfig(assistant_only_loss=True)."
+                )
+        processor_kwargs = kwargs.get("processor_kwargs")
+        if kwargs.get("tokenize") and processor_kwargs and processor_kwargs.get("add_special_tokens") is False:
+            kwargs["processor_kwargs"] = {
+                key: value for key, value in processor_kwargs.items() if key != "add_special_tokens"
+            }
+        return super().apply_chat_template(conversation, chat_template, **kwargs)
 
     @property
     def model_input_names(self) -> list[str]:

@@ -9,13 +9,16 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     from trl import SFTConfig, TrlParser
 
-    from .train import LlavaRunArguments, train
+    from .train import CheckpointNotFound, LlavaRunArguments, train
 
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = TrlParser((LlavaRunArguments, SFTConfig))
     run, args = parser.parse_args_and_config(argv)
     try:
         trainer = train(run, args)
+    except CheckpointNotFound as error:
+        print(f"llava-hf train: {error}", file=sys.stderr)
+        return 2
     finally:
         close_process_group()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]

@@ -228,6 +228,23 @@ def tower_normalisation(vision_tower: str) -> tuple[tuple[float, ...], tuple[flo
         return tuple(OPENAI_CLIP_MEAN), tuple(OPENAI_CLIP_STD)
 
 
+def load_tokenizer_with_image_token(name_or_path: str, image_token: str = "<image>"):
+    """The language model's tokenizer with `image_token` as a named special token (`tokenizer.image_token`,
+    `tokenizer.image_token_id`, saved with the tokenizer); one that already names an image token is returned as is.
+
+    Real LLM tokenizers (Vicuna, Llama, Mistral, Qwen2) have no `<image>`. transformers 5 registers a model-specific
+    special token when the tokenizer is loaded (`from_pretrained(..., image_token="<image>")`, the way its own VLM
+    tokenizers declare theirs); `add_special_tokens` accepts only a list for `extra_special_tokens`, which would leave
+    the token unnamed. A new token gets the next id, so the embeddings must grow to `len(tokenizer)`.
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    if getattr(tokenizer, "image_token", None) is not None:
+        return tokenizer
+    return AutoTokenizer.from_pretrained(name_or_path, image_token=image_token)
+
+
 def build_from_parts(
     vision_tower: str,
     language_model: str,
@@ -242,27 +259,36 @@ def build_from_parts(
     """A new LLaVA model from a pretrained vision tower and a pretrained causal LM, with a freshly initialised
     projector (where stage 1 starts), and its processor.
 
-    `<image>` is added to the tokenizer as a special token if missing (the embedding matrix grows by one row);
+    `<image>` is added to the tokenizer as a special token if missing (the embedding matrix grows by one row, at
+    the mean of the others);
     a tokenizer without a pad token pads with `unk` (LLaVA-1.5's choice) or else `eos`. `quantization_config`
     (QLoRA) applies to the language model only; the vision tower and the projector stay in `dtype`.
     Returns `(model, processor)`.
     """
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
     from ..modeling import LlavaHfConfig, LlavaHfForConditionalGeneration
     from ..modeling.modeling_llava import LlavaHfMultiModalProjector
     from ..processing import LlavaHfProcessor, build_image_processor
 
-    tokenizer = AutoTokenizer.from_pretrained(language_model)
-    if getattr(tokenizer, "image_token", None) is None:
-        tokenizer.add_special_tokens({"extra_special_tokens": {"image_token": "<image>"}})
+    dtype = dtype or torch.float32  # not the checkpoints' own dtypes: Vicuna is fp16 on disk, CLIP fp32
+    tokenizer = load_tokenizer_with_image_token(language_model)
     if tokenizer.pad_token is None:
+        # The original sets pad = unk for its v1 and `plain` recipes (llava/train/train.py, `tokenizer.pad_token =
+        # tokenizer.unk_token`): Vicuna and Mistral ship no pad. Qwen2 has a pad but no unk; eos is the last resort.
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
     language = AutoModelForCausalLM.from_pretrained(
         language_model, dtype=dtype, quantization_config=quantization_config
     )
-    if len(tokenizer) > language.get_input_embeddings().weight.shape[0]:
-        language.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    known_rows = language.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > known_rows:
+        # New rows (`<image>`) start at the mean of the known ones. Deterministic, unlike transformers' sampled
+        # `mean_resizing`, so the same parts always give the same model (a LoRA base can be rebuilt exactly).
+        language.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        with torch.no_grad():
+            for embeddings in (language.get_input_embeddings(), language.get_output_embeddings()):
+                embeddings.weight[known_rows:] = embeddings.weight[:known_rows].mean(dim=0)
+    language.config.pad_token_id = tokenizer.pad_token_id
 
     vision_source_config = AutoConfig.from_pretrained(vision_tower)
     vision_config = getattr(vision_source_config, "vision_config", vision_source_config)
@@ -286,7 +312,7 @@ def build_from_parts(
     model.model.vision_tower = AutoModel.from_config(vision_config, dtype=dtype)
     model.model.vision_tower.load_state_dict(vision_state)
     model.model.vision_tower.requires_grad_(False)
-    model.model.multi_modal_projector = LlavaHfMultiModalProjector(config).to(dtype or torch.float32)
+    model.model.multi_modal_projector = LlavaHfMultiModalProjector(config).to(dtype)
     on_meta = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()] if tensor.is_meta]
     if on_meta:
         raise RuntimeError(f"tensors left on the meta device after assembling the model: {on_meta[:5]}")
@@ -310,6 +336,7 @@ __all__ = [
     "STAGES",
     "build_from_parts",
     "component_of",
+    "load_tokenizer_with_image_token",
     "load_projector",
     "lora_config",
     "parameter_groups",

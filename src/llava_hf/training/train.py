@@ -316,6 +316,60 @@ def save_outputs(trainer: LlavaSFTTrainer, run: LlavaRunArguments) -> Path:
     return output_dir
 
 
+class CheckpointNotFound(ValueError):
+    """`resume_from_checkpoint` names no complete checkpoint."""
+
+
+def is_complete_checkpoint(folder: Path) -> bool:
+    """True when the Trainer finished writing `folder`: it writes `trainer_state.json` last (after the weights, the
+    optimizer, the scheduler and the RNG states), so a folder a kill interrupted mid-save has none, or a truncated one.
+    """
+    try:
+        return "global_step" in json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
+    """The `checkpoint-N` folder with the highest N that is complete; incomplete ones are skipped with a warning."""
+    numbered = []
+    for folder in Path(output_dir).glob("checkpoint-*"):
+        suffix = folder.name.removeprefix("checkpoint-")
+        if folder.is_dir() and suffix.isdigit():
+            numbered.append((int(suffix), folder))
+    for _, folder in sorted(numbered, reverse=True):
+        if is_complete_checkpoint(folder):
+            return folder
+        logger.warning(f"skipping {folder}: incomplete (no readable trainer_state.json; interrupted while saving?)")
+    return None
+
+
+def resolve_resume_checkpoint(value: str | bool | None, output_dir: str | Path) -> str | None:
+    """What `--resume_from_checkpoint` means: a folder, or `true` for the last complete checkpoint in `output_dir`.
+
+    `true` with no complete checkpoint yet starts from scratch (a preempted job can be relaunched with the same
+    command, as the original's train.py did); `false` / empty / None: no resume. A folder must be complete.
+    """
+    if value is None or value is False or (isinstance(value, str) and value.strip().lower() in ("", "false", "none")):
+        return None
+    if value is True or (isinstance(value, str) and value.strip().lower() == "true"):
+        last = last_complete_checkpoint(output_dir)
+        if last is None:
+            logger.warning(
+                f"resume_from_checkpoint=true: no complete checkpoint in {output_dir}; starting from step 0."
+            )
+            return None
+        logger.info(f"resuming from {last}")
+        return str(last)
+    folder = Path(value)
+    if not is_complete_checkpoint(folder):
+        raise CheckpointNotFound(
+            f"--resume_from_checkpoint {value}: not a complete checkpoint folder (no readable trainer_state.json); "
+            f"pass a checkpoint-N folder, or true for the last complete one in output_dir."
+        )
+    return str(folder)
+
+
 def train(
     run: LlavaRunArguments,
     args: SFTConfig,
@@ -329,14 +383,26 @@ def train(
     Args:
         run: the stage and its settings (see `LlavaRunArguments`).
         args: TRL's `SFTConfig`; `max_length` is the collator's limit (counted after image expansion), and
-            `resume_from_checkpoint` resumes (True: the last checkpoint in `output_dir`).
+            `resume_from_checkpoint` resumes: a checkpoint folder, or True / "true" for the last complete checkpoint
+            in `output_dir` (see `resolve_resume_checkpoint`).
         model, processor: an in-memory model and its processor; default: loaded from `run`.
         train_dataset: rows in the library's schema (`datasets.Dataset` or list); default: loaded from `run.data_path`.
     """
+    resume_from = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
     trainer = build_trainer(run, args, model, processor, train_dataset, eval_dataset)
-    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=resume_from)
     save_outputs(trainer, run)
     return trainer
 
 
-__all__ = ["LlavaRunArguments", "LlavaSFTTrainer", "build_trainer", "load_model_and_processor", "save_outputs", "train"]
+__all__ = [
+    "CheckpointNotFound",
+    "LlavaRunArguments",
+    "LlavaSFTTrainer",
+    "build_trainer",
+    "last_complete_checkpoint",
+    "load_model_and_processor",
+    "resolve_resume_checkpoint",
+    "save_outputs",
+    "train",
+]
