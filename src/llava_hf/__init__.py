@@ -19,6 +19,7 @@ from transformers.conversion_mapping import register_checkpoint_conversion_mappi
 from transformers.core_model_loading import WeightRenaming
 
 from .modeling import (
+    BASE_MODEL_KEY_MAPPING,
     CHECKPOINT_KEY_MAPPING,
     LlavaHfConfig,
     LlavaHfForConditionalGeneration,
@@ -60,6 +61,13 @@ AutoImageProcessor.register(
 register_checkpoint_conversion_mapping(
     LlavaHfConfig.model_type,
     [WeightRenaming(source_patterns=disk, target_patterns=memory) for disk, memory in CHECKPOINT_KEY_MAPPING.items()],
+    overwrite=True,
+)
+# Keyed by class name, so it also applies to the `model` inside the head model (transformers looks up class names
+# before model types, exactly as for its `LlavaModel`).
+register_checkpoint_conversion_mapping(
+    LlavaHfModel.__name__,
+    [WeightRenaming(source_patterns=disk, target_patterns=memory) for disk, memory in BASE_MODEL_KEY_MAPPING.items()],
     overwrite=True,
 )
 

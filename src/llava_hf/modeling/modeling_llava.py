@@ -9,25 +9,56 @@ projector, a per-sample image-token check, and a vision tower that is frozen unl
 """
 
 import re
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
-from transformers.modeling_outputs import MultimodalBaseModelOutputWithPast, MultimodalCausalLMOutputWithPast
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    MultimodalBaseModelOutputWithPast,
+    MultimodalCausalLMOutputWithPast,
+)
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_llava import LlavaHfConfig
 
 # On disk, checkpoints use transformers' built-in llava key layout, so either class loads the other's weights; in
-# memory the names are the built-in's too. `llava_hf/__init__.py` registers this mapping for `from_pretrained` /
-# `save_pretrained`; `LlavaHfForConditionalGeneration.load_state_dict` applies it to raw state dicts.
+# memory the names are the built-in's too. Two on-disk -> in-memory mappings, chained exactly like transformers' own
+# "llava" + "LlavaModel" mappings: the head model's (every rule applies in turn, so `language_model.model.*` first
+# becomes `model.language_model.model.*`), then `LlavaHfModel`'s, which drops the LM's inner `model.` level, under the
+# head's `model.` or at the top of a `LlavaHfModel` saved alone (the same layout without `lm_head`). Base and head
+# checkpoints thus load into either class. `llava_hf/__init__.py` registers both for `from_pretrained` /
+# `save_pretrained`; `LlavaHfForConditionalGeneration.load_state_dict` applies them to raw state dicts.
 CHECKPOINT_KEY_MAPPING = {
     r"^language_model\.lm_head": "lm_head",
-    r"^language_model\.model": "model.language_model",
+    r"^language_model": "model.language_model",
     r"^vision_tower": "model.vision_tower",
     r"^multi_modal_projector": "model.multi_modal_projector",
 }
+BASE_MODEL_KEY_MAPPING = {r"^language_model\.model": "language_model"}
+
+
+@dataclass
+class LlavaHfModelOutputWithPast(MultimodalBaseModelOutputWithPast):
+    """`last_hidden_state`, `cache`, `hidden_states`, `attentions` of the LM + `image_outputs` of `get_image_features`."""
+
+    @property
+    def image_hidden_states(self) -> list[torch.Tensor] | None:
+        """The projected features of each image (the name transformers 4 used; `image_outputs.pooler_output`)."""
+        return None if self.image_outputs is None else self.image_outputs.pooler_output
+
+
+@dataclass
+class LlavaHfCausalLMOutputWithPast(MultimodalCausalLMOutputWithPast):
+    """`loss`, `logits`, `cache`, `hidden_states`, `attentions` + `image_outputs` of `get_image_features`."""
+
+    @property
+    def image_hidden_states(self) -> list[torch.Tensor] | None:
+        """The projected features of each image (the name transformers 4 used; `image_outputs.pooler_output`)."""
+        return None if self.image_outputs is None else self.image_outputs.pooler_output
 
 
 class LlavaHfMultiModalProjector(nn.Module):
@@ -76,6 +107,17 @@ class LlavaHfPreTrainedModel(PreTrainedModel):
                 module.vision_tower.requires_grad_(False)
         return loaded
 
+    def initialize_weights(self):
+        # transformers initialises each sub-model with its own `_init_weights`, but passes down the root's "custom
+        # code" flag, under which a module without parameters of its own (CLIPAttention, CLIPMLP, SigLIP's) counts as
+        # done once its Linear children got the generic N(0, 0.02): the towers' own attention/MLP init never ran for
+        # weights missing from a checkpoint. The towers are transformers' classes: let each run its own full init first
+        # (weights already loaded keep their `_is_hf_initialized` flag and are left alone), then ours (projector).
+        for module in self.modules():
+            if module is not self and isinstance(module, PreTrainedModel) and not module.is_custom_code():
+                module.initialize_weights()
+        super().initialize_weights()
+
 
 class LlavaHfModel(LlavaHfPreTrainedModel):
     """Vision tower + projector + language model without the LM head; returns `last_hidden_state` (TRL needs it)."""
@@ -100,21 +142,44 @@ class LlavaHfModel(LlavaHfPreTrainedModel):
         pixel_values: torch.Tensor,
         vision_feature_layer: int | list[int] | None = None,
         vision_feature_select_strategy: str | None = None,
-    ) -> torch.Tensor:
-        """Projected features of each image: `[num_images, image_seq_length, text_hidden_size]`."""
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling | tuple:
+        """The vision tower's output with `pooler_output` = the projected features of each image.
+
+        As in transformers' built-in Llava: `pooler_output` is a list with one `[image_seq_length, text_hidden_size]`
+        tensor per image; `last_hidden_state` is the tower's `[num_images, 1 + patches, vision_hidden_size]`;
+        `hidden_states` / `attentions` are the tower's, returned when asked for (argument or config flag).
+        """
         layer = self.config.vision_feature_layer if vision_feature_layer is None else vision_feature_layer
         strategy = vision_feature_select_strategy or self.config.vision_feature_select_strategy
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
         layers = [layer] if isinstance(layer, int) else list(layer)
         # A frozen tower needs no autograd graph: skipping it saves the activations of every vision layer.
         tower_trains = any(parameter.requires_grad for parameter in self.vision_tower.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and tower_trains):
             vision_outputs = self.vision_tower(
-                pixel_values.to(self.vision_tower.dtype), output_hidden_states=True, return_dict=True
+                pixel_values.to(self.vision_tower.dtype),
+                output_hidden_states=True,
+                output_attentions=output_attentions,
+                return_dict=True,
+                **kwargs,
             )
         selected = [vision_outputs.hidden_states[index] for index in layers]  # each [num_images, 1 + patches, D]
         if strategy == "default":
             selected = [hidden[:, 1:] for hidden in selected]  # LLaVA's "patch": the CLS token is not an image patch
-        return self.multi_modal_projector(torch.cat(selected, dim=-1))
+        image_features = self.multi_modal_projector(torch.cat(selected, dim=-1))  # [num_images, seq, text D]
+        outputs = BaseModelOutputWithPooling(
+            last_hidden_state=vision_outputs.last_hidden_state,
+            pooler_output=list(image_features),
+            hidden_states=vision_outputs.hidden_states if output_hidden_states else None,
+            attentions=vision_outputs.attentions,
+        )
+        return outputs if return_dict else outputs.to_tuple()
 
     def get_placeholder_mask(
         self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, image_features: torch.Tensor
@@ -146,6 +211,9 @@ class LlavaHfModel(LlavaHfPreTrainedModel):
             )
         return mask
 
+    # transformers 5 renamed `past_key_values` to `cache`; much code (older TRL/PEFT, lm-eval, hand-written decode loops)
+    # still passes the old name, which `**kwargs` would swallow silently. Same decorator and version as the built-in.
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -157,16 +225,43 @@ class LlavaHfModel(LlavaHfPreTrainedModel):
         use_cache: bool | None = None,
         vision_feature_layer: int | list[int] | None = None,
         vision_feature_select_strategy: str | None = None,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
         **kwargs,
-    ) -> MultimodalBaseModelOutputWithPast:
+    ) -> LlavaHfModelOutputWithPast | tuple:
+        """LM hidden states with image features spliced in at the image-token positions.
+
+        `mm_encoder_outputs={"image": get_image_features(...)}` reuses image features computed earlier (as the
+        built-in Llava accepts) instead of `pixel_values`; `past_key_values` is accepted as the old name of `cache`.
+        """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        # The flags default to this config's (the LM and the tower would otherwise read only their sub-configs').
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)  # [B, T, D]
 
+        if pixel_values is not None and mm_encoder_outputs is not None:
+            raise ValueError("Pass pixel_values or mm_encoder_outputs (precomputed get_image_features), not both.")
         # Decode steps carry no pixel_values (generate drops them after prefill), so this path stays compilable.
-        if pixel_values is not None and pixel_values.shape[0] > 0:
-            image_features = self.get_image_features(pixel_values, vision_feature_layer, vision_feature_select_strategy)
+        image_outputs = (mm_encoder_outputs or {}).get("image")
+        if image_outputs is None and pixel_values is not None and pixel_values.shape[0] > 0:
+            image_outputs = self.get_image_features(
+                pixel_values,
+                vision_feature_layer,
+                vision_feature_select_strategy,
+                output_hidden_states=output_hidden_states,
+                output_attentions=output_attentions,
+                return_dict=True,
+            )
+        if image_outputs is not None:
+            image_features = torch.stack(image_outputs.pooler_output)  # [num_images, image_seq_length, D]
             mask = self.get_placeholder_mask(input_ids, inputs_embeds, image_features)
             image_features = image_features.reshape(-1, inputs_embeds.shape[-1]).to(inputs_embeds)
             inputs_embeds = inputs_embeds.masked_scatter(mask.unsqueeze(-1).expand_as(inputs_embeds), image_features)
@@ -177,14 +272,19 @@ class LlavaHfModel(LlavaHfPreTrainedModel):
             position_ids=position_ids,
             cache=cache,
             use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
             **kwargs,
         )
-        return MultimodalBaseModelOutputWithPast(
+        output = LlavaHfModelOutputWithPast(
             last_hidden_state=outputs.last_hidden_state,
             cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            image_outputs=image_outputs,
         )
+        return output if return_dict else output.to_tuple()
 
 
 class LlavaHfForConditionalGeneration(LlavaHfPreTrainedModel, GenerationMixin):
@@ -211,21 +311,26 @@ class LlavaHfForConditionalGeneration(LlavaHfPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings: nn.Module):
         self.lm_head = new_embeddings
 
-    def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> torch.Tensor:
+    def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling | tuple:
         return self.model.get_image_features(pixel_values, **kwargs)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         # A raw state dict read from one of our checkpoint files (Trainer's resume does exactly this) carries the
         # on-disk names; without renaming, `strict=False` would match no key and silently load nothing.
+        prefix = f"{self.base_model_prefix}."
         renamed = {}
         for key, value in state_dict.items():
             for pattern, replacement in CHECKPOINT_KEY_MAPPING.items():
-                key, count = re.subn(pattern, replacement, key)
-                if count:
-                    break
+                key = re.sub(pattern, replacement, key, count=1)
+            if key.startswith(prefix):
+                inner = key.removeprefix(prefix)
+                for pattern, replacement in BASE_MODEL_KEY_MAPPING.items():
+                    inner = re.sub(pattern, replacement, inner, count=1)
+                key = prefix + inner
             renamed[key] = value
         return super().load_state_dict(renamed, strict=strict, assign=assign)
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -239,8 +344,11 @@ class LlavaHfForConditionalGeneration(LlavaHfPreTrainedModel, GenerationMixin):
         logits_to_keep: int | torch.Tensor = 0,
         vision_feature_layer: int | list[int] | None = None,
         vision_feature_select_strategy: str | None = None,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
+        return_dict: bool | None = None,
         **kwargs,
-    ) -> MultimodalCausalLMOutputWithPast:
+    ) -> LlavaHfCausalLMOutputWithPast | tuple:
+        return_dict = self.config.return_dict if return_dict is None else return_dict
         outputs = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
@@ -251,6 +359,8 @@ class LlavaHfForConditionalGeneration(LlavaHfPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             vision_feature_layer=vision_feature_layer,
             vision_feature_select_strategy=vision_feature_select_strategy,
+            mm_encoder_outputs=mm_encoder_outputs,
+            return_dict=True,
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state  # [B, T, D]
@@ -263,18 +373,23 @@ class LlavaHfForConditionalGeneration(LlavaHfPreTrainedModel, GenerationMixin):
             loss = self.loss_function(
                 logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
             )
-        return MultimodalCausalLMOutputWithPast(
+        output = LlavaHfCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
             cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            image_outputs=outputs.image_outputs,
         )
+        return output if return_dict else output.to_tuple()
 
 
 __all__ = [
     "CHECKPOINT_KEY_MAPPING",
+    "BASE_MODEL_KEY_MAPPING",
+    "LlavaHfCausalLMOutputWithPast",
     "LlavaHfForConditionalGeneration",
+    "LlavaHfModelOutputWithPast",
     "LlavaHfModel",
     "LlavaHfPreTrainedModel",
     "LlavaHfMultiModalProjector",

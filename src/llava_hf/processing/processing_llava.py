@@ -14,7 +14,7 @@ would get a second one from every caller that tokenizes the rendered text, the p
 from pathlib import Path
 
 from PIL import Image
-from transformers.processing_utils import ProcessorMixin
+from transformers.processing_utils import MultiModalData, ProcessorMixin
 
 from .image_processing_llava import LlavaHfImageProcessor, to_rgb
 
@@ -151,6 +151,18 @@ class LlavaHfProcessor(ProcessorMixin):
                 key: value for key, value in processor_kwargs.items() if key != "add_special_tokens"
             }
         return super().apply_chat_template(conversation, chat_template, **kwargs)
+
+    def _get_num_multimodal_tokens(self, image_sizes=None, **kwargs) -> MultiModalData:
+        """Placeholder tokens per image for images of `image_sizes` ((height, width) each), without processing them.
+
+        The hook vLLM's Transformers backend calls to size image placeholders (transformers' built-in processors have
+        it too). LLaVA pads or resizes every image to one square, so each costs `image_seq_length` tokens, one patch.
+        """
+        if image_sizes is None:
+            return MultiModalData()
+        return MultiModalData(
+            num_image_tokens=[self.image_seq_length] * len(image_sizes), num_image_patches=[1] * len(image_sizes)
+        )
 
     @property
     def model_input_names(self) -> list[str]:
