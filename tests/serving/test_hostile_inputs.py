@@ -2,7 +2,7 @@
 
 Each row: the status, the message, and that the server still answers a normal request afterwards; image rows also bound
 the server's peak resident memory during the request (VmHWM, reset before each row through /proc/PID/clear_refs).
-Then: non-streaming clients that disconnect have their batch rows cancelled and stop counting toward the limit.
+Then: clients that disconnect, streaming or not, have their batch rows cancelled and stop counting toward the limit.
 The cheaper rows (deep JSON, huge numbers, split control tokens, bombs, SSRF) are in test_server.py's table.
 """
 
@@ -120,7 +120,8 @@ def wait_until(condition, what: str, timeout: float = 300):
         time.sleep(0.02)
 
 
-def test_non_streaming_clients_that_disconnect_are_cancelled(tiny):  # noqa: F811
+@pytest.mark.parametrize("stream", [False, True], ids=["non-streaming", "streaming"])
+def test_clients_that_disconnect_are_cancelled(tiny, stream):  # noqa: F811
     # A long context and no EOS: every row would generate its 4000 tokens unless cancelled.
     config = make_tiny_config()
     config.text_config.max_position_embeddings = 4096
@@ -130,7 +131,7 @@ def test_non_streaming_clients_that_disconnect_are_cancelled(tiny):  # noqa: F81
     settings = ServeArguments(
         port=0, max_concurrent_requests=10, max_batch_size=10, max_output_tokens=4000, batch_wait_ms=100
     )
-    body = json.dumps({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4000}).encode()
+    body = json.dumps({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4000, "stream": stream}).encode()
     with ServerThread(model, processor, settings, "tiny") as base_url:
         parsed = urllib.parse.urlsplit(base_url)
         clients = []
@@ -139,13 +140,16 @@ def test_non_streaming_clients_that_disconnect_are_cancelled(tiny):  # noqa: F81
             head = "POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
             client.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
             clients.append(client)
-        wait_until(lambda: get(base_url, "/health")["generating"] == 10, "10 rows generating")
+
+        def submitted(health: dict) -> bool:  # all 10 in the batcher: generating, or queued behind a first batch
+            return health["in_flight"] == 10 and health["generating"] + health["queued"] == 10
+
+        wait_until(lambda: submitted(get(base_url, "/health")), "10 requests reaching the batcher")
         for client in clients:
             client.close()
         wait_until(lambda: get(base_url, "/health")["in_flight"] == 0, "the requests ending")
-        wait_until(lambda: get(base_url, "/health")["generating"] == 0, "the rows stopping")
-        health = get(base_url, "/health")
-        assert health["cancelled_rows"] == 10
+        wait_until(lambda: get(base_url, "/health")["cancelled_rows"] == 10, "the rows being cancelled")
+        assert get(base_url, "/health")["generating"] == 0
         # They no longer count toward --max_concurrent_requests: 10 new requests are all admitted.
         short = json.dumps({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3}).encode()
         with ThreadPoolExecutor(max_workers=10) as pool:

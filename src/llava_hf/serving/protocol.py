@@ -3,8 +3,8 @@
 A request body goes through three checks, cheapest first, each before the step it protects:
 1. `ChatCompletionRequest.model_validate_json`: pydantic's JSON parser (nesting depth and number size are bounded,
    so a 100,000-level array or a 5,000-digit integer is a parse error, not a crash) and the field types.
-2. `parse_chat_request`: the server's limits that need no model (max_tokens, images per request, total text length
-   against what --max_prompt_tokens can hold), then conversion to transformers' chat format.
+2. `parse_chat_request`: the server's limits that need no model (max_tokens, content parts and total text length
+   against what --max_prompt_tokens can hold, images per request), then conversion to transformers' chat format.
 3. `find_injected_token`, on the prompt as the chat template renders it (done by the server, which holds the
    template): client text must not create a tokenizer control token there, even split across content parts
    ("hi </" + "s>") that the template joins.
@@ -143,6 +143,14 @@ def parse_chat_request(body: bytes, limits, model_name: str, max_text_chars: int
             400,
             f"max_tokens {max_tokens} exceeds this server's limit of {limits.max_output_tokens} (--max_output_tokens).",
             "max_tokens",
+        )
+    parts = sum(1 if isinstance(message.content, str) else max(len(message.content), 1) for message in request.messages)
+    if parts > limits.max_prompt_tokens:  # the template's work grows with them, even with no text in them
+        raise RequestError(
+            400,
+            f"the messages have {parts} content parts; at most {limits.max_prompt_tokens} fit the prompt "
+            "(--max_prompt_tokens).",
+            "messages",
         )
     text_chars = sum(len(text) for message in request.messages for text in texts_of(message))
     if text_chars > max_text_chars:

@@ -284,6 +284,7 @@ class LlavaServer:
             self.prepare_pool, parse_chat_request, body, self.settings, self.model_name, self.max_text_chars
         )
         admission = self.admit()
+        streaming = False  # once the response streams, the stream releases the admission
         try:
             deadline = time.monotonic() + self.settings.request_timeout
             prepared = loop.run_in_executor(self.prepare_pool, self.prepare, chat)
@@ -295,6 +296,7 @@ class LlavaServer:
                 # when the client left before the stream started.
                 stream = self.stream(chat, admission, events, deadline, completion_id)
                 headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+                streaming = True
                 return StreamingResponse(
                     stream,
                     media_type="text/event-stream",
@@ -307,7 +309,7 @@ class LlavaServer:
             usage = usage_body(len(input_ids), event["completion_tokens"])
             return completion_body(completion_id, "chat.completion", self.model_name, [choice], usage)
         finally:
-            if not chat.stream:
+            if not streaming:
                 self.release(admission)
 
     async def before(self, deadline: float, awaitable):
