@@ -3,14 +3,12 @@ errors unless told to skip them, and then says how many it skipped and why."""
 
 import json
 import logging
-import os
-import signal
-import subprocess
 import sys
 
 import pytest
 
 from conftest import TINY_IMAGE_TOKENS, make_image, make_tiny_processor
+from helpers.processes import run_to_exit
 from llava_hf.cli import main as cli_main
 from llava_hf.data import load_llava_json
 from llava_hf.data.check import DataCheckError, check_rows, preflight
@@ -110,24 +108,11 @@ def test_data_check_command(tmp_path, capsys):
     assert status == 1 and "checked 11 rows: 2 ok, 9 bad" in out and "[long]" in out
     clean = tmp_path / "clean.json"
     clean.write_text(json.dumps(json.loads(path.read_text())[:2]))
-    # The installed console script, in a real subprocess.
-    # Waits for the process to exit (no wall-clock budget); its whole process group is killed if the test fails.
+    # The installed console script, in a real subprocess (waited for, its process group killed if the test stops).
     command = [sys.executable, "-m", "llava_hf.cli", "data", "check", "--source", str(clean)]
-    process = subprocess.Popen(
-        command + ["--image_folder", str(folder)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = process.communicate()
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    assert process.returncode == 0, stderr[-2000:]
-    assert "checked 2 rows: 2 ok, 0 bad" in stdout
+    result = run_to_exit(command + ["--image_folder", str(folder)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "checked 2 rows: 2 ok, 0 bad" in result.stdout
 
 
 @pytest.mark.parametrize(

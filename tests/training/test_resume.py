@@ -4,8 +4,6 @@
 
 import json
 import logging
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 from tiny_run import make_run, make_trainer
 
+from helpers.processes import run_to_exit
 from llava_hf.cli import main as llava_hf
 from llava_hf.training import train
 from llava_hf.training.train import last_complete_checkpoint, resolve_resume_checkpoint
@@ -23,20 +22,7 @@ SCRIPT = Path(__file__).with_name("tiny_run.py")
 
 
 def run_until_killed(output_dir: Path, *options: str) -> subprocess.CompletedProcess:
-    process = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--output_dir", str(output_dir), *options],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = process.communicate()
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    return run_to_exit([sys.executable, str(SCRIPT), "--output_dir", str(output_dir), *options])
 
 
 def assert_resumed_like_uninterrupted(reference, resumed, first_resumed_step: int):
