@@ -280,3 +280,28 @@ def test_cli_predictions_for_other_ids_exit_2_in_one_line_or_are_ignored_on_requ
 
     assert main(argv[:-2] + ["--model", "m", "--output-dir", str(tmp_path), "--ignore-extra-ids"]) == 2
     assert "applies to --predictions" in capsys.readouterr().err
+
+
+def test_cli_converter_bad_input_exits_2_in_one_line(tmp_path, capsys):
+    from llava_hf.cli import main
+
+    argv = ["scienceqa-to-llava", "--data", str(SCIENCEQA), "--output-dir", str(tmp_path)]
+    for extra, message in [(["--split", "dev"], "no split 'dev'"), (["--prompt-format", "QCM-X"], "QCM-LEA")]:
+        assert main(argv + extra) == 2
+        error = capsys.readouterr().err
+        assert message in error and error.count("\n") == 1 and "Traceback" not in error
+    assert not list(tmp_path.iterdir())
+
+
+def test_default_image_folder_is_llavas_images_split_layout(tmp_path):
+    import shutil
+
+    data = tmp_path / "scienceqa"
+    shutil.copytree(SCIENCEQA, data)
+    # as LLaVA's docs/ScienceQA.md lays it out: <base>/images/<split>/<pid>/image.png
+    (data / "images").mkdir()
+    shutil.move(data / "test", data / "images" / "test")
+    example = next(e for e in scienceqa.load_examples(data, "test") if e.images)
+    assert example.images[0] == data / "images" / "test" / "1" / "image.png" and example.images[0].is_file()
+    example = next(e for e in scienceqa.load_examples(SCIENCEQA, "test") if e.images)
+    assert example.images[0] == SCIENCEQA / "test" / "1" / "image.png"  # without images/: <base>/<split>

@@ -101,7 +101,10 @@ def _original_problems(folder: Path, split: str, image_folder: str | None):
     splits = json.loads(splits_file.read_text())
     if split not in splits:
         raise ValueError(f"{splits_file} has no split {split!r}; it has {sorted(splits)}.")
-    image_root = Path(image_folder) if image_folder else folder / split
+    # Default: LLaVA's layout (docs/ScienceQA.md: <base>/images/<split>), else <base>/<split>.
+    image_root = Path(image_folder) if image_folder else folder / "images" / split
+    if not image_folder and not image_root.is_dir():
+        image_root = folder / split
     for pid in splits[split]:
         if pid not in problems:
             raise ValueError(f"pid {pid!r} of split {split!r} is not in problems.json.")
@@ -365,7 +368,10 @@ class ConvertArguments:
     )
     split: str = field(default="train", metadata={"help": "split to convert"})
     image_folder: str | None = field(
-        default=None, metadata={"help": "original layout: folder with <pid>/image.png (default <data>/<split>)"}
+        default=None,
+        metadata={
+            "help": "original layout: folder with <pid>/image.png (default <data>/images/<split> or <data>/<split>)"
+        },
     )
     prompt_format: str = field(default="QCM-LEA", metadata={"help": f"one of {', '.join(PROMPT_FORMATS[1:])}"})
 
@@ -374,8 +380,14 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import HfArgumentParser
 
     (arguments,) = HfArgumentParser(ConvertArguments).parse_args_into_dataclasses(args=argv)
-    examples = load_examples(arguments.data, arguments.split, arguments.image_folder, arguments.prompt_format)
-    path = convert_to_llava(examples, arguments.output_dir, arguments.prompt_format, arguments.split)
+    try:
+        if arguments.prompt_format == "zero_shot" or arguments.prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"--prompt-format must be one of {', '.join(PROMPT_FORMATS[1:])}.")
+        examples = load_examples(arguments.data, arguments.split, arguments.image_folder, arguments.prompt_format)
+        path = convert_to_llava(examples, arguments.output_dir, arguments.prompt_format, arguments.split)
+    except (ValueError, FileNotFoundError) as error:  # bad data, split or format: one line, no traceback
+        print(f"llava-hf scienceqa-to-llava: {error}", file=sys.stderr)
+        return 2
     print(f"wrote {len(examples)} records to {path}")
     return 0
 
