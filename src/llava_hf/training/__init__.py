@@ -17,7 +17,15 @@ from .recipes import (
     unfreeze_vision_layers,
 )
 from .sampler import ModalityLengthGroupedSampler, estimate_lengths, modality_length_grouped_indices
-from .train import LlavaRunArguments, LlavaSFTTrainer, build_trainer, load_model_and_processor, save_outputs, train
+from .train import (
+    LlavaRunArguments,
+    LlavaSFTTrainer,
+    build_trainer,
+    load_lora_base,
+    load_model_and_processor,
+    save_outputs,
+    train,
+)
 
 __all__ = [
     "LORA_TARGET_MODULES",
@@ -30,6 +38,7 @@ __all__ = [
     "build_from_parts",
     "build_trainer",
     "estimate_lengths",
+    "load_lora_base",
     "load_model_and_processor",
     "load_projector",
     "lora_config",

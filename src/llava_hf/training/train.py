@@ -23,6 +23,7 @@ from ..data import LlavaCollator, load_rows
 from ..data.check import preflight
 from .recipes import (
     LORA_TARGET_MODULES,
+    PROJECTOR_FILE,
     build_from_parts,
     load_projector,
     lora_config,
@@ -38,6 +39,7 @@ from .sampler import ModalityLengthGroupedSampler, estimate_lengths
 logger = logging.getLogger(__name__)
 
 # stage -> (train_projector, train_language_model) defaults; LoRA stages train the LLM through adapters instead.
+RUN_ARGUMENTS_FILE = "llava_run_arguments.json"  # the run's LlavaRunArguments, next to every stage's output
 STAGE_DEFAULTS = {"pretrain": (True, False), "finetune": (True, True), "lora": (True, False), "qlora": (True, False)}
 
 
@@ -266,6 +268,10 @@ def build_trainer(
         model = get_peft_model(
             model, lora_config(run.lora_r, run.lora_alpha, run.lora_dropout, run.lora_target_modules)
         )
+        # PEFT takes the base's name from the model, which a model built from parts does not have.
+        base_name = lora_base_name(run)
+        if base_name:
+            model.peft_config["default"].base_model_name_or_path = base_name
     if run.unfreeze_vision_layers:
         unfreeze_vision_layers(model, run.unfreeze_vision_layers)
     logger.info(f"trainable parameters per component: {trainable_counts(model)}")
@@ -296,6 +302,53 @@ def build_trainer(
     )
 
 
+def lora_base_name(run: LlavaRunArguments) -> str | None:
+    """adapter_config.json's `base_model_name_or_path`: the llava_hf checkpoint the run started from; for a model
+    built from parts, the stage-1 result it loaded (whose llava_run_arguments.json names the parts), else the language
+    model (the original's LoRA adapters name their Vicuna). `load_lora_base` turns it back into the model."""
+    if run.model_name_or_path:
+        return run.model_name_or_path
+    if run.projector_path:
+        folder = Path(run.projector_path)
+        return str(folder if folder.is_dir() else folder.parent)
+    return run.language_model
+
+
+def load_lora_base(adapter_dir: str | Path, dtype: torch.dtype = torch.float32):
+    """The model a LoRA adapter saved by `train()` applies to, for `PeftModel.from_pretrained(base, adapter_dir)`.
+
+    Reads `base_model_name_or_path` from the adapter's config: a llava_hf checkpoint is loaded as is; a stage-1 result
+    or a language model is rebuilt from the parts named in the run's `llava_run_arguments.json` (the adapter folder's,
+    else the stage-1 folder's) plus the stage-1 projector. The rebuild is exact: `build_from_parts` is deterministic
+    apart from the projector, which the adapter replaces (`modules_to_save`).
+    """
+    from ..modeling import LlavaHfForConditionalGeneration
+
+    adapter_dir = Path(adapter_dir)
+    base = json.loads((adapter_dir / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{adapter_dir}/adapter_config.json names no base_model_name_or_path; load the base yourself.")
+    run_file = next(
+        (path for path in (adapter_dir / RUN_ARGUMENTS_FILE, Path(base) / RUN_ARGUMENTS_FILE) if path.is_file()), None
+    )
+    run = json.loads(run_file.read_text()) if run_file else {}
+    if run.get("model_name_or_path") == base or (Path(base) / "config.json").is_file():
+        return LlavaHfForConditionalGeneration.from_pretrained(base, dtype=dtype)
+    if not (run.get("vision_tower") and run.get("language_model")):
+        raise ValueError(f"{base} is not a llava_hf checkpoint and no {RUN_ARGUMENTS_FILE} names the parts.")
+    model, _ = build_from_parts(
+        run["vision_tower"],
+        run["language_model"],
+        projector_type=run.get("projector_type", "mlp2x_gelu"),
+        vision_feature_layer=run.get("vision_feature_layer", -2),
+        image_aspect_ratio=run.get("image_aspect_ratio", "pad"),
+        dtype=dtype,
+    )
+    if (Path(base) / PROJECTOR_FILE).is_file():
+        load_projector(model, base)
+    return model
+
+
 def save_outputs(trainer: LlavaSFTTrainer, run: LlavaRunArguments) -> Path:
     """Stage 1: the projector alone (+ processor); finetune: the full model; LoRA: the adapter with the projector
     (`modules_to_save`), and the merged model under `merged/` when asked."""
@@ -312,7 +365,7 @@ def save_outputs(trainer: LlavaSFTTrainer, run: LlavaRunArguments) -> Path:
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(str(output_dir / "merged"))
         processor.save_pretrained(str(output_dir / "merged"))
-    (output_dir / "llava_run_arguments.json").write_text(json.dumps(asdict(run), indent=2))
+    (output_dir / RUN_ARGUMENTS_FILE).write_text(json.dumps(asdict(run), indent=2))
     return output_dir
 
 
@@ -401,6 +454,7 @@ __all__ = [
     "LlavaSFTTrainer",
     "build_trainer",
     "last_complete_checkpoint",
+    "load_lora_base",
     "load_model_and_processor",
     "resolve_resume_checkpoint",
     "save_outputs",
