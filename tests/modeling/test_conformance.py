@@ -505,6 +505,32 @@ def test_static_cache_equals_dynamic_cache(case, processor):
     assert torch.equal(dynamic, static)
 
 
+def test_generate_returns_scores_hidden_states_and_attentions(few_case, processor):
+    """GenerationTesterMixin's dict outputs: per-step scores, LM hidden states and attentions, same tokens."""
+    model = build(LlavaHfForConditionalGeneration, few_case)
+    model.set_attn_implementation("eager")
+    inputs = case_inputs(processor, few_case)
+    plain = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    outputs = model.generate(
+        **inputs,
+        max_new_tokens=3,
+        do_sample=False,
+        return_dict_in_generate=True,
+        output_scores=True,
+        output_hidden_states=True,
+        output_attentions=True,
+    )
+    assert torch.equal(outputs.sequences, plain)
+    assert len(outputs.scores) == len(outputs.hidden_states) == len(outputs.attentions) == 3
+    for step in range(3):
+        assert len(outputs.hidden_states[step]) == NUM_TEXT_LAYERS + 1
+        assert len(outputs.attentions[step]) == NUM_TEXT_LAYERS
+        assert outputs.scores[step].shape == (2, few_case.text_config.vocab_size)
+    prompt_length = inputs.input_ids.shape[1]
+    assert outputs.attentions[0][0].shape[-2:] == (prompt_length, prompt_length)  # prefill: the whole prompt
+    assert outputs.attentions[1][0].shape[-2:] == (1, prompt_length + 1)  # then one new token against the cache
+
+
 @pytest.mark.slow
 def test_static_cache_with_compiled_forward_equals_eager(few_case, processor):
     """`_can_compile_fullgraph = True` is a promise: the decode step compiles as one graph and changes nothing."""
@@ -621,3 +647,26 @@ def test_deliberate_differences_from_builtin(tokenizer, processor):
         model(**broken)
     with pytest.raises(ValueError, match="tokens: 31, features:"):
         builtin(**broken)
+
+
+def test_checkpoint_exported_to_the_builtin_layout_answers_the_token_hook(tokenizer, tmp_path):
+    """`llava-hf export --to transformers` writes the built-in LlavaProcessor (what vLLM loads for `llava`): its own
+    `_get_num_multimodal_tokens` must agree with ours and with the tokens it really emits."""
+    from llava_hf.conversion.convert_transformers_checkpoint import export_to_transformers
+
+    config = case_config(tokenizer, "clip", "llama")
+    processor = make_tiny_processor(tokenizer)
+    build(LlavaHfForConditionalGeneration, config).save_pretrained(tmp_path / "ours")
+    processor.save_pretrained(tmp_path / "ours")
+    export_to_transformers(tmp_path / "ours", tmp_path / "exported")
+    exported = AutoProcessor.from_pretrained(tmp_path / "exported")
+    assert type(exported).__name__ == "LlavaProcessor" and type(exported) is not LlavaHfProcessor
+
+    counts = exported._get_num_multimodal_tokens(image_sizes=IMAGE_SIZES)
+    assert (
+        counts["num_image_tokens"] == processor._get_num_multimodal_tokens(image_sizes=IMAGE_SIZES)["num_image_tokens"]
+    )
+    images = [make_image(index, size=(width, height)) for index, (height, width) in enumerate(IMAGE_SIZES)]
+    text = [f"{exported.image_token}\nwhat is in picture {index}?" for index in range(len(images))]
+    batch = exported(images=images, text=text, padding=True, return_tensors="pt")
+    assert (batch.input_ids == config.image_token_id).sum(-1).tolist() == counts["num_image_tokens"]

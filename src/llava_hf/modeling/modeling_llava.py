@@ -142,22 +142,26 @@ class LlavaHfModel(LlavaHfPreTrainedModel):
         pixel_values: torch.Tensor,
         vision_feature_layer: int | list[int] | None = None,
         vision_feature_select_strategy: str | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPooling | tuple:
         """The vision tower's output with `pooler_output` = the projected features of each image.
 
         As in transformers' built-in Llava: `pooler_output` is a list with one `[image_seq_length, text_hidden_size]`
         tensor per image; `last_hidden_state` is the tower's `[num_images, 1 + patches, vision_hidden_size]`;
-        `hidden_states` / `attentions` are the tower's, returned when asked for (argument or config flag).
+        `hidden_states` / `attentions` are the tower's, returned when asked for (`output_hidden_states=True` /
+        `output_attentions=True` or the config flags); `return_dict=False` gives a tuple. Those three come through
+        `kwargs`, like the built-in's: generate() hands this method every model kwarg named in its signature (to
+        encode images once before prefill) and would take them away from the language model.
         """
         layer = self.config.vision_feature_layer if vision_feature_layer is None else vision_feature_layer
         strategy = vision_feature_select_strategy or self.config.vision_feature_select_strategy
+        return_dict = kwargs.pop("return_dict", None)
         return_dict = self.config.return_dict if return_dict is None else return_dict
+        output_hidden_states = kwargs.pop("output_hidden_states", None)
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
+        if kwargs.get("output_attentions") is None:
+            kwargs["output_attentions"] = self.config.output_attentions
         layers = [layer] if isinstance(layer, int) else list(layer)
         # A frozen tower needs no autograd graph: skipping it saves the activations of every vision layer.
         tower_trains = any(parameter.requires_grad for parameter in self.vision_tower.parameters())
@@ -165,7 +169,6 @@ class LlavaHfModel(LlavaHfPreTrainedModel):
             vision_outputs = self.vision_tower(
                 pixel_values.to(self.vision_tower.dtype),
                 output_hidden_states=True,
-                output_attentions=output_attentions,
                 return_dict=True,
                 **kwargs,
             )
