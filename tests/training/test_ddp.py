@@ -1,8 +1,11 @@
-"""The same `llava-hf train` command runs under `accelerate launch` with 2 CPU processes (DDP over gloo)."""
+"""The same `llava-hf train` command runs under `accelerate launch` with 2 CPU processes (DDP over gloo), and a rank
+that fails ends the whole run instead of leaving the other rank waiting. Each launch runs in its own process group,
+killed when the test ends, so no rank outlives a failing test."""
 
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -10,11 +13,22 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[2]
+ACCELERATE = os.path.join(os.path.dirname(sys.executable), "accelerate")
 sys.path.insert(0, str(REPO / "examples"))
 from train_tiny import make_tiny_data, make_tiny_parts  # noqa: E402
+
+# Only turns a hang into a failure (with the log); a normal launch on a loaded 2-core machine takes 1-3 minutes.
+HANG_GUARD_SECONDS = 1200
+DDP_CPU = REPO / "examples" / "configs" / "accelerate" / "ddp_cpu_2proc.yaml"
+FSDP = REPO / "examples" / "configs" / "accelerate" / "fsdp.yaml"
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("accelerate", path=os.path.dirname(sys.executable)) is None, reason="accelerate CLI"
+)
 
 
 def free_port() -> int:
@@ -24,39 +38,103 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.mark.skipif(shutil.which("accelerate", path=os.path.dirname(sys.executable)) is None, reason="accelerate CLI")
-def test_ddp_two_cpu_processes(tmp_path):
+def launch(tmp_path: Path, entry: list[str], *overrides: str, config: Path = DDP_CPU) -> tuple[int, str]:
+    """`accelerate launch` 2 CPU ranks of the tiny stage-2 recipe (real-shaped parts); returns (exit code, log).
+
+    The launcher and its ranks form one process group, killed in `finally`; afterwards the group must be empty.
+    """
     vision_dir, language_dir = make_tiny_parts(tmp_path / "parts")
     json_path, image_folder = make_tiny_data(tmp_path / "data", num_rows=16)
-    output = tmp_path / "ddp"
     command = [
-        os.path.join(os.path.dirname(sys.executable), "accelerate"),
-        "launch",
-        "--config_file",
-        str(REPO / "examples/configs/accelerate/ddp_cpu_2proc.yaml"),
+        ACCELERATE, "launch",
+        "--config_file", str(config),
         "--main_process_port", str(free_port()),
-        "-m",
-        "llava_hf.cli",
+        *entry,
         "train",
-        "--config",
-        str(REPO / "examples/configs/tiny_stage2_finetune.yaml"),
+        "--config", str(REPO / "examples/configs/tiny_stage2_finetune.yaml"),
         "--vision_tower", str(vision_dir),
         "--language_model", str(language_dir),
         "--data_path", str(json_path),
         "--image_folder", str(image_folder),
-        "--output_dir", str(output),
         "--projector_path", "",  # no stage-1 projector here: start from the fresh one
-        "--max_steps", "2",
         "--logging_steps", "1",
         "--disable_tqdm", "true",
+        *overrides,
     ]  # fmt: skip
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment, cwd=tmp_path)
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-4000:]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment, cwd=tmp_path,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        log, _ = process.communicate(timeout=HANG_GUARD_SECONDS)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        log, _ = process.communicate()
+        pytest.fail(f"the launch hung for {HANG_GUARD_SECONDS} s:\n{log[-4000:]}")
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # any rank still alive is a leak: kill it, then fail below
+            leaked = True
+        except ProcessLookupError:
+            leaked = False
+        process.wait()
+    assert not leaked, "a rank outlived the launcher"
+    return process.returncode, log
+
+
+@pytest.mark.slow  # two processes import torch and train: a minute or more on 2 loaded cores
+def test_ddp_two_cpu_processes(tmp_path):
+    output = tmp_path / "ddp"
+    status, log = launch(tmp_path, ["-m", "llava_hf.cli"], "--output_dir", str(output), "--max_steps", "2")
+    assert status == 0, log[-4000:]
     # 16 rows, 8 per process: with 2 processes one step is a whole epoch (a single process would need 2 steps).
     epochs = [float(value) for value in re.findall(r"'epoch': '([0-9.]+)'", log)]
     assert epochs[:2] == [1.0, 2.0], log[-3000:]
     assert log.count("trained 2 steps") == 2  # both ranks ran the command
     weights = load_file(str(output / "model.safetensors"))
     assert all(torch.isfinite(tensor).all() for tensor in weights.values())
+
+
+@pytest.mark.slow  # like the test above
+def test_a_failing_rank_ends_the_run_instead_of_hanging(tmp_path):
+    script = str(Path(__file__).with_name("ddp_failing_rank.py"))
+    status, log = launch(tmp_path, [script], "--output_dir", str(tmp_path / "failing"), "--max_steps", "3")
+    assert status != 0 and "injected failure on rank 1" in log, log[-4000:]
+    assert "trained" not in log
+
+
+@pytest.mark.slow  # like the tests above
+def test_the_fsdp_config_on_cpu_stops_instead_of_silently_running_ddp(tmp_path):
+    # accelerate runs FSDP only with a GPU backend; on CPU it would quietly train DDP (see the README's FSDP note).
+    settings = yaml.safe_load(FSDP.read_text())
+    settings.update(num_processes=2, mixed_precision="no")
+    config = tmp_path / "fsdp_cpu_2proc.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    status, log = launch(tmp_path, ["-m", "llava_hf.cli"], "--output_dir", str(tmp_path / "fsdp"), config=config)
+    assert status != 0 and "FSDP is not active" in log, log[-4000:]
+    assert not (tmp_path / "fsdp" / "model.safetensors").exists()
+
+
+def test_the_fsdp_config_constructs_and_names_layers_of_the_model():
+    """Dry construction of examples/configs/accelerate/fsdp.yaml: accelerate's plugin accepts its settings and the
+    layer classes it wraps exist in a model built from the real-shaped CLIP + Vicuna parts."""
+    from accelerate import FullyShardedDataParallelPlugin
+
+    from llava_hf.training import build_from_parts
+
+    settings = yaml.safe_load(FSDP.read_text())
+    assert settings["distributed_type"] == "FSDP"
+    fsdp = {key.removeprefix("fsdp_"): value for key, value in settings["fsdp_config"].items()}
+    class_names = fsdp.pop("transformer_layer_cls_to_wrap").split(",")
+    plugin = FullyShardedDataParallelPlugin(
+        fsdp_version=fsdp.pop("version"),
+        auto_wrap_policy=fsdp.pop("auto_wrap_policy").lower(),
+        transformer_cls_names_to_wrap=class_names,
+        **fsdp,
+    )
+    assert plugin.fsdp_version == 2 and plugin.state_dict_type.name == "FULL_STATE_DICT"
+    parts = REPO / "tests" / "assets" / "real_shaped"
+    model, _ = build_from_parts(str(parts / "clip-vit-large-patch14-336"), str(parts / "vicuna-7b-v1.5"))
+    present = {type(module).__name__ for module in model.modules()}
+    assert set(class_names) <= present, set(class_names) - present

@@ -6,8 +6,6 @@ rebuilt for `PeftModel.from_pretrained`. Only the paths and the CPU settings are
 
 import json
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from peft import PeftModel
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from helpers.processes import run_to_exit
 from llava_hf.training import load_lora_base
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,23 +35,12 @@ CPU += ["--dataloader_num_workers", "0", "--max_steps", "2", "--disable_tqdm", "
 
 def llava_hf(*arguments: str, cwd: Path) -> str:
     """Run `llava-hf ARGUMENTS` (the console script's entry point) in its own process group; returns stdout."""
-    process = subprocess.Popen(
-        [*LLAVA_HF, *arguments],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
-        start_new_session=True,
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = run_to_exit([*LLAVA_HF, *arguments], cwd=cwd, env=environment)
+    assert result.returncode == 0, (
+        f"llava-hf {' '.join(arguments)} exited {result.returncode}:\n{result.stderr[-3000:]}"
     )
-    try:
-        stdout, stderr = process.communicate()
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    assert process.returncode == 0, f"llava-hf {' '.join(arguments)} exited {process.returncode}:\n{stderr[-3000:]}"
-    return stdout
+    return result.stdout
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = TrlParser((LlavaRunArguments, SFTConfig))
     run, args = parser.parse_args_and_config(argv)
+    succeeded = False
     try:
         trainer = train(run, args)
+        succeeded = True
     except CheckpointNotFound as error:
         print(f"llava-hf train: {error}", file=sys.stderr)
         return 2
     finally:
-        close_process_group()
+        close_process_group(succeeded, args.ddp_timeout)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     if losses:
         print(
@@ -29,16 +31,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def close_process_group():
-    """Under `accelerate launch`, wait for every rank (rank 0 may still be saving) and close the process group.
+def close_process_group(succeeded: bool = True, timeout_seconds: int = 1800) -> None:
+    """Under `accelerate launch`, close the process group so the rank can exit; a no-op in a single process.
 
     A rank that exits with the group open dies in gloo's thread teardown ("terminate called without an active
-    exception", SIGABRT) and the launcher reports the whole run as failed.
+    exception", SIGABRT) and the launcher reports the whole run as failed. After success every rank waits for the
+    others (rank 0 may still be saving) in a barrier bounded by `ddp_timeout`, which names a missing rank instead of
+    waiting forever (gloo's monitored barrier). After a failure there is no barrier: the other ranks may be inside a
+    collective that would never match it; closing the group drops the connections, so they fail instead of hanging.
     """
+    import datetime
+
     import torch.distributed as distributed
 
-    if distributed.is_available() and distributed.is_initialized():
-        distributed.barrier()
+    if not (distributed.is_available() and distributed.is_initialized()):
+        return
+    try:
+        if succeeded:
+            timeout = datetime.timedelta(seconds=timeout_seconds)
+            if distributed.get_backend() == "gloo":
+                distributed.monitored_barrier(timeout=timeout, wait_all_ranks=True)
+            else:
+                distributed.barrier()
+    finally:
         distributed.destroy_process_group()
 
 

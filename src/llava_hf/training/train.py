@@ -12,6 +12,7 @@ TRL refuses assistant-only loss, packing and padding-free for vision data; the d
 
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -290,7 +291,7 @@ def build_trainer(
         "multi_modal_projector": run.projector_learning_rate,
         "vision_tower": run.vision_tower_learning_rate,
     }
-    return LlavaSFTTrainer(
+    trainer = LlavaSFTTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
@@ -300,6 +301,28 @@ def build_trainer(
         learning_rates=learning_rates,
         group_by_modality_length=run.group_by_modality_length,
     )
+    check_distributed_launch(trainer)
+    return trainer
+
+
+def check_distributed_launch(trainer: LlavaSFTTrainer) -> None:
+    """Refuse a multi-process launch that did not become what was asked for, before any step.
+
+    accelerate 1.15 runs FSDP only with a device backend: on a CPU machine an FSDP config becomes DDP over gloo
+    (`use_cpu`) or, without `use_cpu`, ranks that never join a process group, each training alone on all the data
+    and overwriting the others' output. Both happen silently; this check makes them errors.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and trainer.accelerator.num_processes != world_size:
+        raise RuntimeError(
+            f"launched as {world_size} processes, but they did not join one process group (no device backend; on "
+            "CPU pass --use_cpu true for DDP over gloo): each would train alone and overwrite the others' output."
+        )
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not trainer.is_fsdp_enabled:
+        raise RuntimeError(
+            "accelerate was launched with an FSDP config, but FSDP is not active: accelerate runs FSDP only on GPUs "
+            "(on CPU it falls back to DDP). On CPU use examples/configs/accelerate/ddp_cpu_2proc.yaml."
+        )
 
 
 def lora_base_name(run: LlavaRunArguments) -> str | None:
