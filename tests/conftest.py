@@ -17,11 +17,14 @@ from helpers.tiny_models import (  # noqa: E402, F401  re-exported: tests import
     TINY_IMAGE_TOKENS,
     TINY_PATCH_SIZE,
     TINY_TOKENIZER_DIR,
+    builtin_llava_config,
+    builtin_llava_twin,
     load_tiny_tokenizer,
     make_image,
     make_tiny_config,
     make_tiny_model,
     make_tiny_processor,
+    make_tiny_text_config,
 )
 
 

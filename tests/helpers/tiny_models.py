@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 from transformers import AutoTokenizer, CLIPVisionConfig, LlamaConfig
+from transformers import LlavaConfig as BuiltinLlavaConfig
+from transformers import LlavaForConditionalGeneration as BuiltinLlava
 
 from llava_hf import LlavaHfConfig, LlavaHfForConditionalGeneration, LlavaHfProcessor, build_image_processor
 
@@ -34,7 +36,15 @@ def make_tiny_config(tokenizer=None, **overrides) -> LlavaHfConfig:
         patch_size=TINY_PATCH_SIZE,
         projection_dim=32,
     )
-    text_config = LlamaConfig(
+    text_config = make_tiny_text_config(tokenizer)
+    kwargs = dict(vision_config=vision_config, text_config=text_config, image_token_index=tokenizer.image_token_id)
+    kwargs.update(overrides)
+    return LlavaHfConfig(**kwargs)
+
+
+def make_tiny_text_config(tokenizer, config_class=LlamaConfig):
+    """A 2-layer LM of width 32 over the tiny tokenizer; `config_class` picks the family (Llama, Mistral, Qwen2)."""
+    return config_class(
         vocab_size=len(tokenizer),
         hidden_size=32,
         intermediate_size=64,
@@ -46,9 +56,26 @@ def make_tiny_config(tokenizer=None, **overrides) -> LlavaHfConfig:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    kwargs = dict(vision_config=vision_config, text_config=text_config, image_token_index=tokenizer.image_token_id)
-    kwargs.update(overrides)
-    return LlavaHfConfig(**kwargs)
+
+
+def builtin_llava_config(config: LlavaHfConfig) -> BuiltinLlavaConfig:
+    """transformers' built-in LlavaConfig describing the same model as our `config` (mlp2x_gelu projector)."""
+    return BuiltinLlavaConfig(
+        vision_config=config.vision_config.to_dict(),
+        text_config=config.text_config.to_dict(),
+        image_token_index=config.image_token_id,
+        vision_feature_layer=config.vision_feature_layer,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+    )
+
+
+def builtin_llava_twin(model: LlavaHfForConditionalGeneration) -> BuiltinLlava:
+    """transformers' built-in Llava with exactly our weights (the in-memory module names are the same)."""
+    builtin = BuiltinLlava(builtin_llava_config(model.config))
+    missing, unexpected = builtin.load_state_dict(model.state_dict(), strict=True)
+    assert not missing and not unexpected
+    builtin.generation_config = model.generation_config
+    return builtin.eval()
 
 
 def make_tiny_model(config=None, seed: int = 0) -> LlavaHfForConditionalGeneration:

@@ -42,34 +42,24 @@ from transformers.modeling_outputs import (
 )
 from transformers.utils.generic import ModelOutput
 
-from conftest import make_image, make_tiny_config, make_tiny_processor
+from conftest import (
+    builtin_llava_config,
+    builtin_llava_twin,
+    make_image,
+    make_tiny_config,
+    make_tiny_processor,
+    make_tiny_text_config,
+)
 from llava_hf import LlavaHfForConditionalGeneration, LlavaHfModel, LlavaHfProcessor
 
+# Both towers at 32 px, patch 8, 2 layers of width 32. SigLIP has no CLS token, so it must use "full" feature
+# selection (see the deliberate differences); CLIP uses LLaVA's "default" (CLS dropped).
+TOWER = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
+)
 VISION_CONFIGS = {
-    # (config, feature selection): SigLIP has no CLS token, so it must use "full" (see the deliberate differences)
-    "clip": (
-        lambda: CLIPVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=32,
-            patch_size=8,
-            projection_dim=32,
-        ),
-        "default",
-    ),
-    "siglip": (
-        lambda: SiglipVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=32,
-            patch_size=8,
-        ),
-        "full",
-    ),
+    "clip": (lambda: CLIPVisionConfig(**TOWER, projection_dim=32), "default"),
+    "siglip": (lambda: SiglipVisionConfig(**TOWER), "full"),
 }
 TEXT_CONFIGS = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}
 CASES = [(vision, text) for vision in VISION_CONFIGS for text in TEXT_CONFIGS]
@@ -82,20 +72,11 @@ NUM_VISION_LAYERS = 2
 
 def case_config(tokenizer, vision: str, text: str):
     vision_config, strategy = VISION_CONFIGS[vision]
-    text_config = TEXT_CONFIGS[text](
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=NUM_TEXT_LAYERS,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
     return make_tiny_config(
-        tokenizer, vision_config=vision_config(), text_config=text_config, vision_feature_select_strategy=strategy
+        tokenizer,
+        vision_config=vision_config(),
+        text_config=make_tiny_text_config(tokenizer, TEXT_CONFIGS[text]),
+        vision_feature_select_strategy=strategy,
     )
 
 
@@ -309,15 +290,7 @@ def test_get_image_features_equal_the_builtin(vision, tokenizer, processor):
     """Same weights, same `pooler_output` as transformers' built-in Llava (its layout: a list, one tensor per image)."""
     config = case_config(tokenizer, vision, "llama")
     model = build(LlavaHfForConditionalGeneration, config)
-    builtin = BuiltinLlava(
-        BuiltinLlavaConfig(
-            vision_config=config.vision_config.to_dict(),
-            text_config=config.text_config.to_dict(),
-            image_token_index=config.image_token_id,
-            vision_feature_select_strategy=config.vision_feature_select_strategy,
-        )
-    ).eval()
-    builtin.load_state_dict(model.state_dict(), strict=True)
+    builtin = builtin_llava_twin(model)
     pixel_values = case_inputs(processor, config).pixel_values
     with torch.no_grad():
         ours, theirs = model.get_image_features(pixel_values), builtin.get_image_features(pixel_values)
@@ -443,14 +416,8 @@ def test_missing_weights_are_initialised_like_a_fresh_model(model_class, few_cas
     different = sorted(key for key in expected if not torch.equal(expected[key], got[key]))
     assert not different, different
 
-    builtin_config = BuiltinLlavaConfig(
-        vision_config=few_case.vision_config.to_dict(),
-        text_config=few_case.text_config.to_dict(),
-        image_token_index=few_case.image_token_id,
-        vision_feature_select_strategy=few_case.vision_feature_select_strategy,
-    )
     with seeded_initialisation():
-        builtin = BuiltinLlava.from_pretrained(None, config=builtin_config, state_dict={})
+        builtin = BuiltinLlava.from_pretrained(None, config=builtin_llava_config(few_case), state_dict={})
     prefix = "model." if model_class is LlavaHfForConditionalGeneration else ""
     for name, tensor in builtin.model.vision_tower.state_dict().items():
         assert torch.equal(got[f"{prefix}vision_tower.{name}"], tensor), name
@@ -631,14 +598,7 @@ def test_deliberate_differences_from_builtin(tokenizer, processor):
 
     config = case_config(tokenizer, "clip", "llama")
     model = build(LlavaHfForConditionalGeneration, config)
-    builtin = BuiltinLlava(
-        BuiltinLlavaConfig(
-            vision_config=config.vision_config.to_dict(),
-            text_config=config.text_config.to_dict(),
-            image_token_index=config.image_token_id,
-        )
-    ).eval()
-    builtin.load_state_dict(model.state_dict())
+    builtin = builtin_llava_twin(model)
     inputs = case_inputs(processor, config)
     input_ids = inputs.input_ids.clone()
     input_ids[1, (input_ids[1] == config.image_token_id).nonzero()[0]] = tokenizer.unk_token_id

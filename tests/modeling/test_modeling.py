@@ -2,29 +2,10 @@
 
 import pytest
 import torch
-from transformers import LlavaConfig as BuiltinLlavaConfig
 from transformers import LlavaForConditionalGeneration as BuiltinLlava
 
-from conftest import TINY_IMAGE_TOKENS, make_image, make_tiny_config, make_tiny_model
+from conftest import TINY_IMAGE_TOKENS, builtin_llava_twin, make_image, make_tiny_config, make_tiny_model
 from llava_hf import LlavaForConditionalGeneration, LlavaHfForConditionalGeneration
-
-
-def builtin_twin(model: LlavaHfForConditionalGeneration) -> BuiltinLlava:
-    """transformers' built-in Llava with exactly our weights (same in-memory module names)."""
-    config = model.config
-    builtin = BuiltinLlava(
-        BuiltinLlavaConfig(
-            vision_config=config.vision_config.to_dict(),
-            text_config=config.text_config.to_dict(),
-            image_token_index=config.image_token_id,
-            vision_feature_layer=config.vision_feature_layer,
-            vision_feature_select_strategy=config.vision_feature_select_strategy,
-        )
-    )
-    missing, unexpected = builtin.load_state_dict(model.state_dict(), strict=True)
-    assert not missing and not unexpected
-    builtin.generation_config = model.generation_config
-    return builtin.eval()
 
 
 def chat_inputs(processor, questions, images, padding_side="left"):
@@ -49,7 +30,7 @@ def test_public_name_is_ours_and_distinct_from_builtin():
 def test_logits_match_builtin_llava(processor, strategy, layer):
     config = make_tiny_config(vision_feature_select_strategy=strategy, vision_feature_layer=layer)
     model = make_tiny_model(config)
-    builtin = builtin_twin(model)
+    builtin = builtin_llava_twin(model)
     processor.image_seq_length = config.image_seq_length
     inputs = chat_inputs(
         processor, ["what is it?", "and this one, twice?"], [[make_image(1)], [make_image(2), make_image(3)]]
@@ -60,7 +41,7 @@ def test_logits_match_builtin_llava(processor, strategy, layer):
 
 
 def test_greedy_generation_matches_builtin_single_and_batched(model, processor):
-    builtin = builtin_twin(model)
+    builtin = builtin_llava_twin(model)
     single = chat_inputs(processor, ["describe"], [[make_image(4)]])
     batch = chat_inputs(
         processor, ["describe", "a much longer question about colours"], [[make_image(4)], [make_image(5)]]
