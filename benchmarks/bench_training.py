@@ -154,6 +154,7 @@ class Meter(TrainerCallback):
 
     def __init__(self, collator):
         self.collator, self.step_ends, self.real, self.total, self.samples = collator, [], [], [], []
+        self.cpu_ends = []  # process CPU time: on a machine shared with other jobs it moves far less than wall time
 
     def __call__(self, rows):
         batch = self.collator(rows)
@@ -166,11 +167,13 @@ class Meter(TrainerCallback):
     def on_step_begin(self, args, state, control, **kwargs):
         if not self.step_ends:
             self.step_ends.append(time.perf_counter())
+            self.cpu_ends.append(time.process_time())
 
     def on_step_end(self, args, state, control, **kwargs):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         self.step_ends.append(time.perf_counter())
+        self.cpu_ends.append(time.process_time())
 
 
 class PeakRss:
@@ -255,6 +258,7 @@ def run_one(implementation: str, stage: str, pack: bool, args, preset: dict, dev
     first_loss = next(entry["loss"] for entry in trainer.state.log_history if "loss" in entry)
     timed = slice(args.warmup, steps)
     seconds = meter.step_ends[steps] - meter.step_ends[args.warmup]
+    cpu_seconds = meter.cpu_ends[steps] - meter.cpu_ends[args.warmup]
     samples, real, total = sum(meter.samples[timed]), sum(meter.real[timed]), sum(meter.total[timed])
     peak = torch.cuda.max_memory_allocated() if device == "cuda" else rss.peak - rss.start
     result = {
@@ -263,6 +267,7 @@ def run_one(implementation: str, stage: str, pack: bool, args, preset: dict, dev
         "batches": "padding-free" if pack else "padded",
         "samples/s": samples / seconds,
         "tokens/s": real / seconds,
+        "tokens/cpu-s": real / cpu_seconds,
         "padding": 1 - real / total,
         "peak_memory_gb": peak / 1e9,
         "first_loss": first_loss,
@@ -314,9 +319,7 @@ def grouping_padding(preset: dict, rows: Dataset, num_orders: int = 10) -> str:
 def summarise(results: list[dict]) -> list[dict]:
     """Per configuration: tokens/s min/median/max over the rounds, and the median of the per-round ratios."""
     anchors = {
-        (result["round"], result["stage"]): result["tokens/s"]
-        for result in results
-        if result["implementation"] == "trl-builtin"
+        (result["round"], result["stage"]): result for result in results if result["implementation"] == "trl-builtin"
     }
     rows = {}
     for result in results:
@@ -325,7 +328,9 @@ def summarise(results: list[dict]) -> list[dict]:
     summary = []
     for (stage, implementation, batches), runs in rows.items():
         rates = [run["tokens/s"] for run in runs]
-        ratios = [run["tokens/s"] / anchors[(run["round"], stage)] for run in runs]
+        ratios = [run["tokens/s"] / anchors[(run["round"], stage)]["tokens/s"] for run in runs]
+        cpu_rates = [run["tokens/cpu-s"] for run in runs]
+        cpu_ratios = [run["tokens/cpu-s"] / anchors[(run["round"], stage)]["tokens/cpu-s"] for run in runs]
         summary.append(
             {
                 "stage": stage,
@@ -334,6 +339,12 @@ def summarise(results: list[dict]) -> list[dict]:
                 "tokens/s": {"min": min(rates), "median": statistics.median(rates), "max": max(rates)},
                 "samples/s median": statistics.median(run["samples/s"] for run in runs),
                 "vs anchor": {"min": min(ratios), "median": statistics.median(ratios), "max": max(ratios)},
+                "tokens/cpu-s": {"min": min(cpu_rates), "median": statistics.median(cpu_rates), "max": max(cpu_rates)},
+                "vs anchor, cpu time": {
+                    "min": min(cpu_ratios),
+                    "median": statistics.median(cpu_ratios),
+                    "max": max(cpu_ratios),
+                },
                 "padding": runs[0]["padding"],
                 "peak_memory_gb max": max(run["peak_memory_gb"] for run in runs),
                 "first_loss": runs[0]["first_loss"],
@@ -341,6 +352,29 @@ def summarise(results: list[dict]) -> list[dict]:
             }
         )
     return summary
+
+
+def attention_cost(lengths_by_template: dict[str, list[int]], batch_size: int, num_orders: int = 10) -> str:
+    """Attention scores per step without a varlen kernel: padded B x max(T)^2 vs packed (sum T)^2, random batches.
+
+    SDPA and eager attention compute every score of the packed row, the block-diagonal mask only zeroes them; a
+    varlen kernel (flash-attention) computes sum(T^2). On CPU the packed row therefore does more attention work than
+    the padded batch whenever sum(T) > sqrt(B) x max(T), i.e. when the padding is below 1 - 1/sqrt(B) (65% at B=8).
+    """
+    figures = []
+    for template, lengths in lengths_by_template.items():
+        padded = packed = varlen = 0
+        for seed in range(num_orders):
+            order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(seed)).tolist()
+            for start in range(0, len(order) - batch_size + 1, batch_size):
+                batch = [lengths[index] for index in order[start : start + batch_size]]
+                padded += batch_size * max(batch) ** 2
+                packed += sum(batch) ** 2
+                varlen += sum(length**2 for length in batch)
+        figures.append(f"{template}: packed / padded {packed / padded:.2f}x, varlen / padded {varlen / padded:.2f}x")
+    return f"attention scores per step at batch {batch_size} (mean of {num_orders} random epochs): " + "; ".join(
+        figures
+    )
 
 
 def main(argv=None) -> dict:
@@ -367,13 +401,20 @@ def main(argv=None) -> dict:
         features=ROW_FEATURES,
     )
     grouping = grouping_padding(preset, rows)
+    _, processor, *_ = build_models(preset, "cpu")
+    lengths_by_template = {
+        template: [len(LlavaCollator(processor, chat_template=template).encode(row).input_ids) for row in rows]
+        for template in ("plain", "vicuna_v1")
+    }
+    attention = attention_cost(lengths_by_template, preset["batch_size"])
+    print(attention)
     if args.padding_only:
-        line = f"\n`--preset {args.preset} --padding_only`: {grouping}.\n"
+        line = f"\n`--preset {args.preset} --padding_only`: {grouping}.\n{attention}.\n"
         print(line)
         if args.write:
             with RESULTS.open("a") as handle:
                 handle.write(line)
-        return {"grouping": grouping}
+        return {"grouping": grouping, "attention": attention}
     results = []
     for round_index in range(args.repeats):
         for stage in args.stages:
@@ -387,21 +428,23 @@ def main(argv=None) -> dict:
                 )
     summary = summarise(results)
     # The padding a batch size of `batch_size` costs on this length distribution (batches in dataset order).
-    _, processor, *_ = build_models(preset, "cpu")
-    collator = LlavaCollator(processor)
-    lengths = [len(collator.encode(row).input_ids) for row in rows]
+    lengths = lengths_by_template["vicuna_v1"]
     header = (
         "| stage | implementation | batches | tokens/s min / median / max | vs anchor (median of rounds; min-max) "
-        "| samples/s | padding | peak mem (GB) | first loss |"
+        "| tokens per CPU-s min / median / max | vs anchor, CPU time | samples/s | padding | peak mem (GB) "
+        "| first loss |"
     )
     header += " MFU |" if device == "cuda" else ""
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for row in summary:
         rate, ratio = row["tokens/s"], row["vs anchor"]
+        cpu_rate, cpu_ratio = row["tokens/cpu-s"], row["vs anchor, cpu time"]
         line = (
             f"| {row['stage']} | {row['implementation']} | {row['batches']} | "
             f"{rate['min']:.0f} / {rate['median']:.0f} / {rate['max']:.0f} | "
-            f"{ratio['median']:.2f}x ({ratio['min']:.2f}-{ratio['max']:.2f}) | {row['samples/s median']:.1f} | "
+            f"{ratio['median']:.2f}x ({ratio['min']:.2f}-{ratio['max']:.2f}) | "
+            f"{cpu_rate['min']:.0f} / {cpu_rate['median']:.0f} / {cpu_rate['max']:.0f} | "
+            f"{cpu_ratio['median']:.2f}x ({cpu_ratio['min']:.2f}-{cpu_ratio['max']:.2f}) | {row['samples/s median']:.1f} | "
             f"{row['padding']:.1%} | {row['peak_memory_gb max']:.2f} | {row['first_loss']:.4f} |"
         )
         lines.append(line + (f" {row['mfu median']:.1%} |" if device == "cuda" else ""))
@@ -415,7 +458,7 @@ def main(argv=None) -> dict:
         f"batch {preset['batch_size']}, {args.steps} timed steps after {args.warmup} warm-up steps, {args.repeats} rounds\n\n"
         f"Length distribution: {len(lengths)} samples, {min(lengths)}-{max(lengths)} tokens (mean "
         f"{sum(lengths) / len(lengths):.0f}); padding at batch {preset['batch_size']} in dataset order: "
-        f"{padding_fraction(lengths, preset['batch_size']):.1%} of positions, 0% padding-free.\n{grouping}.\n\n"
+        f"{padding_fraction(lengths, preset['batch_size']):.1%} of positions, 0% padding-free.\n{grouping}.\n{attention}.\n\n"
         + "\n".join(lines)
         + "\n"
     )
@@ -423,7 +466,14 @@ def main(argv=None) -> dict:
     if args.write:
         with RESULTS.open("a") as handle:
             handle.write(table)
-    report = {"machine": machine, "preset": args.preset, "runs": results, "summary": summary, "grouping": grouping}
+    report = {
+        "machine": machine,
+        "preset": args.preset,
+        "runs": results,
+        "summary": summary,
+        "grouping": grouping,
+        "attention": attention,
+    }
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=1)

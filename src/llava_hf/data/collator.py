@@ -16,6 +16,9 @@ Two batch layouts:
   restart at 0 for each sample, no `attention_mask` and `use_cache=False`. transformers then builds a block-diagonal
   causal mask from the restarts (SDPA/eager/flex; only when no cache is built, hence `use_cache=False`), and
   flash-attention uses them as varlen boundaries, so no sample attends to another and the loss equals the padded one.
+  Plain SDPA and eager attend over the whole packed row under the block-diagonal mask, (sum of T_i)^2 scores against
+  B x max(T_i)^2 padded, which makes packing slower than padding; `data.packed_attention.use_packed_attention(model)`
+  (done by `build_trainer`) runs SDPA per sample instead, sum(T_i^2) (benchmarks/RESULTS_training.md).
 """
 
 from dataclasses import dataclass

@@ -98,7 +98,13 @@ class LlavaRunArguments:
     )
     check_images: bool = field(default=True, metadata={"help": "Open every image in the preflight check."})
     pack_batches: bool = field(
-        default=False, metadata={"help": "Padding-free batches: samples concatenated with restarting position_ids."}
+        default=False,
+        metadata={
+            "help": "Padding-free batches: samples concatenated with restarting position_ids. With SDPA the language "
+            "model is switched to per-sample SDPA (llava_hf.data.packed_attention), flash-attention uses its varlen "
+            "kernel; eager attention computes the whole packed row under a block-diagonal mask, which usually costs "
+            "more than the padding it removes (benchmarks/RESULTS_training.md)."
+        },
     )
     group_by_modality_length: bool = field(
         default=False,
@@ -260,6 +266,10 @@ def build_trainer(
         train_projector=default_projector if run.train_projector is None else run.train_projector,
         train_language_model=default_language_model if run.train_language_model is None else run.train_language_model,
     )
+    if run.pack_batches:
+        from ..data.packed_attention import use_packed_attention
+
+        use_packed_attention(model)  # SDPA per packed sample: without it packing is slower than padding (no varlen)
     if run.stage in ("lora", "qlora"):
         from peft import get_peft_model, prepare_model_for_kbit_training
 

@@ -1,0 +1,57 @@
+"""Padding-free batches without a varlen kernel: SDPA run once per packed sample instead of over the whole row.
+
+A padding-free batch is one row `[1, sum(T_i)]` whose `position_ids` restart at 0 for each sample. Flash-attention
+reads the restarts as varlen boundaries and computes sum(T_i^2) scores. SDPA and eager cannot: transformers gives them
+a block-diagonal `[1, 1, sum T, sum T]` mask, and every score of the row is computed and then masked, (sum T_i)^2 in
+all. With LLaVA's length mix at batch 8 that is 1.7x the B x max(T_i)^2 scores of the padded batch, so packing was
+slower than padding on CPU although it removes half the positions (benchmarks/RESULTS_training.md).
+
+`llava_packed_sdpa` is transformers' SDPA attention called per sample (`is_causal`, no mask) on packed rows, and
+plain SDPA with the usual mask on everything else (padded batches, generation with a cache), so a model switched to
+it stays correct for any input. `use_packed_attention(model)` switches the language model when it uses SDPA;
+`build_trainer` does that for `pack_batches=True`.
+"""
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+PACKED_SDPA = "llava_packed_sdpa"
+
+
+def packed_sdpa_attention(module, query, key, value, attention_mask, position_ids=None, **kwargs):
+    """SDPA per packed sample when this is a packed row (batch 1, no cache, `position_ids` restarting at 0)."""
+    # query [B, H, T, D], key/value [B, H_kv, S, D]; transformers' attention functions return ([B, T, H, D], weights)
+    packed_row = (
+        position_ids is not None
+        and query.shape[0] == 1
+        and query.shape[2] == key.shape[2] == position_ids.shape[-1]  # no cache: the row attends to itself only
+    )
+    starts = torch.nonzero(position_ids[0] == 0).flatten().tolist() if packed_row else []
+    if len(starts) < 2 or starts[0] != 0:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    bounds = [*starts, query.shape[2]]
+    outputs = [
+        sdpa_attention_forward(
+            module, query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], None, **kwargs
+        )[0]
+        for start, end in zip(bounds[:-1], bounds[1:])
+    ]
+    return torch.cat(outputs, dim=1), None
+
+
+AttentionInterface.register(PACKED_SDPA, packed_sdpa_attention)
+# The mask is SDPA's: padded batches and cached generation keep their masks (the packed row's mask goes unused).
+AttentionMaskInterface.register(PACKED_SDPA, sdpa_mask)
+
+
+def use_packed_attention(model) -> bool:
+    """Switch the language model from SDPA to `llava_packed_sdpa`; True if switched (flash/eager are left alone)."""
+    if model.config.text_config._attn_implementation != "sdpa":
+        return False
+    model.set_attn_implementation({"text_config": PACKED_SDPA})
+    return True
+
+
+__all__ = ["PACKED_SDPA", "packed_sdpa_attention", "use_packed_attention"]
