@@ -1,6 +1,6 @@
 """The same `llava-hf train` command runs under `accelerate launch` with 2 CPU processes (DDP over gloo), and a rank
-that fails ends the whole run instead of leaving the other rank waiting. Each launch runs in its own process group,
-killed when the test ends, so no rank outlives a failing test."""
+that fails ends the whole run instead of leaving the other rank waiting. Every process of a launch is found by a marker
+in its environment and killed when the test ends, so no rank outlives a failing test."""
 
 import os
 import re
@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from train_tiny import make_tiny_data, make_tiny_parts  # noqa: E402
 
 # Only turns a hang into a failure (with the log); a normal launch on a loaded 2-core machine takes 1-3 minutes.
 HANG_GUARD_SECONDS = 1200
+LAUNCH_MARKER = "LLAVA_HF_TEST_LAUNCH"
 DDP_CPU = REPO / "examples" / "configs" / "accelerate" / "ddp_cpu_2proc.yaml"
 FSDP = REPO / "examples" / "configs" / "accelerate" / "fsdp.yaml"
 
@@ -38,10 +40,27 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def kill_marked(marker: str) -> list[int]:
+    """SIGKILL every process whose environment holds `marker` (the launcher and all its ranks, whatever their
+    process group: torch's elastic agent starts each rank in a session of its own); returns their pids."""
+    killed = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() in (entry / "environ").read_bytes().split(b"\0"):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
+        except (OSError, ProcessLookupError):
+            continue  # exited meanwhile, or not ours to read
+    return killed
+
+
 def launch(tmp_path: Path, entry: list[str], *overrides: str, config: Path = DDP_CPU) -> tuple[int, str]:
     """`accelerate launch` 2 CPU ranks of the tiny stage-2 recipe (real-shaped parts); returns (exit code, log).
 
-    The launcher and its ranks form one process group, killed in `finally`; afterwards the group must be empty.
+    The launcher and its ranks carry a marker in their environment; whatever is still alive when the launcher has
+    exited (or the test stops) is killed and fails the test.
     """
     vision_dir, language_dir = make_tiny_parts(tmp_path / "parts")
     json_path, image_folder = make_tiny_data(tmp_path / "data", num_rows=16)
@@ -61,7 +80,9 @@ def launch(tmp_path: Path, entry: list[str], *overrides: str, config: Path = DDP
         "--disable_tqdm", "true",
         *overrides,
     ]  # fmt: skip
+    marker = f"{LAUNCH_MARKER}={uuid.uuid4().hex}"
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    environment[LAUNCH_MARKER] = marker.split("=", 1)[1]
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment, cwd=tmp_path,
         start_new_session=True,
@@ -69,17 +90,13 @@ def launch(tmp_path: Path, entry: list[str], *overrides: str, config: Path = DDP
     try:
         log, _ = process.communicate(timeout=HANG_GUARD_SECONDS)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        kill_marked(marker)
         log, _ = process.communicate()
         pytest.fail(f"the launch hung for {HANG_GUARD_SECONDS} s:\n{log[-4000:]}")
     finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)  # any rank still alive is a leak: kill it, then fail below
-            leaked = True
-        except ProcessLookupError:
-            leaked = False
+        leaked = kill_marked(marker)  # a rank still alive after the launcher is a leak: kill it, then fail below
         process.wait()
-    assert not leaked, "a rank outlived the launcher"
+    assert not leaked, f"processes outlived the launcher: {leaked}"
     return process.returncode, log
 
 

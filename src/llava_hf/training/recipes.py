@@ -1,7 +1,8 @@
 """What each LLaVA stage trains, and how: freezing, per-component learning rates, LoRA/QLoRA configs, the stage-1
 projector file, and building a model from a vision tower + a language model (where stage 1 starts).
 
-Stages (LLAVA.md §7):
+Stages (LLaVA-1.5, Liu et al. 2023b, Appendix hyperparameters; original scripts/v1_5/pretrain.sh, finetune.sh,
+finetune_lora.sh):
 - `pretrain` (stage 1): only the projector learns (LR 1e-3); `plain` template; output: the projector alone.
 - `finetune` (stage 2): projector + language model (LR 2e-5); vision tower frozen.
 - `lora` (stage 2 LoRA): LoRA on the language model's linear layers, the projector fully trained with its own LR.
@@ -20,10 +21,10 @@ logger = logging.getLogger(__name__)
 
 STAGES = ("pretrain", "finetune", "lora", "qlora")
 # The language model's linear layers (LLaVA's LoRA recipe targets all of them); the regex keeps LoRA off the vision
-# tower and the projector, and off lm_head, which TRL refuses to adapt (TRANSFORMERS5.md §4.6).
+# tower and the projector, and off lm_head, which TRL 1.16 refuses to adapt ("Applying a PEFT adapter to lm_head is not supported").
 LORA_TARGET_MODULES = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 # Kept in full precision under QLoRA: bitsandbytes' default skip list is only lm_head, which would quantize the vision
-# tower and the projector (TRANSFORMERS5.md §6.3).
+# tower and the projector (transformers' BitsAndBytesConfig: `llm_int8_skip_modules`, default: the output layer).
 QLORA_SKIP_MODULES = ["vision_tower", "multi_modal_projector", "lm_head"]
 PROJECTOR_FILE = "projector.safetensors"
 COMPONENTS = ("vision_tower", "multi_modal_projector", "language_model")
@@ -188,7 +189,7 @@ def _unwrap(model):
 
 def lora_config(r: int, alpha: int, dropout: float, target_modules: str = LORA_TARGET_MODULES):
     """LoRA on the language model; the projector is trained in full and saved with the adapter (`modules_to_save`),
-    as the original saved it next to the adapter (`non_lora_trainables.bin`, LLAVA.md §6)."""
+    as the original saved it next to the adapter (`non_lora_trainables.bin`, original llava/train/train.py)."""
     from peft import LoraConfig
 
     return LoraConfig(
@@ -202,7 +203,7 @@ def lora_config(r: int, alpha: int, dropout: float, target_modules: str = LORA_T
 
 
 def qlora_quantization_config(compute_dtype: torch.dtype = torch.bfloat16):
-    """4-bit NF4 with double quantization (LLAVA.md §7) for the language model only."""
+    """4-bit NF4 with double quantization (original llava/train/train.py, `--bits 4`) for the language model only."""
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(

@@ -5,7 +5,7 @@ the `train()` entry point behind `llava-hf train`.
     from trl import SFTConfig
     trainer = train(LlavaRunArguments(stage="finetune"), SFTConfig(output_dir="out"), model, processor, rows)
 
-What this adds to SFTTrainer (TRANSFORMERS5.md §4): the model instance, our processor and our masking collator are
+What this adds to TRL 1.16's SFTTrainer: the model instance, our processor and our masking collator are
 passed in; the raw rows go straight to the collator (`skip_prepare_dataset`, `remove_unused_columns=False`) because
 TRL refuses assistant-only loss, packing and padding-free for vision data; the data is checked before training.
 """
@@ -287,7 +287,7 @@ def build_trainer(
         unfreeze_vision_layers(model, run.unfreeze_vision_layers)
     logger.info(f"trainable parameters per component: {trainable_counts(model)}")
 
-    # The raw rows go to our collator untouched (TRANSFORMERS5.md §4.3).
+    # The raw rows go to our collator untouched (TRL's `dataset_kwargs={"skip_prepare_dataset": True}`).
     args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
     args.remove_unused_columns = False
     collator = LlavaCollator(
