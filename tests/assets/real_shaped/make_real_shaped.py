@@ -60,6 +60,15 @@ def save_weights(model, folder: Path, dtype: torch.dtype) -> None:
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
 
 
+def save_causal_lm(folder: Path, model_class, config, dtype: torch.dtype) -> None:
+    """config.json (with the architecture and dtype the Hub repos name) and random weights in `dtype`."""
+    model = model_class(config)
+    config.architectures = [model_class.__name__]
+    config.dtype = str(dtype).removeprefix("torch.")
+    config.save_pretrained(folder)
+    save_weights(model, folder, dtype)
+
+
 def fresh(folder: Path) -> Path:
     if folder.exists():
         shutil.rmtree(folder)
@@ -104,16 +113,12 @@ def make_vicuna(folder: Path = VICUNA, seed: int = 11) -> Path:
         pad_token_id=0,
         tie_word_embeddings=False,
     )
-    model = LlamaForCausalLM(config)
-    config.architectures = ["LlamaForCausalLM"]
-    config.dtype = "float16"
-    config.save_pretrained(folder)
+    save_causal_lm(folder, LlamaForCausalLM, config, torch.float16)
     write_json(
         folder / "generation_config.json",
         {"bos_token_id": 1, "do_sample": True, "eos_token_id": 2, "max_length": 4096, "pad_token_id": 0,
          "temperature": 0.9, "top_p": 0.6},
     )  # fmt: skip
-    save_weights(model, folder, torch.float16)
     return folder
 
 
@@ -228,11 +233,7 @@ def make_mistral(folder: Path = MISTRAL, seed: int = 13) -> Path:
         eos_token_id=2,
         tie_word_embeddings=False,
     )
-    model = MistralForCausalLM(config)
-    config.architectures = ["MistralForCausalLM"]
-    config.dtype = "bfloat16"
-    config.save_pretrained(folder)
-    save_weights(model, folder, torch.bfloat16)
+    save_causal_lm(folder, MistralForCausalLM, config, torch.bfloat16)
     return folder
 
 
@@ -322,11 +323,7 @@ def make_qwen2(folder: Path = QWEN2, seed: int = 14) -> Path:
         eos_token_id=first_special + 2,
         tie_word_embeddings=False,
     )
-    model = Qwen2ForCausalLM(config)
-    config.architectures = ["Qwen2ForCausalLM"]
-    config.dtype = "bfloat16"
-    config.save_pretrained(folder)
-    save_weights(model, folder, torch.bfloat16)
+    save_causal_lm(folder, Qwen2ForCausalLM, config, torch.bfloat16)
     return folder
 
 
