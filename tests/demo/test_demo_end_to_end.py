@@ -4,6 +4,7 @@ Hub-ready folder, pipeline chat, report) and the model answers held-out multiple
 import json
 import math
 
+import pytest
 from PIL import Image
 
 from llava_hf.cli import main as llava_hf_main
@@ -47,8 +48,61 @@ def test_reduced_demo_learns_and_writes_everything(tmp_path, capsys):
     report_dir = output_dir / "report"
     report = (report_dir / "report.md").read_text()
     assert "rule-based" in report and "| overall |" in report
+    assert "**truth:**" in report  # held-out examples: question, the model's answer and the right one
+    steps = summary["seconds_per_training_step"]
+    assert set(steps) == {
+        "pretrain: language model",
+        "pretrain: vision tower (CLIP)",
+        "stage 1 (projector)",
+        "stage 2 (projector + LLM)",
+    }
+    assert all(seconds > 0 for seconds in steps.values()) and "seconds per optimizer step" in report
     for name in ("losses.png", "accuracy.png", "chat_image.png"):
         with Image.open(report_dir / name) as image:
             assert image.format == "PNG" and image.width > 100
     assert set(summary["llava_bench"]) >= {"judge", "conv", "detail", "complex", "overall"}
     assert not list(output_dir.rglob("*.tmp"))
+
+
+def test_bad_demo_flags_exit_2_with_one_line(capsys):
+    for flags in (["--patch-size", "25"], ["--micro-batch-size", "5"], ["--ablation-seeds", "1"]):
+        assert llava_hf_main(["demo", *flags]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("llava-hf demo: error: --") and "\n" not in error, error
+
+
+def test_mean_and_standard_error():
+    from llava_hf.demo.ablation import mean_and_standard_error
+
+    assert mean_and_standard_error([1.0, 3.0]) == (2.0, 1.0)  # sd sqrt(2) / sqrt(2)
+    assert mean_and_standard_error([4.0]) == (4.0, 0.0)
+
+
+@pytest.mark.slow
+def test_stage1_ablation_trains_both_arms_on_the_same_seeds(tmp_path, capsys):
+    output_dir = tmp_path / "ablation"
+    tiny = [
+        "--num-train-images", "64", "--num-test-images", "12", "--clip-steps", "5", "--language-model-steps", "5",
+        "--stage1-epochs", "0.5", "--stage2-epochs", "0.5", "--device", "cpu", "--progress", "false",
+    ]  # fmt: skip
+    assert llava_hf_main(["demo", "--output-dir", str(output_dir), "--ablation-seeds", "2", "--seed", "4", *tiny]) == 0
+    assert "Stage-1 ablation, 2 seeds (4, 5)" in capsys.readouterr().out
+    summary = json.loads((output_dir / "ablation.json").read_text())
+    assert summary["seeds"] == [4, 5]
+    with_arm, without_arm = "with stage 1", "without stage 1 (--skip-stage1)"
+    overall = summary["table"]["overall"]
+    for seed in ("4", "5"):
+        assert set(summary["per_seed"][seed]) == {with_arm, without_arm}
+        assert summary["per_seed"][seed][with_arm]["overall"]["total"] > 0
+    differences = [
+        summary["per_seed"][seed][with_arm]["overall"]["accuracy"]
+        - summary["per_seed"][seed][without_arm]["overall"]["accuracy"]
+        for seed in ("4", "5")
+    ]
+    assert overall["difference"]["per_seed"] == differences
+    assert math.isclose(overall["difference"]["mean"], sum(differences) / 2)
+    assert math.isclose(overall["difference"]["standard_error"], abs(differences[0] - differences[1]) / 2)
+    # Stage 1 ran in one arm only; both arms were evaluated on the same held-out questions.
+    assert (output_dir / "seed_4" / "stage1" / "stage1").is_dir() and not (
+        output_dir / "seed_4" / "no_stage1" / "stage1"
+    ).exists()

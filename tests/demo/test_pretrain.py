@@ -1,6 +1,9 @@
 """The toy towers: the tokenizer registers <image>, pretraining lowers the losses and is deterministic, and the
 assembled LLaVA model carries the pretrained weights with a working processor."""
 
+import random
+import re
+
 import torch
 from PIL import Image
 
@@ -30,6 +33,24 @@ def test_tokenizer_has_llava_special_tokens():
     assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.image_token_id) == 1
 
 
+def test_hard_negative_swaps_one_attribute_word_for_another_of_its_kind():
+    rng = random.Random(0)
+    caption = "Two shapes: a red circle in the upper left part and a blue star in the center."
+    kind_of = {word: kind for kind, words in pretrain.SWAPPABLE_WORDS.items() for word in words}
+    pattern = re.compile(r"\b(" + "|".join(sorted(kind_of, key=len, reverse=True)) + r")\b")
+    skeleton = pattern.sub("#", caption)
+    swapped_kinds = []
+    for _ in range(200):
+        negative = pretrain.swap_one_word(caption, rng)
+        assert pattern.sub("#", negative) == skeleton  # only attribute words changed
+        changed = [(a, b) for a, b in zip(pattern.findall(caption), pattern.findall(negative)) if a != b]
+        assert len(changed) == 1 and kind_of[changed[0][0]] == kind_of[changed[0][1]], negative
+        swapped_kinds.append(kind_of[changed[0][0]])
+    counts = {kind: swapped_kinds.count(kind) for kind in pretrain.SWAPPABLE_WORDS}
+    assert counts["shape"] > counts["colour"] > 0 and counts["region"] > 0  # shapes are swapped most often
+    assert pretrain.swap_one_word("Nothing to swap here.", rng) == "Nothing to swap here."
+
+
 def test_pretraining_learns_and_is_deterministic(tmp_path):
     torch.set_num_threads(1)
     _, captions, pixel_values = _world_inputs(tmp_path)
@@ -51,6 +72,12 @@ def test_pretraining_learns_and_is_deterministic(tmp_path):
         assert torch.equal(value, second[2].state_dict()[key]), key
     assert sum(lm_losses[-5:]) / 5 < 0.8 * sum(lm_losses[:5]) / 5
     assert sum(clip_losses[-5:]) / 5 < sum(clip_losses[:5]) / 5
+    _, negative_losses = pretrain.pretrain_clip(
+        pixel_values, captions, tokenizer, SIZES, steps=30, batch_size=32, seed=5, progress=False, hard_negatives=True
+    )
+    # Twice the captions to choose from: the loss starts higher (log 64 vs log 32) and still falls.
+    assert sum(negative_losses[:5]) / 5 > sum(clip_losses[:5]) / 5
+    assert sum(negative_losses[-5:]) / 5 < sum(negative_losses[:5]) / 5
 
     model, processor = pretrain.assemble(clip, language_model, tokenizer, vision_feature_layer=-1)
     assert model.config.vision_feature_layer == -1

@@ -1,4 +1,5 @@
 # llava-hf demo [--device cuda] [--skip-stage1] [--vision-feature-layer -1] [--output-dir llava_demo] [--seed 0]
+#               [--ablation-seeds 3]
 """`llava-hf demo`: the whole LLaVA recipe on a synthetic world, end to end, in about ten minutes on a laptop CPU.
 
 Flags are the fields of `DemoConfig` (llava_hf/demo/pipeline.py), written with dashes or underscores.
@@ -46,7 +47,16 @@ def format_summary(summary: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        config = parse_args(sys.argv[1:] if argv is None else argv)
+    except ValueError as error:  # DemoConfig's checks: one line naming the fix, exit code 2 like argparse
+        print(f"llava-hf demo: error: {error}", file=sys.stderr)
+        return 2
+    if config.ablation_seeds:
+        from .ablation import format_ablation, run_ablation
+
+        print(format_ablation(run_ablation(config, config.ablation_seeds)))
+        return 0
     summary = run_demo(config)
     print(format_summary(summary))
     return 0

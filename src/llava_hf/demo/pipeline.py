@@ -41,7 +41,14 @@ class DemoConfig:
     device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:1, ... or auto (cuda when available)."})
     num_train_images: int = field(default=2000, metadata={"help": "Images of the train split."})
     num_test_images: int = field(default=150, metadata={"help": "Held-out images (evaluation only)."})
-    image_size: int = field(default=64, metadata={"help": "Image side in pixels (the vision tower's resolution)."})
+    image_size: int = field(default=72, metadata={"help": "Image side in pixels (the vision tower's resolution)."})
+    patch_size: int = field(
+        default=24,
+        metadata={
+            "help": "Vision tower patch side in pixels. image_size = 3 x patch_size x k lays k x k patches over each "
+            "cell of the world's 3x3 grid, so no patch straddles two shapes."
+        },
+    )
     max_objects: int = field(
         default=3, metadata={"help": "Most shapes per image (1 to 9; each image has 1 to this many)."}
     )
@@ -53,13 +60,28 @@ class DemoConfig:
     )
     clip_steps: int = field(default=500, metadata={"help": "Contrastive pretraining steps of the vision tower."})
     clip_batch_size: int = field(default=64, metadata={"help": "Image-caption pairs per contrastive step."})
+    clip_hard_negatives: bool = field(
+        default=True,
+        metadata={
+            "help": "NegCLIP hard negatives in the tower's pretraining: each caption also appears with one shape, "
+            "colour or region word swapped. Without them the tower learns colour and place and drops shape."
+        },
+    )
     language_model_steps: int = field(default=150, metadata={"help": "Text pretraining steps of the LLM."})
     language_model_batch_size: int = field(default=32, metadata={"help": "Texts per LLM pretraining step."})
     stage1_epochs: float = field(default=3.0, metadata={"help": "Stage-1 epochs over the caption data."})
     stage1_learning_rate: float = field(default=2e-3, metadata={"help": "Stage-1 (projector) learning rate."})
     stage2_epochs: float = field(default=1.0, metadata={"help": "Stage-2 epochs over the instruction data."})
     stage2_learning_rate: float = field(default=1e-3, metadata={"help": "Stage-2 (projector + LLM) learning rate."})
-    train_batch_size: int = field(default=32, metadata={"help": "Batch size of stages 1 and 2."})
+    train_batch_size: int = field(default=32, metadata={"help": "Samples per optimizer step in stages 1 and 2."})
+    micro_batch_size: int = field(
+        default=8,
+        metadata={
+            "help": "Samples per forward pass (gradient accumulation makes up --train-batch-size). Each step's samples "
+            "are sorted by length into micro-batches, so short multiple-choice rows are not padded to the longest "
+            "conversation."
+        },
+    )
     eval_batch_size: int = field(default=64, metadata={"help": "Batch size of generation during evaluation."})
     max_open_questions_images: int = field(
         default=30, metadata={"help": "Held-out images for the LLaVA-Bench-style questions (3 questions each)."}
@@ -82,6 +104,14 @@ class DemoConfig:
         },
     )
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+    ablation_seeds: int = field(
+        default=0,
+        metadata={
+            "help": "Instead of the demo, run the stage-1 ablation on this many seeds (--seed, --seed + 1, ...): per "
+            "seed one world and one pair of towers, a model trained with and one without stage 1, both evaluated on "
+            "the held-out multiple-choice questions; prints the paired difference with its standard error."
+        },
+    )
 
     def __post_init__(self):
         if self.vision_feature_layer not in (-1, -2):
@@ -92,9 +122,16 @@ class DemoConfig:
             raise ValueError("--teacher-url and --teacher-model go together (the endpoint and the model it serves).")
         if (self.judge_url is None) != (self.judge_model is None):
             raise ValueError("--judge-url and --judge-model go together (the endpoint and the model it serves).")
-        if self.image_size % 16:
+        if self.patch_size < 1 or self.image_size % self.patch_size:
             raise ValueError(
-                f"--image-size must be a multiple of 16 (the vision tower's patch size), got {self.image_size}."
+                f"--image-size must be a multiple of --patch-size, got {self.image_size} and {self.patch_size}."
+            )
+        if self.ablation_seeds == 1 or self.ablation_seeds < 0:
+            raise ValueError(f"--ablation-seeds needs at least 2 seeds (or 0: no ablation), got {self.ablation_seeds}.")
+        if self.micro_batch_size < 1 or self.train_batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"--train-batch-size ({self.train_batch_size}) must be a multiple of --micro-batch-size "
+                f"({self.micro_batch_size})."
             )
         if self.num_train_images < self.train_batch_size or self.num_test_images < 1:
             raise ValueError(
@@ -173,7 +210,7 @@ def build_towers(config: DemoConfig, world: World, data: dict, device: str):
     from ..processing import build_image_processor
     from .pretrain import TowerSizes, language_model_texts, pretrain_clip, pretrain_language_model, train_tokenizer
 
-    sizes = TowerSizes(image_size=config.image_size)
+    sizes = TowerSizes(image_size=config.image_size, patch_size=config.patch_size)
     train_images = world.splits["train"]
     captions = [caption for world_image in train_images for caption in world_image.captions]
     instruct = json.loads(data["instruct"].read_text())
@@ -189,6 +226,7 @@ def build_towers(config: DemoConfig, world: World, data: dict, device: str):
     tokenizer = train_tokenizer(captions + turns + template_text, sizes.vocab_size)
 
     texts = language_model_texts(instruct, captions, tokenizer)
+    started = time.monotonic()
     language_model, language_losses = pretrain_language_model(
         texts,
         tokenizer,
@@ -199,8 +237,10 @@ def build_towers(config: DemoConfig, world: World, data: dict, device: str):
         device,
         progress=config.progress,
     )
+    language_seconds = time.monotonic() - started
     image_processor = build_image_processor(config.image_size, "pad")
     pixel_values = image_processor([world.open(image) for image in train_images], return_tensors="pt")["pixel_values"]
+    started = time.monotonic()
     clip, clip_losses = pretrain_clip(
         pixel_values,
         [list(image.captions) for image in train_images],
@@ -211,14 +251,25 @@ def build_towers(config: DemoConfig, world: World, data: dict, device: str):
         config.seed,
         device,
         progress=config.progress,
+        hard_negatives=config.clip_hard_negatives,
     )
-    return tokenizer, clip, language_model, {"language model": language_losses, "vision tower (CLIP)": clip_losses}
+    step_seconds = {
+        "language model": language_seconds / max(1, len(language_losses)),
+        "vision tower (CLIP)": (time.monotonic() - started) / max(1, len(clip_losses)),
+    }
+    losses = {"language model": language_losses, "vision tower (CLIP)": clip_losses}
+    return tokenizer, clip, language_model, losses, step_seconds
 
 
 def train_stage(
     stage: str, config: DemoConfig, model, processor, rows, output_dir: Path, device: str
-) -> list[tuple[int, float]]:
-    """One LLaVA stage through `llava_hf.training.train` (TRL SFTTrainer); returns the logged (step, loss) pairs."""
+) -> tuple[list[tuple[int, float]], float]:
+    """One LLaVA stage through `llava_hf.training.train` (TRL SFTTrainer); returns the logged (step, loss) pairs and
+    the seconds per optimizer step.
+
+    Each optimizer step's samples are sorted by length into micro-batches (LLaVA-1.5's `group_by_modality_length`
+    with gradient accumulation): in one random batch of the stage-2 mix, short multiple-choice rows would be padded
+    to the longest multi-turn conversation, and most of the compute would go to padding."""
     from trl import SFTConfig
 
     from ..training import LlavaRunArguments, train
@@ -226,7 +277,8 @@ def train_stage(
     stage_one = stage == "pretrain"
     args = SFTConfig(
         output_dir=str(output_dir),
-        per_device_train_batch_size=config.train_batch_size,
+        per_device_train_batch_size=config.micro_batch_size,
+        gradient_accumulation_steps=config.train_batch_size // config.micro_batch_size,
         num_train_epochs=config.stage1_epochs if stage_one else config.stage2_epochs,
         learning_rate=config.stage1_learning_rate if stage_one else config.stage2_learning_rate,
         lr_scheduler_type="cosine",
@@ -244,13 +296,19 @@ def train_stage(
         dataloader_num_workers=0,
         disable_tqdm=not config.progress,
     )
-    trainer = train(LlavaRunArguments(stage=stage), args, model=model, processor=processor, train_dataset=rows)
-    return [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
+    run = LlavaRunArguments(stage=stage, group_by_modality_length=True)
+    trainer = train(run, args, model=model, processor=processor, train_dataset=rows)
+    history = trainer.state.log_history
+    runtime = next(entry["train_runtime"] for entry in reversed(history) if "train_runtime" in entry)
+    curve = [(entry["step"], entry["loss"]) for entry in history if "loss" in entry]
+    return curve, runtime / max(1, trainer.state.global_step)
 
 
-def evaluate_model(config: DemoConfig, world: World, model, processor, eval_dir: Path) -> dict:
-    """Multiple choice on every held-out image and the LLaVA-Bench-style questions on the first
-    `max_open_questions_images`; returns both results dicts."""
+def evaluate_model(
+    config: DemoConfig, world: World, model, processor, eval_dir: Path, open_questions_too: bool = True
+) -> dict:
+    """Multiple choice on every held-out image and (`open_questions_too`) the LLaVA-Bench-style questions on the
+    first `max_open_questions_images`; returns the results dict of each task by name."""
     from ..evaluation import Task, evaluate, llava_bench, scienceqa
     from .questions import accuracy_by_type, multiple_choice, open_questions, rule_judge_score
 
@@ -298,7 +356,7 @@ def evaluate_model(config: DemoConfig, world: World, model, processor, eval_dir:
         )
     model.eval()
     results = {}
-    for task in (choice_task, open_task):
+    for task in (choice_task, open_task) if open_questions_too else (choice_task,):
         results[task.name] = evaluate(
             task,
             model,
@@ -387,6 +445,18 @@ def save_model(model, processor, model_dir: Path, config: DemoConfig, results: d
         add_results_to_model_card(temporary / "README.md", list(results.values()), "llava_hf demo")
 
 
+def stage2_rows(config: DemoConfig, world: World, data: dict, data_dir: Path):
+    """The stage-2 mix (generated instructions + multiple-choice training questions, shuffled), written as one LLaVA
+    JSON and loaded as training rows."""
+    from ..data import load_llava_json
+
+    instructions = json.loads(data["instruct"].read_text()) + json.loads(data["multiple_choice"].read_text())
+    random.Random(config.seed).shuffle(instructions)
+    stage2_path = data_dir / "stage2_mix.json"
+    _write_json(stage2_path, instructions)
+    return load_llava_json(stage2_path, world.folder)
+
+
 def _judge_label(config: DemoConfig) -> str:
     return f"LLM judge {config.judge_model}" if config.judge_url else "rule-based judge"
 
@@ -426,17 +496,18 @@ def run_demo(config: DemoConfig) -> dict:
         max_objects=config.max_objects,
     )
     data = steps.run("instruction data (datagen)", generate_data, config, world, output_dir / "data", config.seed)
-    tokenizer, clip, language_model, pretrain_losses = steps.run(
+    tokenizer, clip, language_model, pretrain_losses, step_seconds = steps.run(
         "tokenizer + pretrained towers", build_towers, config, world, data, device
     )
     model, processor = assemble(clip, language_model, tokenizer, config.vision_feature_layer, seed=config.seed)
 
     curves = {f"pretrain: {name}": list(enumerate(losses, start=1)) for name, losses in pretrain_losses.items()}
+    step_seconds = {f"pretrain: {name}": seconds for name, seconds in step_seconds.items()}
     if config.skip_stage1:
         steps.run("stage 1 skipped (--skip-stage1)", lambda: None)
     else:
         captions = load_llava_json(data["caption"], world.folder)
-        curves["stage 1 (projector)"] = steps.run(
+        curves["stage 1 (projector)"], step_seconds["stage 1 (projector)"] = steps.run(
             "stage 1: feature alignment",
             train_stage,
             "pretrain",
@@ -447,12 +518,8 @@ def run_demo(config: DemoConfig) -> dict:
             output_dir / "stage1",
             device,
         )
-    instructions = json.loads(data["instruct"].read_text()) + json.loads(data["multiple_choice"].read_text())
-    random.Random(config.seed).shuffle(instructions)
-    stage2_path = output_dir / "data" / "stage2_mix.json"
-    _write_json(stage2_path, instructions)
-    rows = load_llava_json(stage2_path, world.folder)
-    curves["stage 2 (projector + LLM)"] = steps.run(
+    rows = stage2_rows(config, world, data, output_dir / "data")
+    curves["stage 2 (projector + LLM)"], step_seconds["stage 2 (projector + LLM)"] = steps.run(
         "stage 2: instruction tuning",
         train_stage,
         "finetune",
@@ -475,6 +542,7 @@ def run_demo(config: DemoConfig) -> dict:
         "config": asdict(config),
         "device": device,
         "timings_seconds": steps.timings,
+        "seconds_per_training_step": {name: round(seconds, 3) for name, seconds in step_seconds.items()},
         "total_seconds": round(time.monotonic() - started, 1),
         "data": {
             key: value
@@ -497,4 +565,4 @@ def run_demo(config: DemoConfig) -> dict:
     return summary
 
 
-__all__ = ["DemoConfig", "resolve_device", "run_demo"]
+__all__ = ["DemoConfig", "resolve_device", "run_demo", "stage2_rows"]

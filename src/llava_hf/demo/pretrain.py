@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ from transformers import (
     get_cosine_schedule_with_warmup,
 )
 
+from ..datagen.rule_teacher import REGION_NAMES
 from ..modeling import LlavaHfConfig, LlavaHfForConditionalGeneration
 from ..processing import LlavaHfProcessor, build_image_processor, get_chat_template
 
@@ -136,6 +138,7 @@ def pretrain_clip(
     device: str = "cpu",
     learning_rate: float = 2e-3,
     progress: bool = True,
+    hard_negatives: bool = False,
 ) -> tuple[CLIPModel, list[float]]:
     """Contrastive pretraining (CLIP's symmetric InfoNCE over in-batch pairs): image i with one of its captions.
 
@@ -180,7 +183,11 @@ def pretrain_clip(
 
     def next_loss(step: int) -> torch.Tensor:
         indices = next(batches)
-        ids = [rng.choice(encoded[index]) for index in indices]
+        picked = [rng.randrange(len(encoded[index])) for index in indices]
+        ids = [encoded[index][choice] for index, choice in zip(indices, picked)]
+        if hard_negatives:
+            negatives = [swap_one_word(captions[index][choice], rng) for index, choice in zip(indices, picked)]
+            ids += tokenizer([text + tokenizer.eos_token for text in negatives])["input_ids"]
         width = max(len(item) for item in ids)
         input_ids = torch.full((len(ids), width), tokenizer.pad_token_id)
         attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
@@ -191,12 +198,42 @@ def pretrain_clip(
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),
             pixel_values=pixel_values[indices].to(device),
-            return_loss=True,
+            return_loss=not hard_negatives,
         )
-        return outputs.loss
+        if not hard_negatives:
+            return outputs.loss
+        # NegCLIP: each image picks its caption among all true captions and all hard negatives; each true caption
+        # picks its image among the batch's images (the negatives describe no image, so they have no row there).
+        targets = torch.arange(len(indices), device=device)
+        image_loss = torch.nn.functional.cross_entropy(outputs.logits_per_image, targets)
+        text_loss = torch.nn.functional.cross_entropy(outputs.logits_per_text[: len(indices)], targets)
+        return (image_loss + text_loss) / 2
 
     losses = _train(model, next_loss, steps, learning_rate, "pretrain vision tower (CLIP)", progress)
     return model.cpu(), losses
+
+
+SWAPPABLE_WORDS = {
+    "shape": ("circle", "square", "triangle", "star"),
+    "colour": ("red", "green", "blue", "yellow", "purple"),
+    "region": tuple(REGION_NAMES.values()),
+}
+_SWAP_PATTERNS = {kind: re.compile(r"\b(" + "|".join(words) + r")\b") for kind, words in SWAPPABLE_WORDS.items()}
+
+
+def swap_one_word(caption: str, rng: random.Random) -> str:
+    """A hard negative caption (NegCLIP): one shape, colour or region word replaced by another of its kind, so the
+    caption no longer matches the image and telling them apart needs that attribute. Shapes are swapped in half the
+    cases, because in-batch negatives almost never differ in shape alone."""
+    kinds = [kind for kind, pattern in _SWAP_PATTERNS.items() if pattern.search(caption)]
+    if not kinds:
+        return caption
+    weights = [2 if kind == "shape" else 1 for kind in kinds]
+    kind = rng.choices(kinds, weights)[0]
+    matches = list(_SWAP_PATTERNS[kind].finditer(caption))
+    match = rng.choice(matches)
+    replacement = rng.choice([word for word in SWAPPABLE_WORDS[kind] if word != match.group(1)])
+    return caption[: match.start()] + replacement + caption[match.end() :]
 
 
 def pretrain_language_model(
@@ -321,11 +358,13 @@ def perplexity(losses: list[float], last: int = 20) -> float:
 
 __all__ = [
     "SPECIAL_TOKENS",
+    "SWAPPABLE_WORDS",
     "TowerSizes",
     "assemble",
     "clip_retrieval_accuracy",
     "language_model_texts",
     "pretrain_clip",
     "pretrain_language_model",
+    "swap_one_word",
     "train_tokenizer",
 ]

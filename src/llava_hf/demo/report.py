@@ -13,7 +13,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..evaluation.scienceqa import parse_choice
 from ..utils.io import atomic_write
+from .questions import multiple_choice_problems
 from .world import World
 
 PANEL_SIZE = (420, 240)
@@ -185,10 +187,17 @@ def write_report(
             + "; ".join(f"{item.size} {item.category} in the {item.region}" for item in world_image.objects)
         )
         lines.append("")
+        problems = {f"{world_image.id}_{kind}": problem for kind, problem in multiple_choice_problems(world_image)}
         for question_id, record in sorted(choice_predictions.items()):
             if question_id.startswith(world_image.id + "_"):
                 question = _question_of(record["prompt"]).replace("\n", " / ")
-                lines.append(f"- **Q:** {question}  \n  **model:** {record['text']}")
+                problem = problems[question_id]
+                truth = "ABCDE"[problem["answer"]]
+                verdict = "right" if parse_choice(record["text"], problem["choices"]) == truth else "wrong"
+                lines.append(
+                    f"- **Q:** {question}  \n  **model:** {record['text']} · **truth:** {truth} "
+                    f"({problem['choices'][problem['answer']]}) · {verdict}"
+                )
         lines.append("")
 
     chat = summary["chat"]
@@ -200,6 +209,8 @@ def write_report(
         lines += [f"**USER:** {turn['question']}  ", f"**ASSISTANT:** {turn['answer']}", ""]
     lines += ["## Time per step (s)", "", "| step | seconds |", "|---|---|"]
     lines += [f"| {name} | {seconds} |" for name, seconds in summary["timings_seconds"].items()]
+    lines += ["", "| training run | seconds per optimizer step |", "|---|---|"]
+    lines += [f"| {name} | {seconds:.3f} |" for name, seconds in summary["seconds_per_training_step"].items()]
     return atomic_write(report_dir / "report.md", "\n".join(lines) + "\n")
 
 
