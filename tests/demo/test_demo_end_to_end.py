@@ -83,7 +83,7 @@ def test_stage1_ablation_trains_both_arms_on_the_same_seeds(tmp_path, capsys):
     output_dir = tmp_path / "ablation"
     tiny = [
         "--num-train-images", "64", "--num-test-images", "12", "--clip-steps", "5", "--language-model-steps", "5",
-        "--stage1-epochs", "0.5", "--stage2-epochs", "0.5", "--device", "cpu", "--progress", "false",
+        "--stage1-epochs", "1", "--stage2-epochs", "0.5", "--device", "cpu", "--progress", "false",
     ]  # fmt: skip
     assert llava_hf_main(["demo", "--output-dir", str(output_dir), "--ablation-seeds", "2", "--seed", "4", *tiny]) == 0
     assert "Stage-1 ablation, 2 seeds (4, 5)" in capsys.readouterr().out

@@ -41,9 +41,9 @@ class DemoConfig:
     device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:1, ... or auto (cuda when available)."})
     num_train_images: int = field(default=2000, metadata={"help": "Images of the train split."})
     num_test_images: int = field(default=150, metadata={"help": "Held-out images (evaluation only)."})
-    image_size: int = field(default=72, metadata={"help": "Image side in pixels (the vision tower's resolution)."})
+    image_size: int = field(default=64, metadata={"help": "Image side in pixels (the vision tower's resolution)."})
     patch_size: int = field(
-        default=24,
+        default=16,
         metadata={
             "help": "Vision tower patch side in pixels. image_size = 3 x patch_size x k lays k x k patches over each "
             "cell of the world's 3x3 grid, so no patch straddles two shapes."
@@ -61,10 +61,10 @@ class DemoConfig:
     clip_steps: int = field(default=500, metadata={"help": "Contrastive pretraining steps of the vision tower."})
     clip_batch_size: int = field(default=64, metadata={"help": "Image-caption pairs per contrastive step."})
     clip_hard_negatives: bool = field(
-        default=True,
+        default=False,
         metadata={
             "help": "NegCLIP hard negatives in the tower's pretraining: each caption also appears with one shape, "
-            "colour or region word swapped. Without them the tower learns colour and place and drops shape."
+            "colour or region word swapped (off by default: at the demo's step counts they did not help, see README)."
         },
     )
     language_model_steps: int = field(default=150, metadata={"help": "Text pretraining steps of the LLM."})
