@@ -26,11 +26,11 @@ from .pipeline import (
     build_towers,
     evaluate_model,
     generate_data,
+    make_world,
     resolve_device,
     stage2_rows,
     train_stage,
 )
-from .world import build_world
 
 ARMS = {"with stage 1": False, "without stage 1 (--skip-stage1)": True}
 
@@ -47,14 +47,7 @@ def run_seed(config: DemoConfig, device: str) -> dict[str, dict]:
     from .pretrain import assemble
 
     output_dir = Path(config.output_dir)
-    world = build_world(
-        output_dir / "world",
-        config.num_train_images,
-        config.num_test_images,
-        seed=config.seed,
-        image_size=config.image_size,
-        max_objects=config.max_objects,
-    )
+    world = make_world(config, output_dir / "world")
     data = generate_data(config, world, output_dir / "data", config.seed)
     tokenizer, clip, language_model, _, _ = build_towers(config, world, data, device)
     captions = load_llava_json(data["caption"], world.folder)

@@ -168,6 +168,18 @@ class Steps:
 # Steps
 
 
+def make_world(config: DemoConfig, folder: Path) -> World:
+    """The shapes world of `config` (its sizes, seed, image size and objects per image) written into `folder`."""
+    return build_world(
+        folder,
+        config.num_train_images,
+        config.num_test_images,
+        seed=config.seed,
+        image_size=config.image_size,
+        max_objects=config.max_objects,
+    )
+
+
 def generate_data(config: DemoConfig, world: World, data_dir: Path, seed: int) -> dict[str, Path]:
     """Instruction data (conversation / detail / complex) and stage-1 caption data from the train annotations via the
     data-generation pipeline, plus ScienceQA-format multiple-choice training questions about the train images."""
@@ -485,16 +497,7 @@ def run_demo(config: DemoConfig) -> dict:
     started = time.monotonic()
     steps = Steps(total=9)
 
-    world = steps.run(
-        "shapes world",
-        build_world,
-        output_dir / "world",
-        config.num_train_images,
-        config.num_test_images,
-        seed=config.seed,
-        image_size=config.image_size,
-        max_objects=config.max_objects,
-    )
+    world = steps.run("shapes world", make_world, config, output_dir / "world")
     data = steps.run("instruction data (datagen)", generate_data, config, world, output_dir / "data", config.seed)
     tokenizer, clip, language_model, pretrain_losses, step_seconds = steps.run(
         "tokenizer + pretrained towers", build_towers, config, world, data, device
@@ -565,4 +568,4 @@ def run_demo(config: DemoConfig) -> dict:
     return summary
 
 
-__all__ = ["DemoConfig", "resolve_device", "run_demo", "stage2_rows"]
+__all__ = ["DemoConfig", "make_world", "resolve_device", "run_demo", "stage2_rows"]
