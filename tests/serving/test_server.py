@@ -234,6 +234,16 @@ def bad_requests():
             400,
             "300 content parts; at most 200",
         ),
+        (
+            "image_url not an object",
+            dict(
+                body={
+                    "messages": [{"role": "user", "content": [text_part("a"), {"type": "image_url", "image_url": "x"}]}]
+                }
+            ),
+            400,
+            "messages[0].content[1].image_url: Input should be an object, got 'x'",
+        ),
         ("last turn not user", dict(body={"messages": [{"role": "assistant", "content": "x"}]}), 400, "last message"),
     ]
 

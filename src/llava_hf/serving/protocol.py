@@ -101,11 +101,27 @@ def validation_message(error: ValidationError) -> str:
         return "the request body must be a JSON object."
     # Unions report one error per branch; the deepest one names what the client most likely meant.
     problem = max(problems, key=lambda problem: len(problem["loc"]))
-    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in problem["loc"]).lstrip(".")
-    where = where.replace(".list[", "[").replace(".str", "")  # drop pydantic's union-branch labels
+    where = place(problem["loc"])
     value = problem.get("input")
     shown = f", got {value!r}" if isinstance(value, (str, int, float)) and len(repr(value)) <= 40 else ""
     return f"{where or 'body'}: {problem['msg']}{shown}."
+
+
+def place(loc: tuple) -> str:
+    """`messages[0].content[1].image_url` from pydantic's error location, without its union-branch labels."""
+    parts, skip_tag = [], False
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif "tagged-union[" in item:
+            skip_tag = True  # the discriminator's value follows (after the list index, if any): not a field name
+        elif "[" in item or item in ("str", "int", "float", "list"):
+            continue
+        elif skip_tag:
+            skip_tag = False
+        else:
+            parts.append(f".{item}")
+    return "".join(parts).lstrip(".")
 
 
 # ---- validated request -------------------------------------------------------------------------------------------
