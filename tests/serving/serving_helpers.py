@@ -4,6 +4,7 @@ import base64
 import io
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -80,7 +81,13 @@ def start_server(checkpoint: Path, *args: str, log_path: Path, env: dict | None 
     command = [sys.executable, "-m", "llava_hf.cli", "serve", "--model", str(checkpoint), "--port", "0", *args]
     log = open(log_path, "w")
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=log, text=True, env=env or subprocess_env(), bufsize=1
+        command,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        env=env or subprocess_env(),
+        bufsize=1,
+        start_new_session=True,  # its own process group, so stop_server reaches anything it started
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -89,8 +96,20 @@ def start_server(checkpoint: Path, *args: str, log_path: Path, env: dict | None 
             break
         if match := SERVE_LINE.search(line):
             return process, match.group(1)
-    process.kill()
+    stop_server(process)
     raise RuntimeError(f"the server did not start; its log:\n{Path(log_path).read_text()}")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group (uvicorn shuts down gracefully), SIGKILL if it is still there after 60 s."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
 
 
 def rss_bytes(pid: int) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from serving_helpers import checkpoint, data_url, start_server, tiny  # noqa: F401  (fixtures)
+from serving_helpers import checkpoint, data_url, start_server, stop_server, tiny  # noqa: F401  (fixtures)
 
 from conftest import make_tiny_config, make_tiny_model
 from llava_hf.serving.server import ServeArguments, ServerThread
@@ -34,8 +34,7 @@ def server(checkpoint, tmp_path_factory):  # noqa: F811
     try:
         yield process, base_url
     finally:
-        process.terminate()
-        process.wait(timeout=60)
+        stop_server(process)
 
 
 def post(base_url: str, body: bytes, timeout: float = 120) -> tuple[int, dict]:

@@ -18,6 +18,7 @@ from serving_helpers import (  # noqa: F401  (fixtures)
     reference_answer,
     rss_bytes,
     start_server,
+    stop_server,
     tiny,
 )
 
@@ -98,8 +99,7 @@ def test_concurrent_clients_with_malformed_payloads(checkpoint, tiny, tmp_path):
         assert health["largest_recent_batch"] > 1, "concurrent requests were never batched"
         assert health["batches_run"] < (ROUNDS + 2) * CLIENTS  # fewer generate calls than good requests
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop_server(process)
 
 
 def http_get(url: str) -> str:
