@@ -17,7 +17,7 @@ from helpers.datagen_teacher import CAPS_BOXES, TeacherScript  # noqa: E402
 from helpers.openai_server import OpenAIServer  # noqa: E402
 from llava_hf.datagen.inputs import read_jsonl_images  # noqa: E402
 from llava_hf.datagen.pipeline import GenerationConfig, run_generation  # noqa: E402
-from llava_hf.llm_client import ChatClient, ChatResult  # noqa: E402
+from llava_hf.utils.endpoints import ChatClient, ChatResult  # noqa: E402
 
 WAVES = 10  # requests per run = WAVES * concurrency, so each run lasts about WAVES * latency
 

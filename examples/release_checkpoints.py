@@ -4,7 +4,7 @@
 
 For each release in RELEASES: `llava-hf convert --verify` from the Hub repo id (the weights and the CLIP tower named
 by `mm_vision_tower` come through snapshot_download), a model card with the conversion provenance, the verification
-result, the license and the evaluation numbers the original authors published (LLAVA.md §9; labelled as theirs, not
+result, the license and the evaluation numbers the original authors published (the original `docs/Evaluation.md` and `llava/eval/`; labelled as theirs, not
 re-measured here), then an upload to `ORG/NAME` — or, with `--push_to_folder DIR`, the very same files written to
 `DIR/NAME` (nothing is uploaded). A failed release leaves nothing behind and the others still run; the exit status
 is 1 if any failed.
@@ -52,12 +52,12 @@ LLAVA_15_BENCHMARKS = [
     "LLaVA-W",
     "MM-Vet",
 ]
-# LLAVA.md §9, in the order of LLAVA_15_BENCHMARKS
+# the original `docs/Evaluation.md` and `llava/eval/`, in the order of LLAVA_15_BENCHMARKS
 LLAVA_15_SCORES = {
     "7b": [78.5, 62.0, 50.0, 66.8, 58.2, 85.9, 1510.7, 64.3, 58.6, 65.4, 31.1],
     "13b": [80.0, 63.3, 53.6, 71.6, 61.3, 85.9, 1531.3, 67.7, 61.6, 72.5, 36.1],
 }
-# LLAVA.md §7: the LLaVA-1.5 recipe
+# the original `scripts/v1_5/pretrain.sh`, `finetune.sh`, `finetune_lora.sh`, `scripts/finetune_qlora.sh`: the LLaVA-1.5 recipe
 LLAVA_15_STAGES = [
     {"stage": "1 (pretrain)", "data": "LCS-558K", "trainable": "projector", "global batch": 256, "LR": "1e-3",
      "epochs": 1, "template": "plain"},
@@ -122,7 +122,7 @@ RELEASES = {
                 "epochs": 1,
             },
         ],  # fmt: skip
-        # LLAVA.md §9 has no numbers for this checkpoint, so its card records none.
+        # the original `docs/Evaluation.md` and `llava/eval/` has no numbers for this checkpoint, so its card records none.
     ),
 }
 

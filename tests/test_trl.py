@@ -1,4 +1,4 @@
-"""The model through TRL's SFTTrainer loss path (TRANSFORMERS5.md §0.2): TRL calls the backbone and lm_head itself."""
+"""The model through TRL's SFTTrainer loss path (trl/trainer/sft_trainer.py, `compute_loss`): TRL calls the backbone and lm_head itself."""
 
 import torch
 from datasets import Dataset

@@ -2,7 +2,7 @@
 # python tests/assets/make_original_checkpoints.py --sentencepiece  (regenerate tests/assets/sentencepiece/)
 """Tiny checkpoints in every layout `llava-hf convert` reads, built from random weights with fixed seeds.
 
-Layouts (LLAVA.md §6), each a folder under OUT_DIR:
+Layouts (the original `llava/model/builder.py` and `llava/train/train.py`), each a folder under OUT_DIR:
 - `clip-tiny`: a CLIP repo like openai/clip-vit-large-patch14-336 (a full `CLIPModel` + preprocessor config): what
   `mm_vision_tower` names. Released LLaVA checkpoints do not contain the tower.
 - `vicuna-tiny`: the base LLM (`LlamaForCausalLM`, safetensors, SentencePiece tokenizer) stage 1 and LoRA runs build on.

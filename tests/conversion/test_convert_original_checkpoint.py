@@ -158,7 +158,7 @@ CONVERSATIONS = {
 
 @pytest.mark.parametrize("conversation", sorted(CONVERSATIONS))
 def test_prompt_ids_around_the_image_match_the_original_tokenizer_image_token(converted_v15, conversation):
-    """LLAVA.md §5: split on <image>, tokenize each chunk with SentencePiece (dummy prefix after the image)."""
+    """the original `llava/train/train.py` `preprocess_v1` and `llava/mm_utils.py` `tokenizer_image_token`: split on <image>, tokenize each chunk with SentencePiece (dummy prefix after the image)."""
     processor = AutoProcessor.from_pretrained(converted_v15.destination)
     prompt = processor.apply_chat_template(CONVERSATIONS[conversation], add_generation_prompt=True)
     ours = processor(images=make_original_checkpoints_image(), text=prompt).input_ids[0]

@@ -1,4 +1,4 @@
-"""The collator supervises exactly the answers and their end tokens (LLAVA.md §5), for every template, on seeded
+"""The collator supervises exactly the answers and their end tokens (the original `llava/train/train.py` `preprocess_v1` and `llava/mm_utils.py` `tokenizer_image_token`), for every template, on seeded
 random conversations; it matches the processor token for token; bad samples are errors, never zero-loss rows."""
 
 import random
@@ -11,7 +11,7 @@ from llava_hf import CHAT_TEMPLATE_NAMES
 from llava_hf.data import IGNORE_INDEX, LlavaCollator, SampleError, padding_fraction
 from llava_hf.data.synthetic import make_shape_rows
 
-# How each template closes an answer: the supervised text of one answer `a` (LLAVA.md §4-5).
+# How each template closes an answer: the supervised text of one answer `a` (the original `llava/conversation.py` and `llava/train/train.py` `preprocess_v1`).
 SUPERVISED_ANSWER = {
     "vicuna_v1": lambda answer: f" {answer}</s>",
     "llava_v1": lambda answer: f" {answer}</s>",

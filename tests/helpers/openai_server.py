@@ -99,7 +99,7 @@ class OpenAIServer:
                     body = json.loads(data)
                 except ValueError:
                     body = None
-                reply = server._next_reply(self.path, body, dict(self.headers))
+                reply = server._next_reply(self.path, body, {key.title(): value for key, value in self.headers.items()})
                 time.sleep(server.latency + reply.delay)
                 if self.path != "/v1/chat/completions":
                     reply = Reply(status=404, raw=b'{"error": {"message": "not found"}}')

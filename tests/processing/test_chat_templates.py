@@ -1,5 +1,5 @@
-"""Every LLaVA conversation template renders the exact strings of LLAVA.md §4, and its generation markers select
-exactly the supervised tokens (LLAVA.md §5) through transformers' `return_assistant_tokens_mask`."""
+"""Every LLaVA conversation template renders the exact strings of the original `llava/conversation.py`, and its generation markers select
+exactly the supervised tokens (the original `llava/train/train.py` `preprocess_v1` and `llava/mm_utils.py` `tokenizer_image_token`) through transformers' `return_assistant_tokens_mask`."""
 
 import pytest
 import torch
@@ -28,7 +28,7 @@ CONVERSATION = [
     {"role": "assistant", "content": A2},
 ]
 
-# The LLAVA.md §4 strings exactly; the tokenizer adds BOS when tokenizing, as the original did.
+# The the original `llava/conversation.py` strings exactly; the tokenizer adds BOS when tokenizing, as the original did.
 EXPECTED = {
     "vicuna_v1": f"{VICUNA_SYSTEM} USER: <image>\n{Q1} ASSISTANT: {A1}</s>USER: {Q2} ASSISTANT: {A2}</s>",
     "llava_v1": f"{LLAVA_V1_SYSTEM} USER: <image>\n{Q1} ASSISTANT: {A1}</s>USER: {Q2} ASSISTANT: {A2}</s>",

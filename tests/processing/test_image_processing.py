@@ -1,4 +1,4 @@
-"""LLaVA image preprocessing against hand-computed values (LLAVA.md §2) and each kind of input image."""
+"""LLaVA image preprocessing against hand-computed values (the original `llava/mm_utils.py`: `expand2square`, `process_images`) and each kind of input image."""
 
 import io
 
@@ -20,7 +20,7 @@ def normalised(rgb) -> np.ndarray:
 
 
 def reference_llava(image: Image.Image, size: int, pad: bool) -> np.ndarray:
-    """LLaVA-1.5's preprocessing written from LLAVA.md §2 with PIL only: expand2square, resize, crop, normalise."""
+    """LLaVA-1.5's preprocessing written from the original `llava/mm_utils.py`: `expand2square`, `process_images` with PIL only: expand2square, resize, crop, normalise."""
     image = image.convert("RGB")
     if pad:
         side = max(image.size)

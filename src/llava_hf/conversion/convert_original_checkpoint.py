@@ -2,7 +2,7 @@
 """Original LLaVA checkpoints (and transformers' built-in llava layout) -> a complete llava_hf checkpoint folder.
 
 Source formats, detected from the files (never from the folder name, the original's most confusing habit):
-- `original`: a LlavaLlamaForCausalLM checkpoint (LLAVA.md §6): `model.*` Llama keys, `model.mm_projector.*`,
+- `original`: a LlavaLlamaForCausalLM checkpoint (the original `llava/model/builder.py` and `llava/train/train.py`): `model.*` Llama keys, `model.mm_projector.*`,
   `.bin` or `.safetensors`, sharded or not. The vision tower comes from `mm_vision_tower` (or `--vision_tower`);
   DeepSpeed-saved `model.vision_tower.vision_tower.*` weights are used when `--use_checkpoint_vision_tower` asks.
 - `stage1`: `config.json` + `mm_projector.bin`; the LLM comes from the base model (`_name_or_path` or `--base_model`).
@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ..utils.io import staged_directory
+from .common import VERIFY_QUESTION, ConversionError, read_json, verification_image, write_safetensors
 
 # Fields of an original config.json that change nothing at inference (training switches, learning rates).
 TRAINING_ONLY_FIELDS = {
@@ -41,10 +42,6 @@ NEW_TOKENS_INIT = (
     "existing rows: existing tokens keep exactly the same logits, and a new token's logit is the mean of the "
     "existing logits, so it can never be the greedy choice."
 )
-
-
-class ConversionError(ValueError):
-    """A source checkpoint that cannot be converted; the message says what is missing or unsupported."""
 
 
 @dataclass
@@ -97,10 +94,6 @@ def resolve_folder(name_or_path: str | Path, what: str) -> Path:
             f"{what} {str(name_or_path)!r} is neither a local folder nor a reachable Hub repo ({type(error).__name__}: "
             f"{error}); pass a local path."
         ) from error
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text())
 
 
 def load_state_dict_files(folder: Path) -> dict[str, torch.Tensor]:
@@ -330,19 +323,6 @@ def load_vision_tower(folder: Path):
     vision_config = CLIPVisionConfig.from_pretrained(folder)
     tower = CLIPVisionModel.from_pretrained(folder, dtype=torch.float32)
     return vision_config, tower
-
-
-def write_safetensors(state: dict[str, torch.Tensor], folder: Path, max_shard_size: str = "5GB"):
-    """Contiguous tensors in (sharded) safetensors + index, the layout `from_pretrained` reads."""
-    from huggingface_hub import split_torch_state_dict_into_shards
-    from safetensors.torch import save_file
-
-    split = split_torch_state_dict_into_shards(state, max_shard_size=max_shard_size)
-    for filename, names in split.filename_to_tensors.items():
-        save_file({name: state[name].contiguous() for name in names}, folder / filename, metadata={"format": "pt"})
-    if split.is_sharded:
-        index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
-        (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
 
 
 def build_tokenizer(tokenizer_folder: Path, source_config: dict):
@@ -584,18 +564,6 @@ def convert_original(source_folder: Path, source_format: str, staging: Path, arg
 
 # ---------------------------------------------------------------------------------------------------------------
 # Verification
-
-
-VERIFY_QUESTION = "What is shown in this image? Describe it."
-
-
-def verification_image():
-    """A deterministic, non-square test image (pad/crop paths both matter)."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    return Image.fromarray(rng.integers(0, 256, size=(30, 44, 3), dtype=np.uint8))
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..utils.io import staged_directory
-from .convert_original_checkpoint import ConversionError, read_json
+from .common import ConversionError, read_json
 
 WEIGHT_PATTERNS = ("*.safetensors", "model.safetensors.index.json")
 
@@ -96,7 +96,7 @@ def verify_against_transformers(source: Path, converted: Path, tolerance: float)
 
     from llava_hf.modeling import LlavaHfForConditionalGeneration
 
-    from .convert_original_checkpoint import VERIFY_QUESTION, verification_image
+    from .common import VERIFY_QUESTION, verification_image
 
     processor = AutoProcessor.from_pretrained(converted)
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": VERIFY_QUESTION}]}]

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from ..utils.io import staged_directory
-from .convert_original_checkpoint import write_safetensors
+from .common import write_safetensors
 from .convert_transformers_checkpoint import copy_tokenizer_legacy
 from .model_card import write_model_card
 

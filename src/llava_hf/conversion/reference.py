@@ -1,4 +1,4 @@
-"""The original LLaVA computation, written from its published facts (LLAVA.md §1, §2, §5) without the original code.
+"""The original LLaVA computation, written from its published facts (the LLaVA paper §4.1, the original `llava/mm_utils.py` and `llava/train/train.py`) without the original code.
 
 Used by `llava-hf convert --verify` and the tests as the "source" side of a conversion check:
 - `original_tokenizer_image_token`: the prompt split on the literal `<image>`, each chunk tokenized on its own by the

@@ -7,7 +7,7 @@ Problems found per row (a row can have several):
 - `role_order`: roles must be an optional system message, then user/assistant alternating, ending with an answer;
 - `empty_answer`: an assistant turn with no text;
 - `too_long`: longer than `max_length` tokens once each image is expanded to `image_seq_length` tokens (LLaVA counts
-  the limit after expansion, LLAVA.md §5);
+  the limit after expansion, the original `llava/train/train.py` `preprocess_v1` and `llava/mm_utils.py` `tokenizer_image_token`);
 - `unmaskable`: the chat template yields no supervised token for the row.
 
 `check_rows` returns a `CheckReport` (counts, first offending ids, a printable table); `preflight` is what training

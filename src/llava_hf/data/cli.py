@@ -6,7 +6,7 @@ image folder -> Hub-ready parquet folder with embedded images)."""
 import sys
 from dataclasses import dataclass, field
 
-from transformers import HfArgumentParser
+from ..utils.cli import fail, parse_args
 
 
 @dataclass
@@ -34,7 +34,7 @@ class CheckArguments:
 
 
 @dataclass
-class ConvertArguments:
+class DataConvertArguments:
     json_path: str = field(metadata={"help": "The original LLaVA JSON (list of {id, image, conversations})."})
     image_folder: str = field(metadata={"help": "Folder the image paths in the JSON are relative to."})
     output_dir: str = field(metadata={"help": "New folder for the parquet shards + dataset card (must not exist)."})
@@ -42,11 +42,11 @@ class ConvertArguments:
 
 
 def run_check(argv: list[str]) -> int:
-    from ..processing import CHAT_TEMPLATE_NAMES
+    (args,) = parse_args(CheckArguments, argv, "llava-hf data check")
+    from ..processing import resolve_chat_template
     from .check import check_rows
     from .formats import load_rows
 
-    (args,) = HfArgumentParser(CheckArguments).parse_args_into_dataclasses(argv)
     try:
         dataset = load_rows(args.source, args.image_folder, args.split, args.subset)
     except ValueError as error:  # unreadable data (encoding, format, roles): one line naming the record, no traceback
@@ -59,33 +59,37 @@ def run_check(argv: list[str]) -> int:
         import llava_hf  # noqa: F401  (registers the llava_hf processor class)
 
         processor = AutoProcessor.from_pretrained(args.processor)
-    template = args.chat_template
-    if template and template not in CHAT_TEMPLATE_NAMES:
-        with open(template) as handle:
-            template = handle.read()
-    report = check_rows(dataset, processor, template, args.max_length, args.check_images)
+    report = check_rows(
+        dataset, processor, resolve_chat_template(args.chat_template), args.max_length, args.check_images
+    )
     print(report.table(args.show_ids))
     return 0 if report.ok else 1
 
 
 def run_convert(argv: list[str]) -> int:
+    (args,) = parse_args(DataConvertArguments, argv, "llava-hf data convert")
     from .formats import convert_llava_json
 
-    (args,) = HfArgumentParser(ConvertArguments).parse_args_into_dataclasses(argv)
     output = convert_llava_json(args.json_path, args.image_folder, args.output_dir, args.max_shard_rows)
     print(f"wrote {output}")
     return 0
 
 
-SUBCOMMANDS = {"check": run_check, "convert": run_convert}
+SUBCOMMANDS = {
+    "check": (run_check, "preflight report of training data; exit status 1 when any row has a problem"),
+    "convert": (run_convert, "LLaVA JSON + image folder -> Hub-ready parquet folder with embedded images"),
+}
+USAGE = "usage: llava-hf data {" + ",".join(SUBCOMMANDS) + "} [options]  (add -h for the options)"
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-h", "--help"):
+        print(USAGE + "\n\nsubcommands:\n" + "\n".join(f"  {name:8} {text}" for name, (_, text) in SUBCOMMANDS.items()))
+        return 0
     if not argv or argv[0] not in SUBCOMMANDS:
-        print(f"usage: llava-hf data {{{','.join(SUBCOMMANDS)}}} [options]  (add -h for the options)", file=sys.stderr)
-        return 2
-    return SUBCOMMANDS[argv[0]](argv[1:])
+        fail("llava-hf data", f"choose a subcommand: {' or '.join(SUBCOMMANDS)} (see `llava-hf data --help`)")
+    return SUBCOMMANDS[argv[0]][0](argv[1:])
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The training collator: rows -> `input_ids`, `labels`, `pixel_values`, with exactly the answers supervised.
 
 LLaVA's most reported training failure was silent: masks computed by splitting the rendered prompt on separator
-strings and counting tokens disagreed with the real tokenization, and whole samples trained on nothing (LLAVA.md §5).
+strings and counting tokens disagreed with the real tokenization, and whole samples trained on nothing (the original `llava/train/train.py` `preprocess_v1` and `llava/mm_utils.py` `tokenizer_image_token`).
 Here the mask comes from the tokenizer itself: the chat template marks each answer and its end token with
 `{% generation %}`, and `return_assistant_tokens_mask` maps those character spans onto the real token offsets.
 The conversation is tokenized with one `<image>` token per image (a special token, so it is its own token boundary),
@@ -64,14 +64,13 @@ class LlavaCollator:
         padding_free: bool = False,
         pad_to_multiple_of: int | None = None,
     ):
-        from ..processing import CHAT_TEMPLATE_NAMES, get_chat_template
+        from ..processing import resolve_chat_template
 
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
         self.processor = processor
         self.tokenizer = processor.tokenizer
-        template = chat_template or processor.chat_template
-        self.chat_template = get_chat_template(template) if template in CHAT_TEMPLATE_NAMES else template
+        self.chat_template = resolve_chat_template(chat_template or processor.chat_template)
         if "{% generation" not in self.chat_template and "{%- generation" not in self.chat_template:
             raise ValueError(
                 "the chat template has no {% generation %} markers, so the answer tokens cannot be located; use one "

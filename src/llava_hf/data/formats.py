@@ -4,7 +4,7 @@
      "messages": [{"role": "system"|"user"|"assistant", "content": [{"type": "image"} | {"type": "text", "text": str}]}]}
 
 Formats:
-- the original LLaVA JSON (LLAVA.md §3): a list of `{"id", "image" (relative path, a list of paths, or absent),
+- the original LLaVA JSON (the original `llava/train/train.py`, `preprocess_multimodal`): a list of `{"id", "image" (relative path, a list of paths, or absent),
   "conversations": [{"from": "human"|"gpt", "value"}]}` plus the folder the image paths are relative to;
 - TRL's vision rows `{"messages", "images"}` (e.g. llava-instruct-mix-vsft);
 - the_cauldron rows `{"images", "texts": [{"user", "assistant", "source"}]}`.

@@ -1,4 +1,4 @@
-"""Instruction-data generation, the LLaVA paper's text-only teacher pipeline (paper section 3, LLAVA.md section 8).
+"""Instruction-data generation, the LLaVA paper's text-only teacher pipeline (the LLaVA paper §3, prompts in the original `playground/data/prompts/`).
 
 Each image is described symbolically (its captions plus normalised object boxes); a teacher writes a conversation, a
 detailed description and a complex-reasoning Q&A from that text alone. The teacher is any OpenAI-compatible endpoint

@@ -14,51 +14,15 @@ to retry them), 2 bad arguments, 3 the budget was spent (raise it and re-run to 
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import sys
-import typing
 
+from ..utils.cli import parse_args
 from .pipeline import GenerationConfig, run_generation
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """One flag per `GenerationConfig` field, with the field's help; booleans are `store_true` switches."""
-    parser = argparse.ArgumentParser(
-        prog="llava-hf generate-data",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    hints = typing.get_type_hints(GenerationConfig)
-    for config_field in dataclasses.fields(GenerationConfig):
-        flag = "--" + config_field.name.replace("_", "-")
-        kwargs = {"dest": config_field.name, "help": config_field.metadata["help"]}
-        if config_field.default is dataclasses.MISSING and config_field.default_factory is dataclasses.MISSING:
-            kwargs["required"] = True
-        elif config_field.default_factory is not dataclasses.MISSING:
-            kwargs["default"] = config_field.default_factory()
-        else:
-            kwargs["default"] = config_field.default
-        hint = hints[config_field.name]
-        if hint is bool:
-            kwargs["action"] = "store_true"
-        elif typing.get_origin(hint) is list:
-            kwargs.update(nargs="+", type=typing.get_args(hint)[0])
-        else:
-            # `int | None` -> int; the None default simply stays when the flag is absent.
-            kwargs["type"] = next(arg for arg in typing.get_args(hint) or (hint,) if arg is not type(None))
-        parser.add_argument(flag, **kwargs)
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    arguments = parser.parse_args(argv)
-    try:
-        config = GenerationConfig(**vars(arguments))
-    except ValueError as error:
-        parser.error(str(error))  # exits with status 2
+    (config,) = parse_args(GenerationConfig, argv, "llava-hf generate-data", description=__doc__.split("\n\n")[0])
     summary = run_generation(config)
     print(format_summary(summary, config))
     if summary["stopped_by_budget"]:

@@ -27,8 +27,9 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from ..llm_client import ChatClient, ChatError, ChatResult
+from ..utils.endpoints import ChatClient, ChatError, ChatResult
 from ..utils.io import JsonlLog, atomic_write, read_jsonl, remove_leftovers
 from .inputs import SymbolicImage, read_coco_images, read_jsonl_images, select_images
 from .parsing import parse_output
@@ -47,7 +48,9 @@ class GenerationConfig:
     types: list[str] = field(default_factory=lambda: list(TASK_TYPES), metadata={"help": "types to generate"})
     limit: int | None = field(default=None, metadata={"help": "use only this many images (the first ones)"})
     sample_seed: int | None = field(default=None, metadata={"help": "with --limit: a random sample, by this seed"})
-    teacher: str = field(default="openai", metadata={"help": "'openai' (any OpenAI-compatible API) or 'rule-based'"})
+    teacher: Literal["openai", "rule-based"] = field(
+        default="openai", metadata={"help": "'openai' (any OpenAI-compatible API) or 'rule-based'"}
+    )
     base_url: str | None = field(default=None, metadata={"help": "endpoint incl. /v1, e.g. http://127.0.0.1:8000/v1"})
     model: str | None = field(default=None, metadata={"help": "teacher model name as the endpoint knows it"})
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "environment variable holding the API key"})

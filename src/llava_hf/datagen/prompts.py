@@ -1,6 +1,6 @@
 """The prompt set (data files in `prompts/`) and the chat messages built from it.
 
-A request follows the paper (LLAVA.md section 8): a system message that describes the task as if the model saw the
+A request follows the paper (the LLaVA paper §3): a system message that describes the task as if the model saw the
 image, then few-shot pairs (user = an example context, assistant = the example output), then the target context.
 The context is the captions one per line; for `detail` and `complex` also a blank line and one line per object,
 `category: [x1, y1, x2, y2]` with 3 decimals.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ..llm_client import ChatResult
+from ..utils.endpoints import ChatResult
 from .inputs import SymbolicImage
 
 NUMBER_WORDS = "zero one two three four five six seven eight nine ten eleven twelve".split()

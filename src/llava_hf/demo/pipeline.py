@@ -25,6 +25,7 @@ import torch
 
 from ..processing import get_chat_template
 from ..utils.io import atomic_write, staged_directory
+from ..utils.loading import resolve_device
 from .world import World, build_world
 
 DEFAULT_OUTPUT_DIR = "llava_demo"
@@ -138,14 +139,6 @@ class DemoConfig:
                 f"need at least --train-batch-size ({self.train_batch_size}) train images and 1 test image; got "
                 f"{self.num_train_images} and {self.num_test_images}."
             )
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device} was asked for but torch sees no CUDA device; use --device cpu.")
-    return device
 
 
 class Steps:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
+from ..utils.cli import parse_args
 from . import llava_bench, pope, scienceqa
 from .task import PREDICTIONS_FILE, Task, add_results_to_model_card, evaluate, markdown_table
 
@@ -29,7 +31,7 @@ DEFAULT_SPLITS = {"scienceqa": "test", "pope": "test", "llava_bench": "train"}
 class EvaluateArguments:
     """Settings of one `llava-hf evaluate` run (flags are the field names, `--output-dir` or `--output_dir`)."""
 
-    task: str = field(metadata={"help": f"benchmark: one of {', '.join(DEFAULT_SPLITS)}"})
+    task: Literal["scienceqa", "pope", "llava_bench"] = field(metadata={"help": "the benchmark"})
     data: str = field(
         metadata={"help": "benchmark data: original folder, Hub-layout parquet/save_to_disk folder, or Hub id"}
     )
@@ -46,10 +48,14 @@ class EvaluateArguments:
     limit: int | None = field(default=None, metadata={"help": "evaluate only the first N examples (smoke runs)"})
     batch_size: int = field(default=8, metadata={"help": "prompts generated together (left-padded)"})
     max_new_tokens: int | None = field(default=None, metadata={"help": "answer length limit (default: per task)"})
-    dtype: str = field(default="auto", metadata={"help": "model dtype: auto (as saved), bfloat16, float16, float32"})
-    device: str | None = field(default=None, metadata={"help": "torch device (default: cuda if available, else cpu)"})
+    dtype: str = field(
+        default="auto",
+        metadata={"help": "model dtype: auto (as saved on a GPU, float32 on CPU), bfloat16, float16, float32"},
+    )
+    device: str = field(default="auto", metadata={"help": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps"})
     chat_template: str | None = field(
-        default=None, metadata={"help": "override the processor's chat template (a name such as vicuna_v1)"}
+        default=None,
+        metadata={"help": "override the processor's chat template: a name such as vicuna_v1, a .jinja file, or Jinja"},
     )
     prompt_format: str = field(
         default="zero_shot", metadata={"help": "ScienceQA prompt: zero_shot, or a fine-tuning format such as QCM-LEA"}
@@ -106,29 +112,8 @@ def build_task(arguments: EvaluateArguments) -> Task:
     )
 
 
-def load_model(path: str, dtype: str = "auto", device: str | None = None, chat_template: str | None = None):
-    """Model and processor from a checkpoint folder or Hub id (ours or transformers' built-in llava), in eval mode."""
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    import llava_hf  # noqa: F401  (registers the llava_hf model type with the Auto classes)
-    from llava_hf.processing import CHAT_TEMPLATE_NAMES, get_chat_template
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype).to(device).eval()
-    processor = AutoProcessor.from_pretrained(path)
-    if chat_template:
-        template = get_chat_template(chat_template) if chat_template in CHAT_TEMPLATE_NAMES else chat_template
-        processor.chat_template = template
-    if getattr(processor, "chat_template", None) is None:
-        raise ValueError(f"{path} has no chat template; pass --chat-template (e.g. vicuna_v1 for LLaVA-1.5).")
-    return model, processor
-
-
 def main(argv: list[str] | None = None) -> int:
-    from transformers import HfArgumentParser
-
-    (arguments,) = HfArgumentParser(EvaluateArguments).parse_args_into_dataclasses(args=argv)
+    (arguments,) = parse_args(EvaluateArguments, argv, "llava-hf evaluate")
     try:
         return run(arguments)
     except (ValueError, FileNotFoundError) as error:  # bad data, split, predictions or flags: one line, no traceback
@@ -147,7 +132,11 @@ def run(arguments: EvaluateArguments) -> int:
     task = build_task(arguments)
     model = processor = None
     if arguments.model is not None:
-        model, processor = load_model(arguments.model, arguments.dtype, arguments.device, arguments.chat_template)
+        from ..utils.loading import load_checkpoint
+
+        model, processor = load_checkpoint(
+            arguments.model, dtype=arguments.dtype, device=arguments.device, chat_template=arguments.chat_template
+        )
     results = evaluate(
         task,
         model,

@@ -1,5 +1,5 @@
 """LLaVA-Bench (COCO: 90 questions on 30 val2014 images; In-the-Wild: 60 questions on 24 images), judged by a
-text-only LLM the way the LLaVA paper does (LLAVA.md §9), through any OpenAI-compatible endpoint.
+text-only LLM the way the LLaVA paper does (the original `docs/Evaluation.md` and `llava/eval/`), through any OpenAI-compatible endpoint.
 
 Data layouts read by `build_task`:
 - the original folder: `questions.jsonl` or `qa90_questions.jsonl` (`{"question_id", "image", "text", "category"}`),
@@ -64,7 +64,7 @@ class JudgeSettings:
         temperature / max_tokens: judge sampling; 0 makes judgments as repeatable as the endpoint allows.
         retries: how many more times an unparseable judgment is asked for before it is reported.
         swapped: also judge with the candidate first and the reference second (position bias).
-        concurrency / timeout / max_retries: passed to `llava_hf.llm_client.ChatClient`.
+        concurrency / timeout / max_retries: passed to `llava_hf.utils.endpoints.ChatClient` (the SDK's retries).
     """
 
     base_url: str
@@ -218,7 +218,7 @@ def judge(outcomes: list[Outcome], settings: JudgeSettings, cache_path: str | Pa
 
     Returns `{order: {question_id: {"reference", "candidate", "attempts", "judgment"} | {"error", ...}}}`.
     """
-    from ..llm_client import ChatClient, ChatError
+    from ..utils.endpoints import ChatClient, ChatError
 
     cache_path = Path(cache_path)
     # A torn last line from a killed run is ignored: that judgment is simply asked again.

@@ -7,7 +7,7 @@ Data layouts read by `build_task`:
   "label"}`) plus `image_folder` (default `<folder>/images`) holding the COCO images they name.
 Question ids repeat across splits in both, so example ids are `<split>-<question_id>`.
 
-Protocol (LLAVA.md §9, LLaVA-1.5's eval): the prompt is the question plus "Answer the question using a single word
+Protocol (the original `scripts/v1_5/eval/pope.sh` + `llava/eval/eval_pope.py`): the prompt is the question plus "Answer the question using a single word
 or phrase."; an answer is "no" when its first sentence contains the word "no" or "not" (case-insensitive, commas
 ignored), otherwise "yes". Answers that say neither yes nor no are still read as "yes", as in the protocol, and are
 listed under `unclear` so a broken model is visible. "yes" is the positive class. Reported per split and as the mean

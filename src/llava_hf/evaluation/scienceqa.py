@@ -48,6 +48,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..utils.cli import parse_args
 from ..utils.io import atomic_write
 from .task import Example, Outcome, Task, load_rows, require_columns
 
@@ -359,7 +360,7 @@ def _image_reference(example: Example, output_dir: Path) -> str:
 
 
 @dataclass
-class ConvertArguments:
+class ScienceQAToLlavaArguments:
     """`llava-hf scienceqa-to-llava`: the ScienceQA train split as LLaVA fine-tuning data."""
 
     data: str = field(metadata={"help": "ScienceQA: folder with problems.json + pid_splits.json, parquet, or Hub id"})
@@ -377,9 +378,7 @@ class ConvertArguments:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from transformers import HfArgumentParser
-
-    (arguments,) = HfArgumentParser(ConvertArguments).parse_args_into_dataclasses(args=argv)
+    (arguments,) = parse_args(ScienceQAToLlavaArguments, argv, "llava-hf scienceqa-to-llava")
     try:
         if arguments.prompt_format == "zero_shot" or arguments.prompt_format not in PROMPT_FORMATS:
             raise ValueError(f"--prompt-format must be one of {', '.join(PROMPT_FORMATS[1:])}.")

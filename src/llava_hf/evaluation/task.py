@@ -8,7 +8,7 @@ that returns the benchmark's metrics and its table. Everything else is shared an
     results = evaluate(task, model, processor, output_dir="runs/sqa")                 # generate, then score
     results = evaluate(task, predictions="answers.jsonl")                             # re-score a finished run
 
-- Generation is greedy (LLAVA.md §9) and batched with left padding: a decoder-only model continues every row from
+- Generation is greedy (the original `docs/Evaluation.md` and `llava/eval/`) and batched with left padding: a decoder-only model continues every row from
   its last real token, so a left-padded batch gives the same tokens as one-at-a-time generation, only faster.
 - Each answer is appended to `predictions.jsonl` with flush + fsync as soon as its batch finishes; a rerun skips the
   ids already there (resume after a kill), and refuses a file whose prompts differ from the task's (a different run).
@@ -29,7 +29,6 @@ from typing import Any
 
 from PIL import Image
 
-from ..processing import to_rgb
 from ..utils.io import JsonlLog, atomic_write, numbered_jsonl
 
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -178,6 +177,8 @@ def require_columns(rows, columns: list[str], layout: str) -> None:
 
 def load_image(image) -> Image.Image:
     """A PIL image from a PIL image or a path, converted the way LLaVA sees it (`to_rgb`)."""
+    from ..processing import to_rgb  # here, not at the top: scoring a predictions file needs no transformers
+
     if isinstance(image, Image.Image):
         return to_rgb(image)
     path = Path(image)

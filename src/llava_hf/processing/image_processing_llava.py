@@ -1,4 +1,4 @@
-"""LLaVA's image preprocessing (LLAVA.md §2): `LlavaHfImageProcessor`, exact and fast.
+"""LLaVA's image preprocessing (the original `llava/mm_utils.py`: `expand2square`, `process_images`): `LlavaHfImageProcessor`, exact and fast.
 
 The original (`llava/mm_utils.py::process_images` with `image_aspect_ratio="pad"`) pastes the image centred on a square
 of side max(w, h) filled with the truncated mean colour (122, 116, 104) (`expand2square`), then runs transformers 4.31's

@@ -4,7 +4,8 @@ Each `<image>` placeholder in the text becomes `image_seq_length` copies of the 
 the positions the model fills with projected image features. Counts are checked per sample before anything is
 tokenized, and transformers' own check after tokenization refuses a truncation that cut an image's tokens.
 The class is not called `LlavaProcessor`: transformers resolves `processor_class` names to its built-ins first,
-so a saved checkpoint would silently load the built-in class (TRANSFORMERS5.md §0.1).
+so a saved checkpoint would silently load the built-in class (`processor_class` lookup in transformers'
+`models/auto/processing_auto.py`).
 
 The templates render no leading BOS: the tokenizer adds it, as the original did, so `processor(text=rendered)` and
 `apply_chat_template(..., tokenize=True)` give the same ids with exactly one BOS (a template that wrote `<s>` itself
@@ -29,6 +30,21 @@ def get_chat_template(name: str) -> str:
     if not path.is_file():
         raise ValueError(f"unknown chat template {name!r}; choose one of {', '.join(CHAT_TEMPLATE_NAMES)}.")
     return path.read_text()
+
+
+def resolve_chat_template(template: str | None) -> str | None:
+    """The one rule for every `chat_template` setting (processor, collator, training, `data check`, `evaluate`): a name
+    from `CHAT_TEMPLATE_NAMES`, a path to a `.jinja` file (read), or Jinja source (used as is). None stays None."""
+    if template is None or template in CHAT_TEMPLATE_NAMES:
+        return get_chat_template(template) if template else None
+    if "{" not in template and Path(template).expanduser().is_file():
+        return Path(template).expanduser().read_text()
+    if "{" not in template:
+        raise ValueError(
+            f"chat template {template!r} is neither a template name ({', '.join(CHAT_TEMPLATE_NAMES)}), nor a Jinja "
+            "file that exists, nor Jinja source."
+        )
+    return template
 
 
 def _map_images(images, function):
@@ -60,9 +76,7 @@ class LlavaHfProcessor(ProcessorMixin):
         image_token: str = "<image>",
         **kwargs,
     ):
-        chat_template = chat_template or DEFAULT_CHAT_TEMPLATE
-        if chat_template in CHAT_TEMPLATE_NAMES:
-            chat_template = get_chat_template(chat_template)
+        chat_template = resolve_chat_template(chat_template or DEFAULT_CHAT_TEMPLATE)
         self.image_seq_length = image_seq_length
         self.image_token = getattr(tokenizer, "image_token", None) or image_token
         if self.image_token not in tokenizer.all_special_tokens:
@@ -177,4 +191,10 @@ def _flatten(images):
         yield images
 
 
-__all__ = ["LlavaHfProcessor", "get_chat_template", "CHAT_TEMPLATE_NAMES", "DEFAULT_CHAT_TEMPLATE"]
+__all__ = [
+    "LlavaHfProcessor",
+    "get_chat_template",
+    "resolve_chat_template",
+    "CHAT_TEMPLATE_NAMES",
+    "DEFAULT_CHAT_TEMPLATE",
+]

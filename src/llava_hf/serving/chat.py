@@ -7,7 +7,7 @@ Type a question and press Enter. Commands:
     /quit         leave (end of input does the same)
 
 The conversation is rendered with the checkpoint's own chat template on every turn. The image goes at the front of
-the first user turn of a conversation, one image per conversation, as LLaVA-1.5 was trained (LLAVA.md §3).
+the first user turn of a conversation, one image per conversation, as LLaVA-1.5 was trained (the original `llava/train/train.py`, `preprocess_multimodal`).
 """
 
 import sys

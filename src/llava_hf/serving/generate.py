@@ -2,7 +2,7 @@
 """One-shot answer: one image, one question, the answer printed to stdout (nothing else is printed there).
 
 The prompt is wrapped in the checkpoint's chat template with the image placed first in the user turn, as LLaVA was
-trained (LLAVA.md §3), so the answer matches what `chat` and `serve` would give for the same settings.
+trained (the original `llava/train/train.py`, `preprocess_multimodal`), so the answer matches what `chat` and `serve` would give for the same settings.
 """
 
 import sys

@@ -5,18 +5,14 @@ so every front end prompts the model exactly as it was trained). Loading goes th
 transformers' own llava-hf checkpoints load too.
 """
 
-import importlib.util
 import os
 from dataclasses import dataclass, field
 
-import torch
 from PIL import Image
-from transformers import AutoModelForImageTextToText, AutoProcessor, BatchFeature
+from transformers import BatchFeature
 
-import llava_hf  # noqa: F401  (registers the llava_hf model type with the Auto classes)
 from llava_hf.processing import to_rgb
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from llava_hf.utils.loading import bitsandbytes_config, load_checkpoint
 
 
 @dataclass
@@ -62,90 +58,20 @@ class SamplingArguments:
             raise ValueError(f"--top_p must be in (0, 1], got {self.top_p}.")
 
 
-def resolve_device(device: str) -> str:
-    """`auto` becomes cuda, mps or cpu, whichever is available first; anything else is returned as given."""
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def quantization_config(args: ModelArguments):
-    """A BitsAndBytesConfig for --load_in_4bit / --load_in_8bit, or None. The vision tower and projector stay unquantized:
-    transformers' default skip list holds only lm_head, and quantizing the small projector costs accuracy for no memory
-    (LLaVA's QLoRA recipe keeps it out too)."""
+def load_model_and_processor(args: ModelArguments):
+    """Load `(model, processor)` for inference with the policy of `llava_hf.utils.loading` (eval mode, the requested
+    device, left padding for batches). Raises ValueError with the fix when the checkpoint cannot be found, has no chat
+    template, or a requested option is unavailable."""
     if args.load_in_4bit and args.load_in_8bit:
         raise ValueError("choose one of --load_in_4bit and --load_in_8bit, not both.")
-    if not (args.load_in_4bit or args.load_in_8bit):
-        return None
-    if importlib.util.find_spec("bitsandbytes") is None:
-        flag = "--load_in_4bit" if args.load_in_4bit else "--load_in_8bit"
-        raise ValueError(f"{flag} needs bitsandbytes: `pip install bitsandbytes` (and a CUDA GPU), or drop {flag}.")
-    from transformers import BitsAndBytesConfig
-
-    skip = ["vision_tower", "multi_modal_projector", "lm_head"]
-    if args.load_in_4bit:
-        return BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16,
-            llm_int8_skip_modules=skip,
-        )
-    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
-
-
-def load_model_and_processor(args: ModelArguments):
-    """Load `(model, processor)` for inference: eval mode, on the requested device, left padding for batches.
-
-    Raises ValueError with the fix when the checkpoint cannot be found, has no chat template, or a requested option
-    is unavailable.
-    """
-    if not args.model:
-        raise ValueError("--model is required: a checkpoint folder or a Hub repo id such as org/name.")
-    path = os.path.expanduser(args.model)
-    # A repo id is "name" or "org/name"; anything else that is not a folder is a mistyped path.
-    looks_like_path = args.model.startswith((".", "/", "~")) or args.model.count("/") > 1
-    if looks_like_path and not os.path.isdir(path):
-        raise ValueError(
-            f"--model {args.model!r} is not a folder; give a checkpoint folder or a Hub repo id (org/name)."
-        )
-    if args.dtype != "auto" and args.dtype not in DTYPES:
-        raise ValueError(f"--dtype {args.dtype!r} is not one of auto, {', '.join(DTYPES)}.")
-    device = resolve_device(args.device)
-    quantization = quantization_config(args)
-    if args.dtype != "auto":
-        dtype = DTYPES[args.dtype]
-    elif device == "cpu":
-        dtype = torch.float32  # bf16/fp16 matmuls on CPU are slow or unsupported; the checkpoint may be bf16
-    else:
-        dtype = "auto"
-    kwargs = dict(revision=args.revision, dtype=dtype)
-    if args.attn_implementation:
-        kwargs["attn_implementation"] = args.attn_implementation
-    if quantization is not None:
-        kwargs.update(quantization_config=quantization, device_map={"": device})
-    try:
-        processor = AutoProcessor.from_pretrained(path, revision=args.revision)
-        model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
-    except OSError as error:
-        raise ValueError(
-            f"could not load --model {args.model!r}: it is neither a checkpoint folder nor a Hub repo available "
-            f"here (offline runs need it in the HF cache). Details: {error}"
-        ) from error
-    if quantization is None:
-        model.to(device)
-    if not getattr(processor, "chat_template", None):
-        raise ValueError(
-            f"the processor of {args.model!r} has no chat template; save one with the checkpoint "
-            "(e.g. LlavaProcessor(..., chat_template='vicuna_v1').save_pretrained(folder))."
-        )
-    # Decoder-only batches must be left-padded so every row's next token follows its own last prompt token.
-    processor.tokenizer.padding_side = "left"
-    return model.eval(), processor
+    return load_checkpoint(
+        args.model,
+        revision=args.revision,
+        dtype=args.dtype,
+        device=args.device,
+        quantization=bitsandbytes_config(4 if args.load_in_4bit else 8 if args.load_in_8bit else None),
+        attn_implementation=args.attn_implementation,
+    )
 
 
 def load_image(path: str) -> Image.Image:

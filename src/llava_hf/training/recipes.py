@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from ..utils.io import atomic_write
+from ..utils.loading import QUANTIZATION_SKIP_MODULES, bitsandbytes_config
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ STAGES = ("pretrain", "finetune", "lora", "qlora")
 LORA_TARGET_MODULES = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 # Kept in full precision under QLoRA: bitsandbytes' default skip list is only lm_head, which would quantize the vision
 # tower and the projector (transformers' BitsAndBytesConfig: `llm_int8_skip_modules`, default: the output layer).
-QLORA_SKIP_MODULES = ["vision_tower", "multi_modal_projector", "lm_head"]
+QLORA_SKIP_MODULES = QUANTIZATION_SKIP_MODULES  # the language model only: see llava_hf.utils.loading
 PROJECTOR_FILE = "projector.safetensors"
 COMPONENTS = ("vision_tower", "multi_modal_projector", "language_model")
 
@@ -203,16 +204,9 @@ def lora_config(r: int, alpha: int, dropout: float, target_modules: str = LORA_T
 
 
 def qlora_quantization_config(compute_dtype: torch.dtype = torch.bfloat16):
-    """4-bit NF4 with double quantization (original llava/train/train.py, `--bits 4`) for the language model only."""
-    from transformers import BitsAndBytesConfig
-
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=compute_dtype,
-        llm_int8_skip_modules=QLORA_SKIP_MODULES,
-    )
+    """4-bit NF4 with double quantization (original llava/train/train.py, `--bits 4`) for the language model only;
+    the one BitsAndBytes policy of `llava_hf.utils.loading`."""
+    return bitsandbytes_config(4, compute_dtype)
 
 
 def tower_normalisation(vision_tower: str) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -22,6 +22,8 @@ from trl import SFTConfig, SFTTrainer
 
 from ..data import LlavaCollator, load_rows
 from ..data.check import preflight
+from ..processing import resolve_chat_template
+from ..utils.loading import load_checkpoint
 from .recipes import (
     LORA_TARGET_MODULES,
     PROJECTOR_FILE,
@@ -203,14 +205,13 @@ def load_model_and_processor(run: LlavaRunArguments):
         qlora_quantization_config(dtype if dtype != torch.float32 else torch.bfloat16) if run.stage == "qlora" else None
     )
     if run.model_name_or_path:
-        from transformers import AutoProcessor
-
-        from ..modeling import LlavaHfForConditionalGeneration
-
-        model = LlavaHfForConditionalGeneration.from_pretrained(
-            run.model_name_or_path, dtype=dtype, quantization_config=quantization
+        return load_checkpoint(
+            run.model_name_or_path,
+            dtype=run.dtype,
+            device=None,  # the Trainer places the model
+            quantization=quantization,
+            for_inference=False,
         )
-        return model, AutoProcessor.from_pretrained(run.model_name_or_path)
     if run.vision_tower and run.language_model:
         return build_from_parts(
             run.vision_tower,
@@ -239,9 +240,7 @@ def build_trainer(
         raise ValueError("pass the processor that goes with the model.")
     if run.projector_path:
         load_projector(model, run.projector_path)
-    chat_template = run.chat_template or ("plain" if run.stage == "pretrain" else None)
-    if chat_template and Path(chat_template).is_file():
-        chat_template = Path(chat_template).read_text()
+    chat_template = resolve_chat_template(run.chat_template or ("plain" if run.stage == "pretrain" else None))
 
     if train_dataset is None:
         if not run.data_path:

@@ -8,14 +8,14 @@ import time
 import pytest
 
 from helpers.openai_server import OpenAIServer, Reply
-from llava_hf.llm_client import ChatClient, ChatError, ChatResult
+from llava_hf.utils.endpoints import ChatClient, ChatError, ChatResult
 
 MESSAGES = [{"role": "user", "content": "Hello"}]
 
 
 def make_client(server, **overrides):
     # A generous timeout: a request slowed by a loaded machine must not be retried (only the timeout test sets one).
-    settings = {"timeout": 120.0, "max_retries": 3, "concurrency": 4, "backoff_base": 0.01, **overrides}
+    settings = {"timeout": 120.0, "max_retries": 3, "concurrency": 4, **overrides}
     return ChatClient(server.base_url, model="teacher-x", **settings)
 
 

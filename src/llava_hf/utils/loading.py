@@ -1,0 +1,139 @@
+"""Loading a checkpoint: the one dtype / device / quantization / chat-template policy of every command.
+
+A checkpoint is a folder or a Hub repo id holding a model and its processor; ours and transformers' built-in llava
+both load, through `AutoModelForImageTextToText` and `AutoProcessor`. The policy:
+
+- device `auto`: cuda, then mps, then cpu.
+- dtype `auto`: the checkpoint's own dtype on an accelerator, float32 on CPU (bf16/fp16 matmuls on CPU are slow or
+  unsupported, and a released checkpoint is usually fp16). `float32`, `bfloat16`, `float16` force one.
+- quantization (`bits=4` or `8`, bitsandbytes, GPU only): the language model only. The vision tower, the projector
+  and `lm_head` stay unquantized (`QUANTIZATION_SKIP_MODULES`): transformers' default skip list holds only lm_head,
+  and quantizing the small projector costs accuracy for no memory; LLaVA's QLoRA recipe keeps them out too
+  (`scripts/finetune_qlora.sh` + `llava/train/train.py` of the original repository, `bits=4`, nf4, double quant).
+- chat template: the processor's own unless `chat_template` overrides it (a name, a `.jinja` file, or Jinja source,
+  see `llava_hf.processing.resolve_chat_template`); loading for inference refuses a checkpoint without one.
+- inference (`for_inference=True`): eval mode, on the device, the tokenizer left-padded so batched generation
+  continues every row from its own last prompt token.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+QUANTIZATION_SKIP_MODULES = ["vision_tower", "multi_modal_projector", "lm_head"]
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """`auto` becomes cuda, mps or cpu, whichever is available first; anything else is returned as given, after
+    checking that a requested CUDA device exists."""
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device} was asked for but torch sees no CUDA device; use --device cpu.")
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def resolve_dtype(dtype: str, device: str):
+    """The `dtype` argument for `from_pretrained`: a torch dtype, or "auto" (the checkpoint's) off the CPU."""
+    import torch
+
+    if dtype != "auto" and dtype not in DTYPE_NAMES:
+        raise ValueError(f"--dtype {dtype!r} is not one of auto, {', '.join(DTYPE_NAMES)}.")
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    return torch.float32 if device == "cpu" else "auto"
+
+
+def bitsandbytes_config(bits: int | None, compute_dtype=None):
+    """A BitsAndBytesConfig for 4-bit nf4 (double quantization) or 8-bit, skipping `QUANTIZATION_SKIP_MODULES`;
+    None for `bits=None`. `compute_dtype` (4-bit only) defaults to bfloat16."""
+    if bits is None:
+        return None
+    if bits not in (4, 8):
+        raise ValueError(f"quantization bits must be 4 or 8, got {bits}.")
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=QUANTIZATION_SKIP_MODULES)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype or torch.bfloat16,
+        llm_int8_skip_modules=QUANTIZATION_SKIP_MODULES,
+    )
+
+
+def load_checkpoint(
+    model: str,
+    *,
+    revision: str | None = None,
+    dtype: str = "auto",
+    device: str | None = "auto",
+    quantization=None,
+    attn_implementation: str | None = None,
+    chat_template: str | None = None,
+    for_inference: bool = True,
+):
+    """`(model, processor)` from a checkpoint folder or Hub repo id, following the policy in the module docstring.
+
+    `quantization`: a `bitsandbytes_config(...)` or None. `device=None` leaves the model where `from_pretrained` puts
+    it (training: the Trainer places it). Raises ValueError
+    naming the fix when the checkpoint cannot be found, has no chat template (inference), or an option is unavailable.
+    """
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    import llava_hf  # noqa: F401  (registers the llava_hf model type with the Auto classes)
+
+    from ..processing import resolve_chat_template
+
+    if not model:
+        raise ValueError("--model is required: a checkpoint folder or a Hub repo id such as org/name.")
+    path = os.path.expanduser(model)
+    # A repo id is "name" or "org/name"; anything else that is not a folder is a mistyped path.
+    looks_like_path = model.startswith((".", "/", "~")) or model.count("/") > 1
+    if looks_like_path and not os.path.isdir(path):
+        raise ValueError(f"--model {model!r} is not a folder; give a checkpoint folder or a Hub repo id (org/name).")
+    device = resolve_device(device) if device is not None else None
+    torch_dtype = resolve_dtype(dtype, device or "cpu")
+    kwargs = dict(revision=revision, dtype=torch_dtype)
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if quantization is not None:
+        if importlib.util.find_spec("bitsandbytes") is None:
+            flag = "--load_in_4bit" if quantization.load_in_4bit else "--load_in_8bit"
+            raise ValueError(f"{flag} needs bitsandbytes: `pip install bitsandbytes` (and a CUDA GPU), or drop {flag}.")
+        kwargs["quantization_config"] = quantization
+        if device is not None:
+            kwargs["device_map"] = {"": device}
+    try:
+        processor = AutoProcessor.from_pretrained(path, revision=revision)
+        loaded = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    except OSError as error:
+        raise ValueError(
+            f"could not load --model {model!r}: it is neither a checkpoint folder nor a Hub repo available "
+            f"here (offline runs need it in the HF cache). Details: {error}"
+        ) from error
+    if chat_template:
+        processor.chat_template = resolve_chat_template(chat_template)
+    if not for_inference:
+        return loaded, processor
+    if quantization is None and device is not None:
+        loaded.to(device)
+    if not getattr(processor, "chat_template", None):
+        raise ValueError(
+            f"the processor of {model!r} has no chat template; pass --chat_template (e.g. vicuna_v1 for LLaVA-1.5) "
+            "or save one with the checkpoint (LlavaProcessor(..., chat_template='vicuna_v1').save_pretrained(folder))."
+        )
+    # Decoder-only batches must be left-padded so every row's next token follows its own last prompt token.
+    processor.tokenizer.padding_side = "left"
+    return loaded.eval(), processor

@@ -1,0 +1,105 @@
+"""`import llava_hf` is cheap and still registers the Auto classes; commands answer --help and bad flags at once.
+
+Each check runs in a fresh interpreter (a subprocess), because what matters is what one import pulls in."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CONSOLE_SCRIPT = str(Path(sys.executable).parent / "llava-hf")
+
+
+def run_python(code: str) -> str:
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_package_datagen_scorers_and_cli_import_no_torch():
+    modules = [
+        "llava_hf",
+        "llava_hf.cli",
+        "llava_hf.datagen.pipeline",
+        "llava_hf.datagen.cli",
+        "llava_hf.evaluation.scienceqa",
+        "llava_hf.evaluation.pope",
+        "llava_hf.evaluation.llava_bench",
+        "llava_hf.evaluation.evaluate",
+        "llava_hf.utils.io",
+        "llava_hf.utils.cli",
+    ]
+    code = f"import sys\nfor name in {modules!r}: __import__(name)\nprint(sorted({{'torch', 'transformers'}} & set(sys.modules)))"
+    assert run_python(code) == "[]"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from conftest import make_tiny_model, make_tiny_processor
+
+    folder = tmp_path_factory.mktemp("tiny_checkpoint")
+    make_tiny_model().save_pretrained(folder)
+    make_tiny_processor(chat_template="vicuna_v1").save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "first_import",
+    [
+        "import llava_hf",  # then transformers' Auto classes
+        "from transformers import AutoConfig; import llava_hf",  # Auto classes already imported
+        "from llava_hf.processing import LlavaHfProcessor",  # the Auto package loads inside our own import
+        "from llava_hf import LlavaConfig",
+    ],
+)
+def test_auto_classes_load_a_saved_checkpoint_after_any_first_import(checkpoint, first_import):
+    code = (
+        f"{first_import}\n"
+        "from transformers import AutoModelForImageTextToText, AutoProcessor\n"
+        f"model = AutoModelForImageTextToText.from_pretrained({str(checkpoint)!r})\n"
+        f"processor = AutoProcessor.from_pretrained({str(checkpoint)!r})\n"
+        "print(type(model).__name__, type(processor).__name__, model.config.model_type)"
+    )
+    assert run_python(code) == "LlavaHfForConditionalGeneration LlavaHfProcessor llava_hf"
+
+
+def test_public_names_resolve_lazily():
+    code = (
+        "import llava_hf\n"
+        "from llava_hf import LlavaForConditionalGeneration, LlavaHfForConditionalGeneration, get_chat_template\n"
+        "print(LlavaForConditionalGeneration is LlavaHfForConditionalGeneration, 'USER' in get_chat_template('vicuna_v1'))"
+    )
+    assert run_python(code) == "True True"
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        import llava_hf
+
+        llava_hf.Nope  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["evaluate", "--task", "nosuch", "--data", "x", "--output-dir", "y"], "invalid choice: 'nosuch'"),
+        (["generate-data", "--output-dir", "y", "--limit", "abc"], "invalid int value: 'abc'"),
+        (["generate-data", "--output-dir", "y"], "give exactly one input"),
+        (["data"], "choose a subcommand: check or convert"),
+        (["data", "check"], "the following arguments are required: --source"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(argv, message):
+    result = subprocess.run([CONSOLE_SCRIPT, *argv], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_shows_choices_and_data_help_succeeds():
+    evaluate_help = subprocess.run([CONSOLE_SCRIPT, "evaluate", "--help"], capture_output=True, text=True, check=True)
+    assert "{scienceqa,pope,llava_bench}" in evaluate_help.stdout
+    datagen_help = subprocess.run(
+        [CONSOLE_SCRIPT, "generate-data", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "{openai,rule-based}" in datagen_help.stdout and "--save_dataset [SAVE_DATASET]" in datagen_help.stdout
+    data_help = subprocess.run([CONSOLE_SCRIPT, "data", "--help"], capture_output=True, text=True, check=True)
+    assert "check" in data_help.stdout and "convert" in data_help.stdout
