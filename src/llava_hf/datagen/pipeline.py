@@ -94,14 +94,7 @@ class LLMTeacher:
     deterministic = False
 
     def __init__(self, config: GenerationConfig):
-        self.client = ChatClient(
-            config.base_url,
-            config.model,
-            api_key_env=config.api_key_env,
-            timeout=config.timeout,
-            max_retries=config.max_retries,
-            concurrency=config.concurrency,
-        )
+        self.client = ChatClient.from_settings(config)
         self.model = config.model
         self.sampling = config.sampling()
 

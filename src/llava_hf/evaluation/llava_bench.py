@@ -235,14 +235,7 @@ def judge(outcomes: list[Outcome], settings: JudgeSettings, cache_path: str | Pa
             )
             jobs.append((order, outcome, build_judge_messages(meta["context"], example.prompt, first, second)))
     judgments: dict[str, dict] = {order: {} for order in orders}
-    client = ChatClient(
-        settings.base_url,
-        settings.model,
-        api_key_env=settings.api_key_env,
-        timeout=settings.timeout,
-        max_retries=settings.max_retries,
-        concurrency=settings.concurrency,
-    )
+    client = ChatClient.from_settings(settings)
     try:
         with JsonlLog(cache_path) as writer:
             pending = jobs

@@ -83,6 +83,8 @@ class ChatClient:
 
     @classmethod
     def from_settings(cls, settings: EndpointSettings) -> ChatClient:
+        """A client for `settings`: an `EndpointSettings` or any settings object with the same fields (the datagen
+        run settings, the judge settings)."""
         return cls(
             settings.base_url,
             settings.model,
