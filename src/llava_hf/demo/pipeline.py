@@ -76,11 +76,11 @@ class DemoConfig:
     stage2_learning_rate: float = field(default=1e-3, metadata={"help": "Stage-2 (projector + LLM) learning rate."})
     train_batch_size: int = field(default=32, metadata={"help": "Samples per optimizer step in stages 1 and 2."})
     micro_batch_size: int = field(
-        default=8,
+        default=32,
         metadata={
-            "help": "Samples per forward pass (gradient accumulation makes up --train-batch-size). Each step's samples "
-            "are sorted by length into micro-batches, so short multiple-choice rows are not padded to the longest "
-            "conversation."
+            "help": "Samples per forward pass (gradient accumulation makes up --train-batch-size). Below "
+            "--train-batch-size, each step's samples are sorted by length into micro-batches, so short "
+            "multiple-choice rows are not padded to the longest conversation (8: 1.8x faster stage-2 steps, README)."
         },
     )
     eval_batch_size: int = field(default=64, metadata={"help": "Batch size of generation during evaluation."})
@@ -272,8 +272,8 @@ def train_stage(
     """One LLaVA stage through `llava_hf.training.train` (TRL SFTTrainer); returns the logged (step, loss) pairs and
     the seconds per optimizer step.
 
-    Each optimizer step's samples are sorted by length into micro-batches (LLaVA-1.5's `group_by_modality_length`
-    with gradient accumulation): in one random batch of the stage-2 mix, short multiple-choice rows would be padded
+    With `micro_batch_size` below `train_batch_size`, each optimizer step's samples are sorted by length into
+    micro-batches (LLaVA-1.5's `group_by_modality_length` with gradient accumulation): in one random batch of the stage-2 mix, short multiple-choice rows would be padded
     to the longest multi-turn conversation, and most of the compute would go to padding."""
     from trl import SFTConfig
 
@@ -301,7 +301,7 @@ def train_stage(
         dataloader_num_workers=0,
         disable_tqdm=not config.progress,
     )
-    run = LlavaRunArguments(stage=stage, group_by_modality_length=True)
+    run = LlavaRunArguments(stage=stage, group_by_modality_length=config.micro_batch_size < config.train_batch_size)
     trainer = train(run, args, model=model, processor=processor, train_dataset=rows)
     history = trainer.state.log_history
     runtime = next(entry["train_runtime"] for entry in reversed(history) if "train_runtime" in entry)
