@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_run import make_run, make_trainer
+from tiny_run import THREADS, make_run, make_trainer
 
 from helpers.processes import run_to_exit
 from llava_hf.cli import main as llava_hf
@@ -19,6 +19,14 @@ from llava_hf.training import train
 from llava_hf.training.train import last_complete_checkpoint, resolve_resume_checkpoint
 
 SCRIPT = Path(__file__).with_name("tiny_run.py")
+
+
+@pytest.fixture(autouse=True)
+def same_thread_count_as_the_subprocess():
+    before = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    yield
+    torch.set_num_threads(before)
 
 
 def run_until_killed(output_dir: Path, *options: str) -> subprocess.CompletedProcess:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for conftest's tiny model
 
+import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 from trl import SFTConfig  # noqa: E402
 
@@ -19,6 +20,10 @@ from llava_hf.data.synthetic import make_shape_rows  # noqa: E402
 from llava_hf.training import LlavaRunArguments, build_trainer, save_outputs  # noqa: E402
 
 MAX_STEPS, SAVE_STEPS = 8, 2  # 24 rows / batch 4 = 6 steps per epoch: the run crosses an epoch boundary
+# One torch thread in the killed subprocess and in the test process alike: the weights are compared to 1e-6, and a
+# different thread count changes the order of floating-point reductions (another test may have changed the test
+# process's thread count before the reference run).
+THREADS = 1
 
 
 class KillAtStep(TrainerCallback):
@@ -80,6 +85,7 @@ if __name__ == "__main__":
     parser.add_argument("--kill_while_saving_step", type=int)
     parser.add_argument("--resume", action="store_true")
     options = parser.parse_args()
+    torch.set_num_threads(THREADS)
     trainer, run = make_trainer(options.output_dir, options.kill_at_step, options.kill_while_saving_step)
     trainer.train(resume_from_checkpoint=True if options.resume else None)
     save_outputs(trainer, run)
