@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from llava_hf.cli import COMMANDS
+from llava_hf.cli import main as llava_hf_main
 
 CONSOLE_SCRIPT = str(Path(sys.executable).parent / "llava-hf")  # installed by `pip install -e .`
 
@@ -36,3 +37,12 @@ def test_every_command_module_has_a_main():
 def test_unknown_command_is_an_error():
     result = subprocess.run([CONSOLE_SCRIPT, "trian"], capture_output=True, text=True)
     assert result.returncode == 2 and "llava-hf --help" in result.stderr
+
+
+def test_a_command_whose_extra_is_missing_exits_2_naming_the_extra(monkeypatch, capsys):
+    # `serve` needs the `serve` extra (FastAPI + uvicorn); without it the command says what to install, no traceback.
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # None in sys.modules makes `import fastapi` raise ImportError
+    monkeypatch.delitem(sys.modules, "llava_hf.serving.server", raising=False)
+    assert llava_hf_main(["serve", "--help"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "pip install 'llava_hf[serve]'" in error

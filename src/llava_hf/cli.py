@@ -43,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"llava-hf: unknown command {command!r}; run `llava-hf --help` for the list.", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[command][0])
+    try:
+        module = importlib.import_module(COMMANDS[command][0])
+    except ImportError as error:  # an optional extra is missing: its message names the `pip install` that fixes it
+        print(f"llava-hf {command}: {error}", file=sys.stderr)
+        return 2
     return module.main(rest) or 0
 
 
