@@ -73,3 +73,20 @@ def test_build_trainer_switches_sdpa_for_padding_free_runs_only(processor, tmp_p
         args = SFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[], max_steps=1)
         build_trainer(LlavaRunArguments(stage="finetune", pack_batches=pack), args, model, processor, rows)
         assert model.config.text_config._attn_implementation == expected
+
+
+def test_batch_one_row_with_restarting_positions_and_a_2d_mask_is_not_packed(processor):
+    """transformers reads restarting `position_ids` as packing only when no 2D mask is given; with one (here all ones)
+    the row is one sequence under SDPA, and the switched model must attend the same way, not per sample."""
+    rows = make_shape_rows(2, seed=5, image_size=32, lengths="realistic")
+    packed = LlavaCollator(processor, padding_free=True)(rows)
+    assert (packed["position_ids"][0] == 0).sum() == 2
+    with_mask = {**packed, "attention_mask": torch.ones_like(packed["input_ids"])}
+    reference, switched = make_tiny_model(), make_tiny_model()
+    use_packed_attention(switched)
+    with torch.no_grad():
+        expected = reference(**with_mask).logits
+        torch.testing.assert_close(switched(**with_mask).logits, expected, atol=1e-6, rtol=1e-6)
+        # and without the 2D mask the row is packed in both (transformers' block-diagonal mask vs per-sample SDPA)
+        torch.testing.assert_close(switched(**packed).logits, reference(**packed).logits, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(reference(**packed).logits, expected, atol=1e-3)

@@ -21,17 +21,26 @@ PACKED_SDPA = "llava_packed_sdpa"
 
 
 def packed_sdpa_attention(module, query, key, value, attention_mask, position_ids=None, **kwargs):
-    """SDPA per packed sample when this is a packed row (batch 1, no cache, `position_ids` restarting at 0)."""
+    """SDPA per packed sample when this is a packed row, plain SDPA otherwise.
+
+    A packed row is what transformers itself treats as one: batch 1, no cache, `position_ids` restarting at 0, and the
+    block-diagonal causal mask transformers builds for it (it does so only when no 2D `attention_mask` was given). A
+    batch-1 row whose positions restart but that came with a 2D mask gets that mask's attention, as under SDPA.
+    """
     # query [B, H, T, D], key/value [B, H_kv, S, D]; transformers' attention functions return ([B, T, H, D], weights)
+    length = query.shape[2]
     packed_row = (
         position_ids is not None
+        and attention_mask is not None
         and query.shape[0] == 1
-        and query.shape[2] == key.shape[2] == position_ids.shape[-1]  # no cache: the row attends to itself only
+        and length == key.shape[2] == position_ids.shape[-1]  # no cache: the row attends to itself only
     )
     starts = torch.nonzero(position_ids[0] == 0).flatten().tolist() if packed_row else []
     if len(starts) < 2 or starts[0] != 0:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    bounds = [*starts, query.shape[2]]
+    bounds = [*starts, length]
+    if not _is_block_causal(attention_mask, bounds):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     outputs = [
         sdpa_attention_forward(
             module, query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], None, **kwargs
@@ -39,6 +48,20 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, position_id
         for start, end in zip(bounds[:-1], bounds[1:])
     ]
     return torch.cat(outputs, dim=1), None
+
+
+def _is_block_causal(attention_mask: torch.Tensor, bounds: list[int]) -> bool:
+    """Whether a [1, 1, T, T] mask (bool: True attends; float: 0 attends) is causal within each sample of `bounds`
+    and blocks attention across samples."""
+    length = bounds[-1]
+    if attention_mask.shape[-2:] != (length, length) or attention_mask.numel() != length * length:
+        return False
+    allowed = attention_mask.reshape(length, length)
+    allowed = allowed if allowed.dtype == torch.bool else allowed == 0
+    sizes = torch.tensor(bounds, device=allowed.device).diff()
+    sample = torch.repeat_interleave(torch.arange(len(sizes), device=allowed.device), sizes)  # [T] sample index
+    expected = (sample[:, None] == sample[None, :]).tril()
+    return torch.equal(allowed, expected)
 
 
 AttentionInterface.register(PACKED_SDPA, packed_sdpa_attention)
