@@ -57,3 +57,48 @@ def test_default_collator_with_assistant_only_loss_trains_answers_only_with_bos(
     assert trainer.state.global_step == 2 and not torch.equal(
         projector, model.model.multi_modal_projector.linear_1.weight
     )
+
+
+def text_and_prompt_completion_rows(rows):
+    """The same samples as TRL's other two dataset shapes: plain `text` (language modelling) and prompt-completion."""
+    text_rows, prompt_rows = [], []
+    for row in rows:
+        question = row["messages"][0]["content"][-1]["text"]
+        answer = row["messages"][-1]["content"][0]["text"]
+        text_rows.append({"text": f"<image>\n{question} {answer}", "images": row["images"]})
+        prompt_rows.append({"prompt": f"<image>\n{question}", "completion": f" {answer}", "images": row["images"]})
+    return text_rows, prompt_rows
+
+
+def test_plain_text_dataset_stops_with_an_error_naming_llava_collator(tmp_path, parts):
+    model, processor = parts
+    text_rows, _ = text_and_prompt_completion_rows(make_shape_rows(4, seed=2, image_size=32))
+    # remove_unused_columns=False: with its default TRL drops the `text` column before its collator sees it (KeyError)
+    args = SFTConfig(
+        output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2, use_cpu=True, bf16=False, report_to=[],
+        save_strategy="no", max_length=None, disable_tqdm=True, remove_unused_columns=False,
+    )  # fmt: skip
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(text_rows), processing_class=processor)
+    with pytest.raises(ValueError, match="LlavaCollator"):
+        trainer.train()
+
+
+def test_prompt_completion_dataset_trains_on_the_completion_with_bos(tmp_path, parts):
+    model, processor = parts
+    _, prompt_rows = text_and_prompt_completion_rows(make_shape_rows(4, seed=2, image_size=32))
+    args = SFTConfig(
+        output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2, use_cpu=True, bf16=False, report_to=[],
+        save_strategy="no", max_length=None, disable_tqdm=True,
+    )  # fmt: skip
+    dataset = Dataset.from_list(prompt_rows)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
+    batch = trainer.data_collator([dataset[0], dataset[1]])
+    tokenizer = processor.tokenizer
+    for row in range(2):
+        ids = batch["input_ids"][row][batch["attention_mask"][row] == 1]
+        assert ids[0] == tokenizer.bos_token_id  # the tokenizer's BOS, which TRL's add_special_tokens=False dropped
+        labels = batch["labels"][row][batch["labels"][row] != -100]
+        assert processor.image_token_id not in labels.tolist()
+        assert tokenizer.decode(labels).strip() == prompt_rows[row]["completion"].strip()
+    trainer.train()
+    assert trainer.state.global_step == 1

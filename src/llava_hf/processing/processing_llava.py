@@ -137,6 +137,32 @@ class LlavaHfProcessor(ProcessorMixin):
                     )
         super().validate_inputs(images=images, text=text, videos=videos, audio=audio, **kwargs)
 
+    def __call__(self, images=None, text=None, videos=None, audio=None, **kwargs):
+        """transformers' processor call, with one guard for text+images encoded with `add_special_tokens=False`.
+
+        TRL's SFTTrainer without a `data_collator` encodes its samples this way (its comment: "to avoid adding the BOS
+        twice"), but LLaVA's prompts carry no BOS in the text, so the model would see none:
+        - right padding (TRL's plain `text` datasets): the caller makes labels of every id, the image placeholders
+          among them (LLaVA never supervises image positions), so this raises, naming `LlavaCollator`;
+        - left padding (a prompt to be continued, e.g. TRL's prompt-completion data, whose labels are the completion
+          only): the flag is ignored and the tokenizer adds the BOS, as in `apply_chat_template`.
+        Text that already starts with the BOS keeps the flag (transformers' own pipelines send such prompts).
+        """
+        if images is not None and text is not None and kwargs.get("add_special_tokens") is False:
+            texts = [text] if isinstance(text, str) else list(text)
+            bos = self.tokenizer.bos_token
+            if any(self.image_token in sample and not (bos and sample.startswith(bos)) for sample in texts):
+                padding_side = kwargs.get("padding_side") or self.tokenizer.padding_side
+                if padding_side != "left":
+                    raise ValueError(
+                        f"encoding text with {self.image_token} and add_special_tokens=False, right-padded, is how "
+                        "TRL's SFTTrainer without a data_collator reads a plain 'text' dataset: it would train on the "
+                        "image placeholders and without BOS. Train with data_collator=llava_hf.data.LlavaCollator"
+                        "(processor) on 'messages' rows, or with SFTConfig(assistant_only_loss=True)."
+                    )
+                kwargs = {key: value for key, value in kwargs.items() if key != "add_special_tokens"}
+        return super().__call__(images=images, text=text, videos=videos, audio=audio, **kwargs)
+
     def apply_chat_template(self, conversation, chat_template=None, **kwargs):
         """transformers' `apply_chat_template`, with two guards for tokenizing whole conversations (training data).
 
