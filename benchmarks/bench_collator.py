@@ -32,7 +32,7 @@ import torch
 import transformers
 import trl
 from PIL import Image
-from transformers import AutoTokenizer, LlavaImageProcessorPil
+from transformers import LlavaImageProcessorPil
 from transformers import LlavaProcessor as BuiltinLlavaProcessor
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
@@ -40,11 +40,11 @@ from llava_hf import LlavaHfProcessor, build_image_processor
 from llava_hf.data import LlavaCollator, to_conversation
 from llava_hf.data.synthetic import make_shape_rows
 from llava_hf.processing import get_chat_template
+from llava_hf.testing import load_tiny_tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_preprocessing import photo_like_jpeg  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SIZE, PATCH_SIZE = 336, 14
 
 
@@ -103,7 +103,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    tokenizer = AutoTokenizer.from_pretrained(ROOT / "tests" / "assets" / "tiny_tokenizer")
+    tokenizer = load_tiny_tokenizer()
     candidates = collators(tokenizer)
     inputs = {"with images": build_rows(args.rows, True), "text only": build_rows(args.rows, False)}
     # Both supervise the same tokens: the same number of labelled positions on the first batch (TRL's rows carry no

@@ -1,7 +1,7 @@
 # /work/venv/bin/python benchmarks/bench_evaluation.py --preset tiny
 """Batched evaluation generation vs a one-at-a-time loop, on the same model and the same questions.
 
-What is timed: `llava_hf.evaluation.task.generate_answers` (processor + left-padded greedy `generate` + decode) over
+What is timed: `llava_hf.evaluation.generation.generate_answers` (processor + left-padded greedy `generate` + decode) over
 `--examples` ScienceQA-style multiple-choice prompts (about two thirds with a synthetic image), at batch size 1 (the
 original LLaVA eval scripts' loop) and at `--batch-sizes`. The anchor is transformers' built-in
 `LlavaForConditionalGeneration` with the same weights and the same prompts, timed the same way. Each setting runs
@@ -9,7 +9,7 @@ original LLaVA eval scripts' loop) and at `--batch-sizes`. The anchor is transfo
 one-at-a-time answers of our model (greedy decoding must not depend on batching).
 
 Presets: `tiny` = the test suite's model (CLIP 32 px / patch 8 -> 16 image tokens, 2-layer Llama, hidden 32, 512-token
-tokenizer from tests/assets), CPU. Results are appended to benchmarks/RESULTS_evaluation.md with `--write`.
+tokenizer; `llava_hf.testing`), CPU. Results are appended to benchmarks/RESULTS_evaluation.md with `--write`.
 """
 
 import argparse
@@ -27,14 +27,13 @@ from transformers import LlavaConfig as BuiltinLlavaConfig
 from transformers import LlavaForConditionalGeneration as BuiltinLlava
 from transformers import LlavaProcessor as BuiltinLlavaProcessor
 
-from llava_hf.evaluation import scienceqa
-from llava_hf.evaluation.task import Task, generate_answers, render_prompts
+from llava_hf.evaluation import Task, scienceqa
+from llava_hf.evaluation.generation import generate_answers, render_prompts
 from llava_hf.processing import get_chat_template
+from llava_hf.testing import make_tiny_config, make_tiny_model, make_tiny_processor
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "RESULTS_evaluation.md"
-sys.path.insert(0, str(ROOT / "tests"))  # the `tiny` preset is the test suite's tiny model
-from helpers.tiny_models import make_tiny_config, make_tiny_model, make_tiny_processor  # noqa: E402
 
 
 def tiny_model_and_processors():

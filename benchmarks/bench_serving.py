@@ -2,7 +2,7 @@
 """Serving throughput: dynamic batching against one-request-at-a-time serving, for 1, 4 and 16 concurrent clients.
 
 Both servers are the real `llava-hf serve` in a subprocess with the tiny test preset (CLIP 32 px + 2-layer Llama,
-tests/conftest.py) on CPU; only --max_batch_size differs (1 = one at a time, the anchor). The clients run in this
+`llava_hf.testing`) on CPU; only --max_batch_size differs (1 = one at a time, the anchor). The clients run in this
 process, each sending one image + question at a time over HTTP. EOS is suppressed in the benchmark checkpoint's
 generation config so that every answer is exactly --max_tokens long and both servers do the same work.
 Prints a Markdown table: requests/s, generated tokens/s, median latency, and the speed-up over the anchor.
@@ -26,9 +26,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from conftest import make_image, make_tiny_model, make_tiny_processor  # noqa: E402
+from llava_hf.testing import make_image, make_tiny_model, make_tiny_processor
 
 
 def save_checkpoint(folder: Path) -> None:

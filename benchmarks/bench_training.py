@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from transformers import AutoTokenizer, CLIPVisionConfig, LlamaConfig, LlavaImageProcessorPil, TrainerCallback
+from transformers import CLIPVisionConfig, LlamaConfig, LlavaImageProcessorPil, TrainerCallback
 from transformers import LlavaConfig as BuiltinLlavaConfig
 from transformers import LlavaForConditionalGeneration as BuiltinLlava
 from transformers import LlavaProcessor as BuiltinLlavaProcessor
@@ -48,6 +48,7 @@ from llava_hf import LlavaHfConfig, LlavaHfForConditionalGeneration, LlavaHfProc
 from llava_hf.data import ROW_FEATURES, LlavaCollator, padding_fraction, to_conversation
 from llava_hf.data.synthetic import make_shape_rows
 from llava_hf.processing import get_chat_template
+from llava_hf.testing import load_tiny_tokenizer
 from llava_hf.training import (
     LORA_TARGET_MODULES,
     LlavaRunArguments,
@@ -107,7 +108,7 @@ H100_BF16_FLOPS = 989e12
 
 
 def build_models(preset: dict, device: str):
-    tokenizer = AutoTokenizer.from_pretrained(ROOT / "tests" / "assets" / "tiny_tokenizer")
+    tokenizer = load_tiny_tokenizer()
     vision_config = CLIPVisionConfig(**preset["vision"], projection_dim=32)
     text_config = LlamaConfig(
         **preset["text"],
@@ -283,7 +284,7 @@ def grouping_padding(preset: dict, rows: Dataset, num_orders: int = 10) -> str:
     """Padding at the preset's batch size, averaged over `num_orders` epochs: random order vs group_by_modality_length
     with a megabatch of 1 and of 8 batches (one device without accumulation; e.g. 8 devices, as LLaVA-1.5's 8 x 16).
     Measured on the real encoded lengths; the sampler sees only its estimates."""
-    tokenizer = AutoTokenizer.from_pretrained(ROOT / "tests" / "assets" / "tiny_tokenizer")
+    tokenizer = load_tiny_tokenizer()
     image_seq_length = (preset["image_size"] // preset["patch_size"]) ** 2
     processor = LlavaHfProcessor(
         build_image_processor(preset["image_size"], "pad"), tokenizer, image_seq_length=image_seq_length

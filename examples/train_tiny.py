@@ -11,46 +11,13 @@ The recipes point at build/tiny/...; `--workdir` moves everything (the paths are
 """
 
 import argparse
-import json
-import shutil
 from pathlib import Path
+
+from llava_hf.testing import make_tiny_data, make_tiny_parts
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "examples" / "configs"
 REAL_SHAPED = REPO / "tests" / "assets" / "real_shaped"  # made by make_real_shaped.py there
-
-
-def make_tiny_parts(folder: Path) -> tuple[Path, Path]:
-    """Copy the tiny stand-ins of openai/clip-vit-large-patch14-336 (a full CLIPModel, old-format preprocessor
-    config) and lmsys/vicuna-7b-v1.5 (SentencePiece tokenizer without `<image>` or pad) to `folder`; returns their
-    two folders. They are shaped like the real parts, so this run takes the same path as the 7B recipes."""
-    vision_dir, language_dir = folder / "vision", folder / "language"
-    shutil.copytree(REAL_SHAPED / "clip-vit-large-patch14-336", vision_dir, dirs_exist_ok=True)
-    shutil.copytree(REAL_SHAPED / "vicuna-7b-v1.5", language_dir, dirs_exist_ok=True)
-    return vision_dir, language_dir
-
-
-def make_tiny_data(folder: Path, num_rows: int = 64, seed: int = 0) -> tuple[Path, Path]:
-    """A synthetic LLaVA JSON (original format) and its image folder; returns (json path, image folder)."""
-    from llava_hf.data.synthetic import make_shape_rows
-
-    image_folder = folder / "images"
-    image_folder.mkdir(parents=True, exist_ok=True)
-    records = []
-    for row in make_shape_rows(num_rows, seed=seed, image_size=64, lengths="realistic"):
-        record = {"id": row["id"], "conversations": []}
-        if row["images"]:
-            record["image"] = f"{row['id']}.png"
-            row["images"][0].save(image_folder / record["image"])
-        for message in row["messages"]:
-            text = "".join(part["text"] for part in message["content"] if part["type"] == "text")
-            has_image = any(part["type"] == "image" for part in message["content"])
-            speaker = "human" if message["role"] == "user" else "gpt"
-            record["conversations"].append({"from": speaker, "value": ("<image>\n" if has_image else "") + text})
-        records.append(record)
-    json_path = folder / "tiny_llava.json"
-    json_path.write_text(json.dumps(records, indent=1))
-    return json_path, image_folder
 
 
 def main() -> None:
@@ -59,7 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="build/tiny")
     workdir = Path(parser.parse_args().workdir)
-    vision_dir, language_dir = make_tiny_parts(workdir / "parts")
+    vision_dir, language_dir = make_tiny_parts(workdir / "parts", REAL_SHAPED)
     json_path, image_folder = make_tiny_data(workdir / "data")
     common = ["--vision_tower", str(vision_dir), "--language_model", str(language_dir), "--data_path", str(json_path)]
     common += ["--image_folder", str(image_folder)]

@@ -1,22 +1,21 @@
-"""Shared fixtures: a tiny tokenizer from tests/assets, tiny LLaVA configs/models built in-process, test images.
+"""Shared fixtures: the tiny tokenizer, tiny LLaVA configs/models built in-process, test images (`llava_hf.testing`).
 
 The tiny model: CLIP vision tower at 32 px with patch 8 (16 image tokens per image after dropping CLS), a 2-layer
 Llama with hidden size 32 and the 512-token tokenizer. Everything is offline and takes milliseconds to build.
 """
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
-from helpers.tiny_models import (  # noqa: E402, F401  re-exported: tests import these with `from conftest import ...`
-    ASSETS,
+from llava_hf.testing import (  # noqa: E402, F401  re-exported: tests import these with `from conftest import ...`
     TINY_IMAGE_SIZE,
     TINY_IMAGE_TOKENS,
     TINY_PATCH_SIZE,
-    TINY_TOKENIZER_DIR,
     builtin_llava_config,
     builtin_llava_twin,
     load_tiny_tokenizer,
@@ -26,6 +25,9 @@ from helpers.tiny_models import (  # noqa: E402, F401  re-exported: tests import
     make_tiny_processor,
     make_tiny_text_config,
 )
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+REAL_SHAPED = ASSETS / "real_shaped"  # stand-ins shaped like the real CLIP / Vicuna / Mistral / Qwen2 parts
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ COMMANDS = {
     "generate": ("llava_hf.serving.generate", "answer one prompt about one image with a checkpoint"),
     "demo": ("llava_hf.demo.cli", "the whole LLaVA recipe end to end on a synthetic world (~10 min on a laptop CPU)"),
     "convert": (
-        "llava_hf.conversion.convert_original_checkpoint",
+        "llava_hf.conversion.convert",
         "original LLaVA / stage-1 / LoRA / transformers llava checkpoint -> llava_hf (--verify to check logits)",
     ),
     "export": (

@@ -372,12 +372,13 @@ def make_lora_run(folder: Path, vision_tower: Path, base_model: Path, seed: int 
 
 def make_builtin_llava(folder: Path, seed: int = 50) -> Path:
     """transformers' built-in llava layout (llava-hf/llava-1.5-7b-hf style) with the tiny byte-level tokenizer."""
-    from transformers import AutoTokenizer, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
     from transformers import LlavaProcessor as BuiltinLlavaProcessor
 
     from llava_hf import build_image_processor
+    from llava_hf.testing import load_tiny_tokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(Path(__file__).parent / "tiny_tokenizer")
+    tokenizer = load_tiny_tokenizer()
     config = LlavaConfig(
         vision_config=CLIPVisionConfig(
             hidden_size=VISION_HIDDEN,

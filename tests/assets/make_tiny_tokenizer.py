@@ -1,4 +1,4 @@
-"""Regenerate tests/assets/tiny_tokenizer/: python tests/assets/make_tiny_tokenizer.py
+"""Regenerate src/llava_hf/testing_assets/tiny_tokenizer/: python tests/assets/make_tiny_tokenizer.py
 
 A 512-token byte-level BPE trained on LLaVA-style prompts, with `<image>` (and the chat-template markers) registered
 as special tokens the way a real LLaVA tokenizer has them. Deterministic: the same files every run.
@@ -9,7 +9,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import TokenizersBackend
 
-OUTPUT_DIR = Path(__file__).parent / "tiny_tokenizer"
+OUTPUT_DIR = Path(__file__).resolve().parents[2] / "src" / "llava_hf" / "testing_assets" / "tiny_tokenizer"
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>", "<|im_start|>", "<|im_end|>"]
 CORPUS = [
     "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed,"

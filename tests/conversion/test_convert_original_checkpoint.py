@@ -180,7 +180,7 @@ def test_legacy_false_source_matches_in_single_turn_prompts(converted_v15):
 
 
 def make_original_checkpoints_image():
-    from llava_hf.conversion.convert_original_checkpoint import verification_image
+    from llava_hf.conversion.common import verification_image
 
     return verification_image()
 

@@ -7,8 +7,7 @@ import pytest
 from evaluation_fixtures import SCIENCEQA, SCIENCEQA_ORIGINAL, scienceqa_parquet, write_jsonl
 
 from conftest import make_tiny_processor
-from llava_hf.evaluation import evaluate, scienceqa
-from llava_hf.evaluation.task import markdown_table
+from llava_hf.evaluation import evaluate, markdown_table, scienceqa
 
 CHOICES = ["cat", "dog", "bird"]
 
@@ -159,7 +158,7 @@ def test_evaluation_prompt_is_model_vqa_science_s(prompt_format):
 @pytest.mark.parametrize("prompt_format", ["zero_shot", "QCM-LEA", "CQM-A"])
 def test_rendered_prompt_is_the_originals_conversation(prompt_format):
     """The whole prompt string the original tokenizes (conv_templates[...].get_prompt()) from our chat template."""
-    from llava_hf.evaluation.task import render_prompts
+    from llava_hf.evaluation.generation import render_prompts
     from llava_hf.processing import get_chat_template
 
     template = "vicuna_v1" if prompt_format == "zero_shot" else "llava_v1"

@@ -8,8 +8,17 @@ from evaluation_fixtures import LLAVA_BENCH_WILD, POPE, SCIENCEQA
 
 from conftest import make_image, make_tiny_model, make_tiny_processor
 from helpers.openai_server import OpenAIServer, Reply
-from llava_hf.evaluation import Example, Task, add_results_to_model_card, evaluate, llava_bench, pope, scienceqa
-from llava_hf.evaluation.task import generate_predictions, read_predictions
+from llava_hf.evaluation import (
+    Example,
+    Task,
+    add_results_to_model_card,
+    evaluate,
+    generate_predictions,
+    llava_bench,
+    pope,
+    read_predictions,
+    scienceqa,
+)
 
 
 @pytest.fixture(scope="module")

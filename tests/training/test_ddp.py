@@ -17,10 +17,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from conftest import REAL_SHAPED
+from llava_hf.testing import make_tiny_data, make_tiny_parts
+
 REPO = Path(__file__).resolve().parents[2]
 ACCELERATE = os.path.join(os.path.dirname(sys.executable), "accelerate")
-sys.path.insert(0, str(REPO / "examples"))
-from train_tiny import make_tiny_data, make_tiny_parts  # noqa: E402
 
 # Only turns a hang into a failure (with the log); a normal launch on a loaded 2-core machine takes 1-3 minutes.
 HANG_GUARD_SECONDS = 1200
@@ -62,7 +63,7 @@ def launch(tmp_path: Path, entry: list[str], *overrides: str, config: Path = DDP
     The launcher and its ranks carry a marker in their environment; whatever is still alive when the launcher has
     exited (or the test stops) is killed and fails the test.
     """
-    vision_dir, language_dir = make_tiny_parts(tmp_path / "parts")
+    vision_dir, language_dir = make_tiny_parts(tmp_path / "parts", REAL_SHAPED)
     json_path, image_folder = make_tiny_data(tmp_path / "data", num_rows=16)
     command = [
         ACCELERATE, "launch",

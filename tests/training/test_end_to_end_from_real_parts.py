@@ -15,16 +15,15 @@ from peft import PeftModel
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from conftest import REAL_SHAPED
 from helpers.processes import run_to_exit
+from llava_hf.testing import make_tiny_data
 from llava_hf.training import load_lora_base
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "examples" / "configs"
-REAL_SHAPED = REPO / "tests" / "assets" / "real_shaped"
 SCIENCEQA = REPO / "tests" / "assets" / "evaluation" / "scienceqa"
 LLAVA_HF = [sys.executable, "-c", "import sys; from llava_hf.cli import main; sys.exit(main())"]
-sys.path.insert(0, str(REPO / "examples"))
-from train_tiny import make_tiny_data  # noqa: E402
 
 pytestmark = pytest.mark.slow  # four to six `llava-hf` processes, each importing torch: minutes on 2 loaded cores
 

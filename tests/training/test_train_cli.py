@@ -1,7 +1,6 @@
 """`llava-hf train --config recipe.yaml [overrides]` runs the tiny recipes end to end from pretrained parts: stage 1
 from a vision tower + LLM, stage 2 from stage 1's projector; the result loads with transformers' Auto classes."""
 
-import sys
 from pathlib import Path
 
 import torch
@@ -9,17 +8,18 @@ import yaml
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
 
+from conftest import REAL_SHAPED
 from llava_hf.cli import main as llava_hf
+from llava_hf.testing import make_tiny_data, make_tiny_parts
 from llava_hf.training import build_from_parts
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "examples" / "configs"
-sys.path.insert(0, str(REPO / "examples"))
-from train_tiny import make_tiny_data, make_tiny_parts  # noqa: E402
 
 
 def test_build_from_parts_keeps_the_pretrained_weights(tmp_path):
-    vision_dir, language_dir = make_tiny_parts(tmp_path)  # real-shaped: full CLIPModel, Vicuna tokenizer w/o <image>
+    # real-shaped: a full CLIPModel, a Vicuna tokenizer without <image>
+    vision_dir, language_dir = make_tiny_parts(tmp_path, REAL_SHAPED)
     model, processor = build_from_parts(str(vision_dir), str(language_dir), projector_type="mlp2x_gelu")
     vision, language = AutoModel.from_pretrained(vision_dir), AutoModelForCausalLM.from_pretrained(language_dir)
     for name, tensor in vision.vision_model.state_dict().items():
@@ -37,7 +37,7 @@ def test_build_from_parts_keeps_the_pretrained_weights(tmp_path):
 
 
 def test_tiny_recipes_run_from_the_command_line(tmp_path, capsys):
-    vision_dir, language_dir = make_tiny_parts(tmp_path / "parts")
+    vision_dir, language_dir = make_tiny_parts(tmp_path / "parts", REAL_SHAPED)
     json_path, image_folder = make_tiny_data(tmp_path / "data", num_rows=16)
     common = ["--vision_tower", str(vision_dir), "--language_model", str(language_dir), "--data_path", str(json_path)]
     common += ["--image_folder", str(image_folder), "--disable_tqdm", "true"]
@@ -88,7 +88,7 @@ def test_tiny_recipes_run_from_the_command_line(tmp_path, capsys):
 def test_build_from_parts_normalises_with_the_towers_own_statistics(tmp_path):
     from transformers import SiglipImageProcessor
 
-    vision_dir, language_dir = make_tiny_parts(tmp_path)
+    vision_dir, language_dir = make_tiny_parts(tmp_path, REAL_SHAPED)
     _, clip_processor = build_from_parts(str(vision_dir), str(language_dir))  # the old-format CLIP config's values
     assert list(clip_processor.image_processor.image_mean) == [0.48145466, 0.4578275, 0.40821073]
     (vision_dir / "preprocessor_config.json").unlink()

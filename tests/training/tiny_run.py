@@ -6,18 +6,14 @@ trainer state), and resume from the last complete checkpoint in OUT."""
 import argparse
 import os
 import signal
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for conftest's tiny model
+import torch
+from transformers import TrainerCallback
+from trl import SFTConfig
 
-import torch  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
-from trl import SFTConfig  # noqa: E402
-
-from conftest import make_tiny_model, make_tiny_processor  # noqa: E402
-from llava_hf.data.synthetic import make_shape_rows  # noqa: E402
-from llava_hf.training import LlavaRunArguments, build_trainer, save_outputs  # noqa: E402
+from llava_hf.data.synthetic import make_shape_rows
+from llava_hf.testing import make_tiny_model, make_tiny_processor
+from llava_hf.training import LlavaRunArguments, build_trainer, save_outputs
 
 MAX_STEPS, SAVE_STEPS = 8, 2  # 24 rows / batch 4 = 6 steps per epoch: the run crosses an epoch boundary
 # One torch thread in the killed subprocess and in the test process alike: the weights are compared to 1e-6, and a

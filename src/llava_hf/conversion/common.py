@@ -1,8 +1,8 @@
 """What both conversion directions share: the error type, JSON and safetensors I/O, the verification input.
 
-`convert_original_checkpoint.py` (original -> llava_hf, and the dispatcher of `llava-hf convert`) and
-`convert_transformers_checkpoint.py` (llava_hf <-> transformers' built-in llava) both import from here and not from
-each other's internals, so neither direction file depends on the other's helpers.
+`convert_original_checkpoint.py` (original -> llava_hf) and `convert_transformers_checkpoint.py` (llava_hf <->
+transformers' built-in llava) both import from here and not from each other, so both are leaves under the dispatcher
+`convert.py` (`llava-hf convert`).
 """
 
 import json

@@ -1,261 +1,30 @@
-# llava-hf convert SRC DST [--vision_tower PATH_OR_REPO] [--base_model PATH_OR_REPO] [--verify]
-"""Original LLaVA checkpoints (and transformers' built-in llava layout) -> a complete llava_hf checkpoint folder.
+"""Original LLaVA -> llava_hf: an `original`, `stage1` or `lora` source (see sources.py) written as a complete llava_hf
+checkpoint (config, safetensors weights, processor, generation config) into a staging folder.
 
-Source formats, detected from the files (never from the folder name, the original's most confusing habit):
-- `original`: a LlavaLlamaForCausalLM checkpoint (the original `llava/model/builder.py` and `llava/train/train.py`): `model.*` Llama keys, `model.mm_projector.*`,
-  `.bin` or `.safetensors`, sharded or not. The vision tower comes from `mm_vision_tower` (or `--vision_tower`);
-  DeepSpeed-saved `model.vision_tower.vision_tower.*` weights are used when `--use_checkpoint_vision_tower` asks.
-- `stage1`: `config.json` + `mm_projector.bin`; the LLM comes from the base model (`_name_or_path` or `--base_model`).
-- `lora`: a PEFT adapter + `non_lora_trainables.bin` (the projector); merged into the base model.
-- `transformers`: transformers' built-in `llava` layout (llava-hf/* repos), see `convert_transformers_checkpoint.py`.
-
-The destination is written in a temporary sibling folder and renamed into place only after everything (and, with
-`--verify`, the numerical check) succeeded: a failure never leaves a half-written DST.
+`convert.py` (`llava-hf convert`) picks the direction, stages the destination and runs the verification; this file
+only builds. Weights keep the source's dtype; `<image>` and `<pad>` are appended to the vocabulary (NEW_TOKENS_INIT).
 """
 
 import json
-import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..utils.io import staged_directory
-from .common import VERIFY_QUESTION, ConversionError, read_json, verification_image, write_safetensors
+from .common import ConversionError, read_json, write_safetensors
+from .sources import (
+    check_mm_fields,
+    load_state_dict_files,
+    merged_lora_state,
+    projector_from_file,
+    resolve_folder,
+    split_original_state,
+)
 
-# Fields of an original config.json that change nothing at inference (training switches, learning rates).
-TRAINING_ONLY_FIELDS = {
-    "mm_projector_lr",
-    "mm_vision_tower_lr",
-    "tune_mm_mlp_adapter",
-    "freeze_mm_mlp_adapter",
-    "use_mm_proj",
-    "group_by_modality_length",
-    "unfreeze_mm_vision_tower",
-    "tune_mm_vision_resampler",
-    "freeze_backbone",
-}
-SUPPORTED_ASPECT_RATIOS = {"pad", "square"}
-SELECT_FEATURE_TO_STRATEGY = {"patch": "default", "cls_patch": "full"}
 NEW_TOKENS_INIT = (
     "The `<image>` and `<pad>` rows appended to `embed_tokens` and `lm_head` were initialised to the mean of the "
     "existing rows: existing tokens keep exactly the same logits, and a new token's logit is the mean of the "
     "existing logits, so it can never be the greedy choice."
 )
-
-
-@dataclass
-class ConvertArguments:
-    """Options of `llava-hf convert SRC DST` (SRC and DST are positional)."""
-
-    vision_tower: str | None = field(
-        default=None, metadata={"help": "CLIP vision tower folder or repo id; overrides the source's mm_vision_tower."}
-    )
-    base_model: str | None = field(
-        default=None,
-        metadata={"help": "Base LLM folder or repo id for stage-1 and LoRA sources (default: the one they name)."},
-    )
-    use_checkpoint_vision_tower: bool = field(
-        default=False,
-        metadata={"help": "Use model.vision_tower.* weights saved in the checkpoint (DeepSpeed runs that tuned CLIP)."},
-    )
-    chat_template: str = field(
-        default="vicuna_v1", metadata={"help": "Chat template of the converted processor (LLaVA-1.5: vicuna_v1)."}
-    )
-    verify: bool = field(
-        default=False,
-        metadata={"help": "Run the source computation and the result on one image + prompt; fail past --tolerance."},
-    )
-    tolerance: float = field(default=1e-3, metadata={"help": "Largest accepted max |Δlogit| (float32) for --verify."})
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Reading sources
-
-
-def resolve_folder(name_or_path: str | Path, what: str) -> Path:
-    """A local folder, or a Hub repo id downloaded (or read from the offline cache) with snapshot_download."""
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
-    if path.exists() or str(name_or_path).startswith((".", "/")) or str(name_or_path).count("/") != 1:
-        raise ConversionError(f"{what} {str(name_or_path)!r} is not a folder; give a checkpoint folder or a repo id.")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(
-            snapshot_download(
-                str(name_or_path),
-                allow_patterns=["*.json", "*.safetensors", "*.bin", "*.model", "*.jinja", "*.txt", "*.md"],
-            )
-        )
-    except Exception as error:  # offline miss, unknown repo, gated repo
-        raise ConversionError(
-            f"{what} {str(name_or_path)!r} is neither a local folder nor a reachable Hub repo ({type(error).__name__}: "
-            f"{error}); pass a local path."
-        ) from error
-
-
-def load_state_dict_files(folder: Path) -> dict[str, torch.Tensor]:
-    """All weights of a (possibly sharded) `.safetensors` or `.bin` checkpoint; shards named by an index must exist."""
-    from safetensors.torch import load_file
-
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        index = folder / index_name
-        if index.is_file():
-            files = sorted(set(read_json(index)["weight_map"].values()))
-            missing = [name for name in files if not (folder / name).is_file()]
-            if missing:
-                raise ConversionError(f"{folder} is incomplete: {index_name} lists missing shard(s) {missing}.")
-            paths = [folder / name for name in files]
-            break
-    else:
-        paths = sorted(folder.glob("model*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
-    if not paths:
-        raise ConversionError(
-            f"no weights in {folder}: expected model*.safetensors or pytorch_model*.bin (sharded with an index or not)."
-        )
-    state = {}
-    for path in paths:
-        if path.suffix == ".safetensors":
-            state.update(load_file(path))
-        else:
-            state.update(torch.load(path, map_location="cpu", weights_only=True))
-    return state
-
-
-def detect_source_format(folder: Path) -> str:
-    """'original', 'stage1', 'lora', 'transformers' or 'llava_hf', from the files and config.json's fields."""
-    if (folder / "adapter_config.json").is_file():
-        if not (folder / "non_lora_trainables.bin").is_file():
-            raise ConversionError(
-                f"{folder} holds a PEFT adapter but no non_lora_trainables.bin (the projector of a LLaVA LoRA run); "
-                "copy it from the run's output folder."
-            )
-        return "lora"
-    if not (folder / "config.json").is_file():
-        raise ConversionError(f"{folder} has no config.json; is this a checkpoint folder?")
-    config = read_json(folder / "config.json")
-    architectures = config.get("architectures") or []
-    if config.get("model_type") == "llava_hf":
-        return "llava_hf"
-    if "LlavaForConditionalGeneration" in architectures:
-        return "transformers"
-    if (
-        (folder / "mm_projector.bin").is_file()
-        and not any(folder.glob("*.safetensors"))
-        and not any(folder.glob("pytorch_model*.bin"))
-    ):
-        return "stage1"
-    if config.get("model_type") in ("llava", "llava_llama") or "LlavaLlamaForCausalLM" in architectures:
-        if "mm_vision_tower" not in config:
-            raise ConversionError(f"{folder}/config.json looks like LLaVA but has no mm_vision_tower field.")
-        return "original"
-    if any(name.startswith("Llava") for name in architectures):
-        raise ConversionError(
-            f"architecture {architectures[0]} is not supported; only Llama-based LLaVA (LlavaLlamaForCausalLM) and "
-            "transformers' LlavaForConditionalGeneration checkpoints convert."
-        )
-    raise ConversionError(
-        f"{folder} is not a LLaVA checkpoint (model_type {config.get('model_type')!r}, architectures {architectures})."
-    )
-
-
-def check_mm_fields(config: dict) -> dict:
-    """Every mm_* field honoured or rejected; returns the settings the conversion uses."""
-    if config.get("mm_use_im_start_end"):
-        raise ConversionError(
-            "mm_use_im_start_end=True (image wrapped in <im_start>/<im_end> tokens) is not supported: llava_hf's "
-            "processor writes only the image tokens, so the converted model would see different inputs."
-        )
-    if config.get("mm_use_im_patch_token"):
-        raise ConversionError(
-            "mm_use_im_patch_token=True (an extra <im_patch> vocabulary entry, LLaVA v0) is not supported; only "
-            "checkpoints trained with mm_use_im_patch_token=False convert."
-        )
-    aspect = config.get("image_aspect_ratio") or "square"  # the original's default when the field is absent
-    if aspect not in SUPPORTED_ASPECT_RATIOS:
-        raise ConversionError(
-            f"image_aspect_ratio={aspect!r} is not supported yet (AnyRes / LLaVA-NeXT tiling needs a different model); "
-            "only 'pad' (LLaVA-1.5) and 'square' (LLaVA v1) convert."
-        )
-    merge = config.get("mm_patch_merge_type", "flat")
-    if merge != "flat":
-        raise ConversionError(f"mm_patch_merge_type={merge!r} is not supported (AnyRes); only 'flat' converts.")
-    feature = config.get("mm_vision_select_feature", "patch")
-    if feature not in SELECT_FEATURE_TO_STRATEGY:
-        raise ConversionError(f"mm_vision_select_feature={feature!r} is not supported; use 'patch' or 'cls_patch'.")
-    if "mm_vision_select_layer" not in config:
-        raise ConversionError("config.json has no mm_vision_select_layer; LLaVA-1.5 uses -2 — add it to config.json.")
-    projector_type = config.get("mm_projector_type", "linear")  # the original's default
-    from llava_hf.modeling.configuration_llava import PROJECTOR_TYPE_PATTERN
-
-    if not PROJECTOR_TYPE_PATTERN.match(projector_type):
-        raise ConversionError(
-            f"mm_projector_type={projector_type!r} is unknown; supported: linear, identity, mlp<N>x_gelu."
-        )
-    for key in config:
-        known = {
-            "mm_use_im_start_end",
-            "mm_use_im_patch_token",
-            "mm_patch_merge_type",
-            "mm_vision_select_feature",
-            "mm_vision_select_layer",
-            "mm_projector_type",
-            "mm_vision_tower",
-            "mm_hidden_size",
-        }
-        if key.startswith("mm_") and key not in known | TRAINING_ONLY_FIELDS:
-            raise ConversionError(f"config.json field {key}={config[key]!r} is unknown to this converter.")
-    return {
-        "projector_type": projector_type,
-        "vision_feature_layer": int(config["mm_vision_select_layer"]),
-        "vision_feature_select_strategy": SELECT_FEATURE_TO_STRATEGY[feature],
-        "image_aspect_ratio": aspect,
-        "mm_hidden_size": config.get("mm_hidden_size"),
-    }
-
-
-def split_original_state(state: dict[str, torch.Tensor]) -> tuple[dict, dict, dict]:
-    """(LLM `model.*`/`lm_head.*`, projector `model.mm_projector.*`, tower `model.vision_tower.vision_tower.*`)."""
-    llm, projector, tower = {}, {}, {}
-    for name, tensor in state.items():
-        if name.startswith("model.mm_projector."):
-            projector[name] = tensor
-        elif name.startswith("model.vision_tower.vision_tower."):
-            tower[name.removeprefix("model.vision_tower.vision_tower.").removeprefix("vision_model.")] = tensor
-        elif name.endswith("rotary_emb.inv_freq"):
-            continue  # a buffer transformers 4.31 saved; recomputed from rope_theta on load
-        else:
-            llm[name] = tensor
-    return llm, projector, tower
-
-
-def projector_from_file(path: Path) -> dict[str, torch.Tensor]:
-    """`mm_projector.bin` / `non_lora_trainables.bin` keys normalised to `model.mm_projector.*`."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    normalised = {}
-    for name, tensor in state.items():
-        name = name.removeprefix("base_model.model.")
-        if "mm_projector" in name:
-            normalised["model.mm_projector." + name.split("mm_projector.", 1)[1]] = tensor
-    if not normalised:
-        raise ConversionError(f"{path} holds no mm_projector weights (keys: {sorted(state)[:5]}).")
-    return normalised
-
-
-def merged_lora_state(lora_folder: Path, base_folder: Path) -> dict[str, torch.Tensor]:
-    """The base LLM with the LoRA adapter merged in (PEFT's merge_and_unload), as `LlamaForCausalLM` keys."""
-    from peft import PeftModel
-    from transformers import LlamaForCausalLM
-
-    base = LlamaForCausalLM.from_pretrained(base_folder, dtype=torch.float32)
-    merged = PeftModel.from_pretrained(base, lora_folder).merge_and_unload()
-    return {name: tensor.detach().clone() for name, tensor in merged.state_dict().items()}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Building the llava_hf checkpoint
 
 
 def projector_checkpoint_keys(projector_state: dict, projector_type: str, config) -> dict[str, torch.Tensor]:
@@ -364,57 +133,21 @@ def build_image_processor_for(tower_folder: Path, vision_config, aspect: str):
     return build_image_processor(image_size, aspect, **kwargs)
 
 
-@dataclass
-class ConversionResult:
-    """What `convert_checkpoint` wrote and checked; `verification` is None without `verify=True`."""
+def convert_original(
+    source_folder: Path,
+    source_format: str,
+    staging: Path,
+    vision_tower: str | None = None,
+    base_model: str | None = None,
+    use_checkpoint_vision_tower: bool = False,
+    chat_template: str = "vicuna_v1",
+):
+    """Write config, weights, processor and generation config of an original-format source into `staging`.
 
-    destination: Path
-    source_format: str
-    provenance: dict
-    verification: dict | None = None
-
-
-def convert_checkpoint(source: str | Path, destination: str | Path, arguments: ConvertArguments | None = None):
-    """Convert `source` (any supported format, folder or repo id) into a llava_hf checkpoint at `destination`.
-
-    Raises `ConversionError` (nothing written) when the source is incomplete, inconsistent or unsupported, or when
-    `verify` finds a max |Δlogit| above `tolerance`.
+    `vision_tower` / `base_model` override the tower and base LLM the source names; `use_checkpoint_vision_tower`
+    takes the tower weights a DeepSpeed run saved in the checkpoint. Returns (provenance for the model card, the
+    inputs `verification.verify_conversion` needs to rerun the original computation).
     """
-    arguments = arguments or ConvertArguments()
-    destination = Path(destination)
-    if destination.exists():
-        raise ConversionError(f"{destination} already exists; remove it or choose another destination.")
-    source_folder = resolve_folder(source, "source checkpoint")
-    source_format = detect_source_format(source_folder)
-    if source_format == "llava_hf":
-        raise ConversionError(f"{source_folder} is already a llava_hf checkpoint; nothing to convert.")
-
-    with staged_directory(destination) as staging:  # nothing at `destination` unless everything succeeds
-        if source_format == "transformers":
-            from .convert_transformers_checkpoint import import_transformers_checkpoint
-
-            provenance = import_transformers_checkpoint(source_folder, staging, arguments.chat_template)
-            verification = None
-            if arguments.verify:
-                from .convert_transformers_checkpoint import verify_against_transformers
-
-                verification = verify_against_transformers(source_folder, staging, arguments.tolerance)
-        else:
-            provenance, reference_inputs = convert_original(source_folder, source_format, staging, arguments)
-            verification = (
-                verify_conversion(staging, reference_inputs, arguments.tolerance) if arguments.verify else None
-            )
-        provenance["source"] = str(source)
-        if source_folder.parent.name == "snapshots":  # a Hub download: record which commit was converted
-            provenance["source_revision"] = source_folder.name
-        from .model_card import write_model_card
-
-        write_model_card(staging, provenance=provenance, verification=verification)
-    return ConversionResult(destination, source_format, provenance, verification)
-
-
-def convert_original(source_folder: Path, source_format: str, staging: Path, arguments: ConvertArguments):
-    """Write config, weights, processor and generation config of an original-format source into `staging`."""
     from transformers import GenerationConfig, LlamaConfig
 
     from llava_hf.modeling import LlavaHfConfig
@@ -423,7 +156,7 @@ def convert_original(source_folder: Path, source_format: str, staging: Path, arg
     source_config = read_json(source_folder / "config.json")
     settings = check_mm_fields(source_config)
 
-    tower_name = arguments.vision_tower or source_config.get("mm_vision_tower")
+    tower_name = vision_tower or source_config.get("mm_vision_tower")
     if not tower_name:
         raise ConversionError("no vision tower: the config has no mm_vision_tower; pass --vision_tower PATH_OR_REPO.")
     try:
@@ -439,7 +172,7 @@ def convert_original(source_folder: Path, source_format: str, staging: Path, arg
         llm_state, projector_state, saved_tower = split_original_state(load_state_dict_files(source_folder))
         tokenizer_folder = source_folder
     else:
-        base_name = arguments.base_model or (
+        base_name = base_model or (
             read_json(source_folder / "adapter_config.json")["base_model_name_or_path"]
             if source_format == "lora"
             else source_config.get("_name_or_path")
@@ -459,7 +192,7 @@ def convert_original(source_folder: Path, source_format: str, staging: Path, arg
 
     tower_state = {name: tensor.float() for name, tensor in tower.state_dict().items()}
     tower_origin = str(tower_name)
-    if arguments.use_checkpoint_vision_tower:
+    if use_checkpoint_vision_tower:
         if not saved_tower:
             raise ConversionError("--use_checkpoint_vision_tower was given but the checkpoint holds no vision tower.")
         missing = sorted(set(tower_state) - set(saved_tower))
@@ -510,7 +243,7 @@ def convert_original(source_folder: Path, source_format: str, staging: Path, arg
     processor = LlavaHfProcessor(
         image_processor=build_image_processor_for(tower_folder, vision_config, settings["image_aspect_ratio"]),
         tokenizer=tokenizer,
-        chat_template=arguments.chat_template,
+        chat_template=chat_template,
         image_seq_length=config.image_seq_length,
     )
     processor.save_pretrained(staging)
@@ -535,7 +268,7 @@ def convert_original(source_folder: Path, source_format: str, staging: Path, arg
     )
     provenance = {
         "source_format": source_format,
-        "base_model": str(arguments.base_model or base_folder) if base_folder else None,
+        "base_model": str(base_model or base_folder) if base_folder else None,
         "vision_tower": tower_origin,
         "projector_type": settings["projector_type"],
         "image_aspect_ratio": settings["image_aspect_ratio"],
@@ -544,7 +277,7 @@ def convert_original(source_folder: Path, source_format: str, staging: Path, arg
         "new_tokens": {"<image>": tokenizer.image_token_id, "<pad>": tokenizer.pad_token_id},
         "new_token_init": NEW_TOKENS_INIT,
         "source_tokenizer_legacy": source_legacy,
-        "chat_template": arguments.chat_template,
+        "chat_template": chat_template,
     }
     reference_inputs = {
         "llm_state": llm_state,
@@ -560,115 +293,3 @@ def convert_original(source_folder: Path, source_format: str, staging: Path, arg
         "image_std": processor.image_processor.image_std,
     }
     return provenance, reference_inputs
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Verification
-
-
-@torch.no_grad()
-def verify_conversion(converted: Path, reference: dict, tolerance: float) -> dict:
-    """Original computation (reference.py) vs the converted checkpoint on one image + prompt, in float32.
-
-    Returns {"max_abs_logit_diff", "greedy_agree", "token_ids_identical", "positions", "tolerance"}; raises
-    ConversionError when the token ids differ or the logits differ by more than `tolerance`.
-    """
-    from transformers import AutoProcessor, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
-
-    from llava_hf.modeling import LlavaHfForConditionalGeneration
-
-    from .reference import (
-        IMAGE_PLACEHOLDER_ID,
-        OriginalSentencePieceTokenizer,
-        original_forward,
-        original_pixel_values,
-        original_tokenizer_image_token,
-    )
-
-    processor = AutoProcessor.from_pretrained(converted)
-    model = LlavaHfForConditionalGeneration.from_pretrained(converted, dtype=torch.float32).eval()
-    image = verification_image()
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": VERIFY_QUESTION}]}]
-    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-    ours = processor(images=image, text=prompt, return_tensors="pt")
-
-    settings = reference["settings"]
-    image_size = reference["vision_config"].image_size
-    if reference["sentencepiece_model"].is_file():
-        tokenizer = OriginalSentencePieceTokenizer(reference["sentencepiece_model"], legacy=reference["source_legacy"])
-        bos = processor.tokenizer.bos_token
-        original_ids = original_tokenizer_image_token(tokenizer, prompt.removeprefix(bos))
-    else:  # no SentencePiece model to tokenize with independently: compare the computation on our ids
-        ids = ours.input_ids[0].tolist()
-        first = ids.index(model.config.image_token_id)
-        original_ids = ids[:first] + [IMAGE_PLACEHOLDER_ID] + ids[first + model.config.image_seq_length :]
-    expanded = []
-    for token in original_ids:
-        expanded.extend([model.config.image_token_id] * model.config.image_seq_length if token == -200 else [token])
-    token_ids_identical = expanded == ours.input_ids[0].tolist()
-
-    language_model = LlamaForCausalLM(LlamaConfig(**reference["text_config_fields"])).eval()
-    language_model.load_state_dict({k: v.float() for k, v in reference["llm_state"].items()})
-    tower = CLIPVisionModel(reference["vision_config"]).eval()
-    tower.load_state_dict(reference["tower_state"])
-    pixel_values = original_pixel_values(
-        image, image_size, reference["image_mean"], reference["image_std"], settings["image_aspect_ratio"]
-    )
-    reference_logits = original_forward(
-        language_model,
-        tower,
-        {k: v.float() for k, v in reference["projector_state"].items()},
-        settings["projector_type"],
-        settings["vision_feature_layer"],
-        "patch" if settings["vision_feature_select_strategy"] == "default" else "cls_patch",
-        original_ids,
-        pixel_values,
-    )[0]
-    result = {"token_ids_identical": token_ids_identical, "tolerance": tolerance}
-    if not token_ids_identical:
-        raise ConversionError(
-            f"verification failed: the converted processor's token ids differ from the original tokenization "
-            f"({len(expanded)} vs {ours.input_ids.shape[1]} ids); the converted model would see other inputs."
-        )
-    logits = model(**ours).logits[0]
-    old_vocab = reference_logits.shape[-1]
-    result["max_abs_logit_diff"] = (logits[:, :old_vocab] - reference_logits).abs().max().item()
-    result["pixel_values_max_abs_diff"] = (ours.pixel_values - pixel_values).abs().max().item()
-    result["greedy_agree"] = bool(torch.equal(logits.argmax(-1), reference_logits.argmax(-1)))
-    result["positions"] = logits.shape[0]
-    if result["max_abs_logit_diff"] > tolerance or not result["greedy_agree"]:
-        raise ConversionError(
-            f"verification failed: max |Δlogit| = {result['max_abs_logit_diff']:.3g} (tolerance {tolerance}), greedy "
-            f"tokens agree: {result['greedy_agree']}."
-        )
-    return result
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# CLI
-
-
-def main(argv: list[str] | None = None) -> int:
-    from transformers import HfArgumentParser
-
-    parser = HfArgumentParser(ConvertArguments, prog="llava-hf convert", description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", help="original LLaVA / stage-1 / LoRA / llava-hf checkpoint folder or repo id")
-    parser.add_argument("destination", help="folder to create (must not exist)")
-    arguments, positional = parser.parse_args_into_dataclasses(args=argv)
-    try:
-        result = convert_checkpoint(positional.source, positional.destination, arguments)
-    except ConversionError as error:
-        print(f"llava-hf convert: {error}", file=sys.stderr)
-        return 1
-    print(f"converted {result.source_format} checkpoint {positional.source} -> {result.destination}")
-    if result.verification is not None:
-        check = result.verification
-        print(
-            f"verified: max |Δlogit| = {check['max_abs_logit_diff']:.3g} over {check['positions']} positions, "
-            f"greedy tokens agree: {check['greedy_agree']}, token ids identical: {check['token_ids_identical']}"
-        )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

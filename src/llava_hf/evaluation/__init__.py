@@ -1,4 +1,5 @@
-"""Benchmarks with the LLaVA paper's protocols on one small task interface (see `task.py`).
+"""Benchmarks with the LLaVA paper's protocols on one small task interface (see `task.py`, which lists
+where each shared part lives).
 
 Entry points from Python:
 - `Task`, `Example`, `evaluate(task, model, processor, output_dir=...)` / `evaluate(task, predictions=...)`;
@@ -9,18 +10,12 @@ Entry points from Python:
 """
 
 from . import llava_bench, pope, scienceqa
-from .task import (
-    Example,
-    Outcome,
-    Task,
-    add_results_to_model_card,
-    evaluate,
-    generate_predictions,
-    markdown_table,
-    read_predictions,
-    score_task,
-    write_results,
-)
+from .generation import generate_predictions
+from .model_card import add_results_to_model_card
+from .predictions import read_predictions
+from .run import evaluate
+from .scoring import markdown_table, score_task, write_results
+from .task import Example, Outcome, Task
 
 __all__ = [
     "Example",

@@ -22,7 +22,11 @@ from typing import Literal
 
 from ..utils.cli import parse_args
 from . import llava_bench, pope, scienceqa
-from .task import PREDICTIONS_FILE, Task, add_results_to_model_card, evaluate, markdown_table
+from .model_card import add_results_to_model_card
+from .predictions import PREDICTIONS_FILE
+from .run import evaluate
+from .scoring import markdown_table
+from .task import Task
 
 DEFAULT_SPLITS = {"scienceqa": "test", "pope": "test", "llava_bench": "train"}
 

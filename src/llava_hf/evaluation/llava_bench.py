@@ -27,8 +27,10 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..utils.endpoints import EndpointSettings
 from ..utils.io import JsonlLog, read_jsonl
-from .task import Example, Outcome, Task, load_rows, require_columns
+from .rows import load_rows, require_columns
+from .task import Example, Outcome, Task
 
 SYSTEM_PROMPT = "You are a careful, impartial reviewer of answers to questions about images."
 RULE_PROMPT = (
@@ -53,30 +55,42 @@ CONTEXT_FILES = ("caps_boxes_coco2014_val_80.jsonl", "context.jsonl")
 HUB_COLUMNS = ["question_id", "question", "image", "category", "caption"]
 
 
+# The order in which results.json has always recorded the judge settings (the endpoint fields come first in
+# `asdict(JudgeSettings)` since they are inherited, so the record is built in this order instead).
+JUDGE_RECORD_FIELDS = (
+    "base_url",
+    "model",
+    "api_key_env",
+    "temperature",
+    "max_tokens",
+    "retries",
+    "swapped",
+    "concurrency",
+    "timeout",
+    "max_retries",
+)
+
+
 @dataclass
-class JudgeSettings:
-    """Where and how to ask the judge.
+class JudgeSettings(EndpointSettings):
+    """Where and how to ask the judge: the endpoint (`EndpointSettings`: base_url incl. /v1, model, api_key_env,
+    timeout, max_retries, concurrency, all passed to `llava_hf.utils.endpoints.ChatClient`) plus the protocol below.
 
     Args:
-        base_url: OpenAI-compatible endpoint including the version prefix (`http://127.0.0.1:8000/v1`).
-        model: the judge model's name at that endpoint.
-        api_key_env: environment variable holding the API key (none sent when unset).
         temperature / max_tokens: judge sampling; 0 makes judgments as repeatable as the endpoint allows.
         retries: how many more times an unparseable judgment is asked for before it is reported.
         swapped: also judge with the candidate first and the reference second (position bias).
-        concurrency / timeout / max_retries: passed to `llava_hf.utils.endpoints.ChatClient` (the SDK's retries).
     """
 
-    base_url: str
-    model: str
-    api_key_env: str = "OPENAI_API_KEY"
     temperature: float = 0.0
     max_tokens: int = 256
     retries: int = 2
     swapped: bool = False
-    concurrency: int = 8
-    timeout: float = 120.0
-    max_retries: int = 5
+
+    def record(self) -> dict:
+        """All settings as results.json records them: JUDGE_RECORD_FIELDS first, then any other field."""
+        values = asdict(self)
+        return {**{name: values.pop(name) for name in JUDGE_RECORD_FIELDS}, **values}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -362,7 +376,7 @@ def make_score(settings: JudgeSettings, cache_path: str | Path):
             "passes": passes,
             "unparsed": {order: [f for f in items if "unparsed" in f] for order, items in failures.items()},
             "judge_errors": {order: [f for f in items if "error" in f] for order, items in failures.items()},
-            "judge": {**asdict(settings), "served_models": served, "prompt_hash": PROMPT_HASH},
+            "judge": {**settings.record(), "served_models": served, "prompt_hash": PROMPT_HASH},
             "judgments": judgments,
             "table": {"columns": columns, "rows": rows},
         }

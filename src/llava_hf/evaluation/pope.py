@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .task import Example, Outcome, Task, load_rows, require_columns
+from .rows import load_rows, require_columns
+from .task import Example, Outcome, Task
 
 SPLITS = ("adversarial", "popular", "random")
 SHORT_ANSWER_INSTRUCTION = "Answer the question using a single word or phrase."

@@ -50,7 +50,8 @@ from pathlib import Path
 
 from ..utils.cli import parse_args
 from ..utils.io import atomic_write
-from .task import Example, Outcome, Task, load_rows, require_columns
+from .rows import load_rows, require_columns
+from .task import Example, Outcome, Task
 
 LETTERS = string.ascii_uppercase
 ZERO_SHOT_INSTRUCTION = "Answer with the option's letter from the given choices directly."

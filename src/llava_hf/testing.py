@@ -1,8 +1,17 @@
-"""Tiny LLaVA parts built in-process: the committed 512-token tokenizer, a CLIP 32 px / patch 8 tower (16 image
-tokens), a 2-layer Llama of width 32, the processor, noise images. Used by tests/conftest.py fixtures and by the
-benchmarks' `tiny` presets (which put tests/ on sys.path), so there is one definition of "the tiny model".
+"""The tiny LLaVA that tests, benchmarks and examples share (like transformers' `testing_utils`): one definition.
+
+    from llava_hf.testing import make_tiny_model, make_tiny_processor
+    model, processor = make_tiny_model(), make_tiny_processor()      # built in-process in milliseconds, offline
+
+The tiny model: a CLIP vision tower at 32 px with patch 8 (16 image tokens per image after dropping CLS), a 2-layer
+Llama of width 32, and a 512-token byte-level BPE tokenizer shaped like a real LLaVA one (`<image>` and `<pad>` as
+special tokens), shipped with the package in `testing_assets/tiny_tokenizer/` (tests/assets/make_tiny_tokenizer.py
+regenerates it). Also: transformers' built-in Llava holding the same weights (parity checks), noise images, and a
+synthetic LLaVA JSON + image folder for the tiny training recipes.
 """
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +21,10 @@ from transformers import AutoTokenizer, CLIPVisionConfig, LlamaConfig
 from transformers import LlavaConfig as BuiltinLlavaConfig
 from transformers import LlavaForConditionalGeneration as BuiltinLlava
 
-from llava_hf import LlavaHfConfig, LlavaHfForConditionalGeneration, LlavaHfProcessor, build_image_processor
+from .modeling import LlavaHfConfig, LlavaHfForConditionalGeneration
+from .processing import LlavaHfProcessor, build_image_processor
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
-TINY_TOKENIZER_DIR = ASSETS / "tiny_tokenizer"
+TINY_TOKENIZER_DIR = Path(__file__).with_name("testing_assets") / "tiny_tokenizer"
 TINY_IMAGE_SIZE = 32
 TINY_PATCH_SIZE = 8
 TINY_IMAGE_TOKENS = (TINY_IMAGE_SIZE // TINY_PATCH_SIZE) ** 2
@@ -101,3 +110,37 @@ def make_image(seed: int = 0, size=(40, 48), mode="RGB") -> Image.Image:
     rng = np.random.default_rng(seed)
     array = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
     return Image.fromarray(array).convert(mode)
+
+
+def make_tiny_parts(folder: Path, real_shaped: Path) -> tuple[Path, Path]:
+    """Copy the stand-ins of openai/clip-vit-large-patch14-336 (a full CLIPModel, old-format preprocessor config) and
+    lmsys/vicuna-7b-v1.5 (SentencePiece tokenizer without `<image>` or pad) from `real_shaped` (the repository's
+    tests/assets/real_shaped) to `folder`; returns their two folders. They are shaped like the real parts, so a tiny
+    run takes the same path as the 7B recipes."""
+    vision_dir, language_dir = folder / "vision", folder / "language"
+    shutil.copytree(real_shaped / "clip-vit-large-patch14-336", vision_dir, dirs_exist_ok=True)
+    shutil.copytree(real_shaped / "vicuna-7b-v1.5", language_dir, dirs_exist_ok=True)
+    return vision_dir, language_dir
+
+
+def make_tiny_data(folder: Path, num_rows: int = 64, seed: int = 0) -> tuple[Path, Path]:
+    """A synthetic LLaVA JSON (original format) and its image folder; returns (json path, image folder)."""
+    from .data.synthetic import make_shape_rows
+
+    image_folder = folder / "images"
+    image_folder.mkdir(parents=True, exist_ok=True)
+    records = []
+    for row in make_shape_rows(num_rows, seed=seed, image_size=64, lengths="realistic"):
+        record = {"id": row["id"], "conversations": []}
+        if row["images"]:
+            record["image"] = f"{row['id']}.png"
+            row["images"][0].save(image_folder / record["image"])
+        for message in row["messages"]:
+            text = "".join(part["text"] for part in message["content"] if part["type"] == "text")
+            has_image = any(part["type"] == "image" for part in message["content"])
+            speaker = "human" if message["role"] == "user" else "gpt"
+            record["conversations"].append({"from": speaker, "value": ("<image>\n" if has_image else "") + text})
+        records.append(record)
+    json_path = folder / "tiny_llava.json"
+    json_path.write_text(json.dumps(records, indent=1))
+    return json_path, image_folder

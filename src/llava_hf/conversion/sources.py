@@ -1,0 +1,208 @@
+"""Reading original LLaVA sources: where a folder comes from (local or Hub), which format it is, whether its `mm_*`
+settings can be honoured, and its weights split into LLM / projector / vision tower (a LoRA run merged into its base).
+
+Formats are detected from the files, never from the folder name (the original `llava/model/builder.py` dispatches on
+substrings of the name, its most confusing habit).
+"""
+
+from pathlib import Path
+
+import torch
+
+from .common import ConversionError, read_json
+
+# Fields of an original config.json that change nothing at inference (training switches, learning rates).
+TRAINING_ONLY_FIELDS = {
+    "mm_projector_lr",
+    "mm_vision_tower_lr",
+    "tune_mm_mlp_adapter",
+    "freeze_mm_mlp_adapter",
+    "use_mm_proj",
+    "group_by_modality_length",
+    "unfreeze_mm_vision_tower",
+    "tune_mm_vision_resampler",
+    "freeze_backbone",
+}
+SUPPORTED_ASPECT_RATIOS = {"pad", "square"}
+SELECT_FEATURE_TO_STRATEGY = {"patch": "default", "cls_patch": "full"}
+
+
+def resolve_folder(name_or_path: str | Path, what: str) -> Path:
+    """A local folder, or a Hub repo id downloaded (or read from the offline cache) with snapshot_download."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    if path.exists() or str(name_or_path).startswith((".", "/")) or str(name_or_path).count("/") != 1:
+        raise ConversionError(f"{what} {str(name_or_path)!r} is not a folder; give a checkpoint folder or a repo id.")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(
+            snapshot_download(
+                str(name_or_path),
+                allow_patterns=["*.json", "*.safetensors", "*.bin", "*.model", "*.jinja", "*.txt", "*.md"],
+            )
+        )
+    except Exception as error:  # offline miss, unknown repo, gated repo
+        raise ConversionError(
+            f"{what} {str(name_or_path)!r} is neither a local folder nor a reachable Hub repo ({type(error).__name__}: "
+            f"{error}); pass a local path."
+        ) from error
+
+
+def load_state_dict_files(folder: Path) -> dict[str, torch.Tensor]:
+    """All weights of a (possibly sharded) `.safetensors` or `.bin` checkpoint; shards named by an index must exist."""
+    from safetensors.torch import load_file
+
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = folder / index_name
+        if index.is_file():
+            files = sorted(set(read_json(index)["weight_map"].values()))
+            missing = [name for name in files if not (folder / name).is_file()]
+            if missing:
+                raise ConversionError(f"{folder} is incomplete: {index_name} lists missing shard(s) {missing}.")
+            paths = [folder / name for name in files]
+            break
+    else:
+        paths = sorted(folder.glob("model*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
+    if not paths:
+        raise ConversionError(
+            f"no weights in {folder}: expected model*.safetensors or pytorch_model*.bin (sharded with an index or not)."
+        )
+    state = {}
+    for path in paths:
+        if path.suffix == ".safetensors":
+            state.update(load_file(path))
+        else:
+            state.update(torch.load(path, map_location="cpu", weights_only=True))
+    return state
+
+
+def detect_source_format(folder: Path) -> str:
+    """'original', 'stage1', 'lora', 'transformers' or 'llava_hf', from the files and config.json's fields."""
+    if (folder / "adapter_config.json").is_file():
+        if not (folder / "non_lora_trainables.bin").is_file():
+            raise ConversionError(
+                f"{folder} holds a PEFT adapter but no non_lora_trainables.bin (the projector of a LLaVA LoRA run); "
+                "copy it from the run's output folder."
+            )
+        return "lora"
+    if not (folder / "config.json").is_file():
+        raise ConversionError(f"{folder} has no config.json; is this a checkpoint folder?")
+    config = read_json(folder / "config.json")
+    architectures = config.get("architectures") or []
+    if config.get("model_type") == "llava_hf":
+        return "llava_hf"
+    if "LlavaForConditionalGeneration" in architectures:
+        return "transformers"
+    if (
+        (folder / "mm_projector.bin").is_file()
+        and not any(folder.glob("*.safetensors"))
+        and not any(folder.glob("pytorch_model*.bin"))
+    ):
+        return "stage1"
+    if config.get("model_type") in ("llava", "llava_llama") or "LlavaLlamaForCausalLM" in architectures:
+        if "mm_vision_tower" not in config:
+            raise ConversionError(f"{folder}/config.json looks like LLaVA but has no mm_vision_tower field.")
+        return "original"
+    if any(name.startswith("Llava") for name in architectures):
+        raise ConversionError(
+            f"architecture {architectures[0]} is not supported; only Llama-based LLaVA (LlavaLlamaForCausalLM) and "
+            "transformers' LlavaForConditionalGeneration checkpoints convert."
+        )
+    raise ConversionError(
+        f"{folder} is not a LLaVA checkpoint (model_type {config.get('model_type')!r}, architectures {architectures})."
+    )
+
+
+def check_mm_fields(config: dict) -> dict:
+    """Every mm_* field honoured or rejected; returns the settings the conversion uses."""
+    if config.get("mm_use_im_start_end"):
+        raise ConversionError(
+            "mm_use_im_start_end=True (image wrapped in <im_start>/<im_end> tokens) is not supported: llava_hf's "
+            "processor writes only the image tokens, so the converted model would see different inputs."
+        )
+    if config.get("mm_use_im_patch_token"):
+        raise ConversionError(
+            "mm_use_im_patch_token=True (an extra <im_patch> vocabulary entry, LLaVA v0) is not supported; only "
+            "checkpoints trained with mm_use_im_patch_token=False convert."
+        )
+    aspect = config.get("image_aspect_ratio") or "square"  # the original's default when the field is absent
+    if aspect not in SUPPORTED_ASPECT_RATIOS:
+        raise ConversionError(
+            f"image_aspect_ratio={aspect!r} is not supported yet (AnyRes / LLaVA-NeXT tiling needs a different model); "
+            "only 'pad' (LLaVA-1.5) and 'square' (LLaVA v1) convert."
+        )
+    merge = config.get("mm_patch_merge_type", "flat")
+    if merge != "flat":
+        raise ConversionError(f"mm_patch_merge_type={merge!r} is not supported (AnyRes); only 'flat' converts.")
+    feature = config.get("mm_vision_select_feature", "patch")
+    if feature not in SELECT_FEATURE_TO_STRATEGY:
+        raise ConversionError(f"mm_vision_select_feature={feature!r} is not supported; use 'patch' or 'cls_patch'.")
+    if "mm_vision_select_layer" not in config:
+        raise ConversionError("config.json has no mm_vision_select_layer; LLaVA-1.5 uses -2 — add it to config.json.")
+    projector_type = config.get("mm_projector_type", "linear")  # the original's default
+    from llava_hf.modeling.configuration_llava import PROJECTOR_TYPE_PATTERN
+
+    if not PROJECTOR_TYPE_PATTERN.match(projector_type):
+        raise ConversionError(
+            f"mm_projector_type={projector_type!r} is unknown; supported: linear, identity, mlp<N>x_gelu."
+        )
+    for key in config:
+        known = {
+            "mm_use_im_start_end",
+            "mm_use_im_patch_token",
+            "mm_patch_merge_type",
+            "mm_vision_select_feature",
+            "mm_vision_select_layer",
+            "mm_projector_type",
+            "mm_vision_tower",
+            "mm_hidden_size",
+        }
+        if key.startswith("mm_") and key not in known | TRAINING_ONLY_FIELDS:
+            raise ConversionError(f"config.json field {key}={config[key]!r} is unknown to this converter.")
+    return {
+        "projector_type": projector_type,
+        "vision_feature_layer": int(config["mm_vision_select_layer"]),
+        "vision_feature_select_strategy": SELECT_FEATURE_TO_STRATEGY[feature],
+        "image_aspect_ratio": aspect,
+        "mm_hidden_size": config.get("mm_hidden_size"),
+    }
+
+
+def split_original_state(state: dict[str, torch.Tensor]) -> tuple[dict, dict, dict]:
+    """(LLM `model.*`/`lm_head.*`, projector `model.mm_projector.*`, tower `model.vision_tower.vision_tower.*`)."""
+    llm, projector, tower = {}, {}, {}
+    for name, tensor in state.items():
+        if name.startswith("model.mm_projector."):
+            projector[name] = tensor
+        elif name.startswith("model.vision_tower.vision_tower."):
+            tower[name.removeprefix("model.vision_tower.vision_tower.").removeprefix("vision_model.")] = tensor
+        elif name.endswith("rotary_emb.inv_freq"):
+            continue  # a buffer transformers 4.31 saved; recomputed from rope_theta on load
+        else:
+            llm[name] = tensor
+    return llm, projector, tower
+
+
+def projector_from_file(path: Path) -> dict[str, torch.Tensor]:
+    """`mm_projector.bin` / `non_lora_trainables.bin` keys normalised to `model.mm_projector.*`."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    normalised = {}
+    for name, tensor in state.items():
+        name = name.removeprefix("base_model.model.")
+        if "mm_projector" in name:
+            normalised["model.mm_projector." + name.split("mm_projector.", 1)[1]] = tensor
+    if not normalised:
+        raise ConversionError(f"{path} holds no mm_projector weights (keys: {sorted(state)[:5]}).")
+    return normalised
+
+
+def merged_lora_state(lora_folder: Path, base_folder: Path) -> dict[str, torch.Tensor]:
+    """The base LLM with the LoRA adapter merged in (PEFT's merge_and_unload), as `LlamaForCausalLM` keys."""
+    from peft import PeftModel
+    from transformers import LlamaForCausalLM
+
+    base = LlamaForCausalLM.from_pretrained(base_folder, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, lora_folder).merge_and_unload()
+    return {name: tensor.detach().clone() for name, tensor in merged.state_dict().items()}

@@ -1,0 +1,86 @@
+"""`llava-hf convert --verify` for original-format sources: the original computation (reference.py) against the
+converted checkpoint on one image + prompt, in float32."""
+
+from pathlib import Path
+
+import torch
+
+from .common import VERIFY_QUESTION, ConversionError, verification_image
+
+
+@torch.no_grad()
+def verify_conversion(converted: Path, reference: dict, tolerance: float) -> dict:
+    """Original computation (reference.py) vs the converted checkpoint on one image + prompt, in float32.
+
+    Returns {"max_abs_logit_diff", "greedy_agree", "token_ids_identical", "positions", "tolerance"}; raises
+    ConversionError when the token ids differ or the logits differ by more than `tolerance`.
+    """
+    from transformers import AutoProcessor, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+    from llava_hf.modeling import LlavaHfForConditionalGeneration
+
+    from .reference import (
+        IMAGE_PLACEHOLDER_ID,
+        OriginalSentencePieceTokenizer,
+        original_forward,
+        original_pixel_values,
+        original_tokenizer_image_token,
+    )
+
+    processor = AutoProcessor.from_pretrained(converted)
+    model = LlavaHfForConditionalGeneration.from_pretrained(converted, dtype=torch.float32).eval()
+    image = verification_image()
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": VERIFY_QUESTION}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    ours = processor(images=image, text=prompt, return_tensors="pt")
+
+    settings = reference["settings"]
+    image_size = reference["vision_config"].image_size
+    if reference["sentencepiece_model"].is_file():
+        tokenizer = OriginalSentencePieceTokenizer(reference["sentencepiece_model"], legacy=reference["source_legacy"])
+        bos = processor.tokenizer.bos_token
+        original_ids = original_tokenizer_image_token(tokenizer, prompt.removeprefix(bos))
+    else:  # no SentencePiece model to tokenize with independently: compare the computation on our ids
+        ids = ours.input_ids[0].tolist()
+        first = ids.index(model.config.image_token_id)
+        original_ids = ids[:first] + [IMAGE_PLACEHOLDER_ID] + ids[first + model.config.image_seq_length :]
+    expanded = []
+    for token in original_ids:
+        expanded.extend([model.config.image_token_id] * model.config.image_seq_length if token == -200 else [token])
+    token_ids_identical = expanded == ours.input_ids[0].tolist()
+
+    language_model = LlamaForCausalLM(LlamaConfig(**reference["text_config_fields"])).eval()
+    language_model.load_state_dict({k: v.float() for k, v in reference["llm_state"].items()})
+    tower = CLIPVisionModel(reference["vision_config"]).eval()
+    tower.load_state_dict(reference["tower_state"])
+    pixel_values = original_pixel_values(
+        image, image_size, reference["image_mean"], reference["image_std"], settings["image_aspect_ratio"]
+    )
+    reference_logits = original_forward(
+        language_model,
+        tower,
+        {k: v.float() for k, v in reference["projector_state"].items()},
+        settings["projector_type"],
+        settings["vision_feature_layer"],
+        "patch" if settings["vision_feature_select_strategy"] == "default" else "cls_patch",
+        original_ids,
+        pixel_values,
+    )[0]
+    result = {"token_ids_identical": token_ids_identical, "tolerance": tolerance}
+    if not token_ids_identical:
+        raise ConversionError(
+            f"verification failed: the converted processor's token ids differ from the original tokenization "
+            f"({len(expanded)} vs {ours.input_ids.shape[1]} ids); the converted model would see other inputs."
+        )
+    logits = model(**ours).logits[0]
+    old_vocab = reference_logits.shape[-1]
+    result["max_abs_logit_diff"] = (logits[:, :old_vocab] - reference_logits).abs().max().item()
+    result["pixel_values_max_abs_diff"] = (ours.pixel_values - pixel_values).abs().max().item()
+    result["greedy_agree"] = bool(torch.equal(logits.argmax(-1), reference_logits.argmax(-1)))
+    result["positions"] = logits.shape[0]
+    if result["max_abs_logit_diff"] > tolerance or not result["greedy_agree"]:
+        raise ConversionError(
+            f"verification failed: max |Δlogit| = {result['max_abs_logit_diff']:.3g} (tolerance {tolerance}), greedy "
+            f"tokens agree: {result['greedy_agree']}."
+        )
+    return result
