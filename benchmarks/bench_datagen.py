@@ -5,19 +5,17 @@ latency L per reply: with concurrency N the ideal is N / L requests per second. 
 in benchmarks/RESULTS_datagen.md come from it). Offline, CPU only, about a minute.
 """
 
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the test server and the scripted teacher live in tests/helpers
+from llava_hf.datagen.inputs import read_jsonl_images
+from llava_hf.datagen.pipeline import GenerationConfig, run_generation
+from llava_hf.testing import OpenAIServer, TeacherScript
+from llava_hf.utils.endpoints import ChatClient, ChatResult
 
-from helpers.datagen_teacher import CAPS_BOXES, TeacherScript  # noqa: E402
-from helpers.openai_server import OpenAIServer  # noqa: E402
-from llava_hf.datagen.inputs import read_jsonl_images  # noqa: E402
-from llava_hf.datagen.pipeline import GenerationConfig, run_generation  # noqa: E402
-from llava_hf.utils.endpoints import ChatClient, ChatResult  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+CAPS_BOXES = ROOT / "tests" / "assets" / "datagen" / "caps_boxes_coco2014_val_80.jsonl"  # the 80 released images
 
 WAVES = 10  # requests per run = WAVES * concurrency, so each run lasts about WAVES * latency
 

@@ -38,7 +38,6 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaImageProcessorPil, TrainerCallback
-from transformers import LlavaConfig as BuiltinLlavaConfig
 from transformers import LlavaForConditionalGeneration as BuiltinLlava
 from transformers import LlavaProcessor as BuiltinLlavaProcessor
 from transformers.trainer_callback import PrinterCallback
@@ -48,7 +47,7 @@ from llava_hf import LlavaHfConfig, LlavaHfForConditionalGeneration, LlavaHfProc
 from llava_hf.data import ROW_FEATURES, LlavaCollator, padding_fraction, to_conversation
 from llava_hf.data.synthetic import make_shape_rows
 from llava_hf.processing import get_chat_template
-from llava_hf.testing import load_tiny_tokenizer
+from llava_hf.testing import builtin_llava_config, load_tiny_tokenizer
 from llava_hf.training import (
     LORA_TARGET_MODULES,
     LlavaRunArguments,
@@ -123,15 +122,7 @@ def build_models(preset: dict, device: str):
         vision_config=vision_config, text_config=text_config, image_token_index=tokenizer.image_token_id
     )
     ours = LlavaHfForConditionalGeneration(config).to(device, preset["dtype"])
-    builtin = BuiltinLlava(
-        BuiltinLlavaConfig(
-            vision_config=config.vision_config.to_dict(),
-            text_config=config.text_config.to_dict(),
-            image_token_index=config.image_token_id,
-            vision_feature_layer=config.vision_feature_layer,
-            vision_feature_select_strategy=config.vision_feature_select_strategy,
-        )
-    ).to(device, preset["dtype"])
+    builtin = BuiltinLlava(builtin_llava_config(config)).to(device, preset["dtype"])
     builtin.load_state_dict(ours.state_dict(), strict=True)
     image_processor = build_image_processor(preset["image_size"], "pad")
     processor = LlavaHfProcessor(image_processor, tokenizer, image_seq_length=config.image_seq_length)

@@ -1,7 +1,7 @@
 """The import graph of src/llava_hf (every `import`/`from` statement, at any depth, read with `ast`): no cycles, and the
 dependency direction of the README's map: `modeling` and `processing` import nothing else from llava_hf, `utils`
-imports no capability, `datagen` imports no model code, nothing imports `cli`, and no module imports another
-subpackage's private (`_name`) helper."""
+imports no capability, `datagen` imports no model code, nothing imports `cli`, and no module imports another module's
+private (`_name`) helper, not even a sibling's."""
 
 import ast
 from pathlib import Path
@@ -79,6 +79,9 @@ def test_dependency_direction():
     for module, targets in graph().items():
         source = subpackage(module)
         for target, names in targets:
+            private = [name for name in names if name.startswith("_") and not name.startswith("__")]
+            if private and target != module:
+                problems.append(f"{module} imports private {private} from {target}")
             destination = subpackage(target)
             if destination == source or target == "llava_hf":
                 continue
@@ -90,7 +93,4 @@ def test_dependency_direction():
                 problems.append(f"{module} (datagen needs no model) imports {target}")
             if target == "llava_hf.cli":
                 problems.append(f"{module} imports the command table {target}")
-            private = [name for name in names if name.startswith("_")]
-            if private:
-                problems.append(f"{module} imports private {private} from {target}")
     assert not problems, "\n".join(problems)

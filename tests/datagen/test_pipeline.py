@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers.datagen_teacher import CAPS_BOXES, VALID_OUTPUTS, TeacherScript, load_coco_images
-from helpers.openai_server import OpenAIServer, Reply
+from helpers.datagen_teacher import CAPS_BOXES, load_coco_images
 from llava_hf.datagen import cli
 from llava_hf.datagen.pipeline import GenerationConfig, run_generation
 from llava_hf.datagen.prompts import load_prompt_set
+from llava_hf.testing import VALID_OUTPUTS, OpenAIServer, Reply, TeacherScript
 
 
 def openai_config(server, output_dir, **overrides):

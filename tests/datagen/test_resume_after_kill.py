@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 import llava_hf
-from helpers.datagen_teacher import CAPS_BOXES, TeacherScript, load_coco_images
-from helpers.openai_server import OpenAIServer
+from helpers.datagen_teacher import CAPS_BOXES, load_coco_images
+from llava_hf.testing import OpenAIServer, TeacherScript
 
 SOURCE_ROOT = str(Path(llava_hf.__file__).parents[1])
 IMAGES, TYPES, CONCURRENCY = 40, 3, 4

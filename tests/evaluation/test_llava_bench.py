@@ -8,9 +8,10 @@ import pytest
 from evaluation_fixtures import LLAVA_BENCH_COCO, LLAVA_BENCH_WILD, write_jsonl
 
 from conftest import make_image
-from helpers.openai_server import OpenAIServer, Reply
 from llava_hf.evaluation import evaluate, llava_bench, score_task
 from llava_hf.evaluation.llava_bench import JudgeSettings
+from llava_hf.testing import OpenAIServer, Reply
+from llava_hf.utils.endpoints import EndpointSettings
 
 
 @pytest.mark.parametrize(
@@ -105,6 +106,12 @@ def test_judging_retries_cache_and_relative_scores(tmp_path):
         assert [item["question_id"] for item in unparsed] == ["2"] and unparsed[0]["attempts"] == 3
         assert results["judge"]["model"] == "judge-model" and results["judge"]["served_models"] == ["judge-model"]
         assert results["judge"]["prompt_hash"] == llava_bench.PROMPT_HASH
+        # the endpoint fields are EndpointSettings' own; results.json keeps the order it always had
+        assert isinstance(settings, EndpointSettings)
+        assert list(results["judge"]) == [
+            "base_url", "model", "api_key_env", "temperature", "max_tokens", "retries", "swapped", "concurrency",
+            "timeout", "max_retries", "served_models", "prompt_hash",
+        ]  # fmt: skip
         assert ["complex", 0, "-", "-", "-"] in results["table"]["rows"]
 
         # a rerun is answered from the cache: no request, same numbers

@@ -7,7 +7,6 @@ import pytest
 from evaluation_fixtures import LLAVA_BENCH_WILD, POPE, SCIENCEQA
 
 from conftest import make_image, make_tiny_model, make_tiny_processor
-from helpers.openai_server import OpenAIServer, Reply
 from llava_hf.evaluation import (
     Example,
     Task,
@@ -19,6 +18,7 @@ from llava_hf.evaluation import (
     read_predictions,
     scienceqa,
 )
+from llava_hf.testing import OpenAIServer, Reply
 
 
 @pytest.fixture(scope="module")

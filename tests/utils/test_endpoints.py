@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from helpers.openai_server import OpenAIServer, Reply
+from llava_hf.testing import OpenAIServer, Reply
 from llava_hf.utils.endpoints import ChatClient, ChatError, ChatResult
 
 MESSAGES = [{"role": "user", "content": "Hello"}]

@@ -22,7 +22,6 @@ import torch
 
 from .pipeline import (
     DemoConfig,
-    _write_json,
     build_towers,
     evaluate_model,
     generate_data,
@@ -30,6 +29,7 @@ from .pipeline import (
     resolve_device,
     stage2_rows,
     train_stage,
+    write_json,
 )
 
 ARMS = {"with stage 1": False, "without stage 1 (--skip-stage1)": True}
@@ -97,7 +97,7 @@ def run_ablation(config: DemoConfig, seeds: int) -> dict:
         row["chance"] = per_seed[config.seed][with_arm][question_type]["chance"]
         table[question_type] = row
     summary = {"config": asdict(config), "seeds": list(per_seed), "per_seed": per_seed, "table": table}
-    _write_json(output_dir / "ablation.json", summary)
+    write_json(output_dir / "ablation.json", summary)
     return summary
 
 

@@ -201,7 +201,7 @@ def generate_data(config: DemoConfig, world: World, data_dir: Path, seed: int) -
         )
     records = multiple_choice_records(multiple_choice(world, "train"), world)
     multiple_choice_path = data_dir / "multiple_choice_train.json"
-    _write_json(multiple_choice_path, records)
+    write_json(multiple_choice_path, records)
     return {
         "caption": data_dir / "generated" / "llava_caption.json",
         "instruct": data_dir / "generated" / "llava_instruct.json",
@@ -458,7 +458,7 @@ def stage2_rows(config: DemoConfig, world: World, data: dict, data_dir: Path):
     instructions = json.loads(data["instruct"].read_text()) + json.loads(data["multiple_choice"].read_text())
     random.Random(config.seed).shuffle(instructions)
     stage2_path = data_dir / "stage2_mix.json"
-    _write_json(stage2_path, instructions)
+    write_json(stage2_path, instructions)
     return load_llava_json(stage2_path, world.folder)
 
 
@@ -466,7 +466,7 @@ def _judge_label(config: DemoConfig) -> str:
     return f"LLM judge {config.judge_model}" if config.judge_url else "rule-based judge"
 
 
-def _write_json(path: Path, value) -> None:
+def write_json(path: Path, value) -> None:
     atomic_write(path, json.dumps(value, indent=1, ensure_ascii=False) + "\n")
 
 
@@ -557,7 +557,7 @@ def run_demo(config: DemoConfig) -> dict:
         "model_dir": str(model_dir),
     }
     steps.run("report", write_report, output_dir / "report", summary, curves, world, output_dir / "eval")
-    _write_json(output_dir / "summary.json", summary)
+    write_json(output_dir / "summary.json", summary)
     return summary
 
 
