@@ -106,7 +106,7 @@ def build_tokenizer(tokenizer_folder: Path, source_config: dict):
         raise ConversionError(f"no tokenizer in {tokenizer_folder} (tokenizer.model or tokenizer.json).")
     try:
         tokenizer = AutoTokenizer.from_pretrained(
-            tokenizer_folder, legacy=True, extra_special_tokens={"image_token": "<image>"}
+            tokenizer_folder, legacy=True, image_token="<image>"
         )
     except (ImportError, ValueError) as error:
         raise ConversionError(
