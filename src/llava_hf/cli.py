@@ -24,11 +24,11 @@ COMMANDS = {
         "llava_hf.data.cli",
         "check training data (preflight report) or convert LLaVA JSON to a Hub-ready dataset",
     ),
-    "train": ("llava_hf.training.cli", "train a stage recipe (YAML + overrides) through TRL's SFTTrainer"),
+    "train": ("llava_hf.train_cli", "train a stage recipe (YAML + overrides) through TRL's SFTTrainer"),
     "evaluate": ("llava_hf.evaluation.evaluate", "run ScienceQA / POPE / LLaVA-Bench on a checkpoint or score answers"),
     "scienceqa-to-llava": ("llava_hf.evaluation.scienceqa", "convert ScienceQA to LLaVA fine-tuning JSON"),
     "chat": ("llava_hf.serving.chat", "multi-turn chat about an image in the terminal, answers streamed"),
-    "serve": ("llava_hf.serving.server", "OpenAI-compatible HTTP server with dynamic batching and a web chat page"),
+    "serve": ("llava_hf.serving.serve", "OpenAI-compatible HTTP server with dynamic batching and a web chat page"),
 }
 
 

@@ -12,29 +12,12 @@ the first user turn of a conversation, one image per conversation, as LLaVA-1.5 
 
 import sys
 import threading
-from dataclasses import dataclass, field
-
-import torch
-from transformers import HfArgumentParser, TextIteratorStreamer
 
 from llava_hf.serving.generate import user_message
-from llava_hf.serving.loading import (
-    ModelArguments,
-    SamplingArguments,
-    encode_conversation,
-    generation_kwargs,
-    load_image,
-    load_model_and_processor,
-)
+from llava_hf.serving.settings import ChatArguments, ModelArguments, SamplingArguments
+from llava_hf.utils.cli import build_parser, usage_error
 
 HELP = "commands: /image PATH (new image, new conversation), /reset (forget the conversation), /quit"
-
-
-@dataclass
-class ChatArguments:
-    """What to start the chat with."""
-
-    image: str | None = field(default=None, metadata={"help": "Image file to talk about (or load one with /image)."})
 
 
 class Conversation:
@@ -57,6 +40,11 @@ class Conversation:
 
 def stream_answer(model, processor, messages, images, sampling: SamplingArguments, out) -> str:
     """Generate in a background thread and write the text to `out` as it arrives; return the whole answer."""
+    import torch
+    from transformers import TextIteratorStreamer
+
+    from llava_hf.serving.loading import encode_conversation, generation_kwargs
+
     inputs = encode_conversation(processor, messages, images).to(model.device)
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
@@ -91,15 +79,16 @@ def stream_answer(model, processor, messages, images, sampling: SamplingArgument
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = HfArgumentParser((ModelArguments, SamplingArguments, ChatArguments))
-    parser.prog = "llava-hf chat"
+    prog = "llava-hf chat"
+    parser = build_parser((ModelArguments, SamplingArguments, ChatArguments), prog)
     try:
         model_args, sampling, args = parser.parse_args_into_dataclasses(args=argv)
+        from llava_hf.serving.loading import load_image, load_model_and_processor  # torch + transformers
+
         conversation = Conversation(load_image(args.image) if args.image else None)
         model, processor = load_model_and_processor(model_args)
     except ValueError as error:
-        print(f"llava-hf chat: error: {error}", file=sys.stderr)
-        return 2
+        return usage_error(prog, error)
     out = sys.stdout
     out.write(f"llava-hf chat with {model_args.model} ({'image loaded' if args.image else 'no image'}). {HELP}\n")
     while True:

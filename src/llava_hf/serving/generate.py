@@ -6,27 +6,9 @@ trained (the original `llava/train/train.py`, `preprocess_multimodal`), so the a
 """
 
 import sys
-from dataclasses import dataclass, field
 
-import torch
-from transformers import HfArgumentParser
-
-from llava_hf.serving.loading import (
-    ModelArguments,
-    SamplingArguments,
-    encode_conversation,
-    generation_kwargs,
-    load_image,
-    load_model_and_processor,
-)
-
-
-@dataclass
-class GenerateArguments:
-    """The question to answer."""
-
-    prompt: str = field(default=None, metadata={"help": "The question or instruction. Required."})
-    image: str | None = field(default=None, metadata={"help": "Image file the prompt is about (omit for text-only)."})
+from llava_hf.serving.settings import GenerateArguments, ModelArguments, SamplingArguments
+from llava_hf.utils.cli import build_parser, usage_error
 
 
 def user_message(prompt: str, with_image: bool) -> dict:
@@ -35,30 +17,35 @@ def user_message(prompt: str, with_image: bool) -> dict:
     return {"role": "user", "content": content}
 
 
-@torch.inference_mode()
 def answer(model, processor, messages: list[dict], images: list, sampling: SamplingArguments) -> str:
     """Generate the assistant's next turn for `messages` and return it as text (special tokens removed)."""
+    import torch
+
+    from llava_hf.serving.loading import encode_conversation, generation_kwargs
+
     inputs = encode_conversation(processor, messages, images).to(model.device)
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-    output = model.generate(**inputs, **generation_kwargs(sampling, processor.tokenizer))
+    with torch.inference_mode():
+        output = model.generate(**inputs, **generation_kwargs(sampling, processor.tokenizer))
     new_tokens = output[0, inputs["input_ids"].shape[1] :]
     return processor.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = HfArgumentParser((ModelArguments, SamplingArguments, GenerateArguments))
-    parser.prog = "llava-hf generate"
+    prog = "llava-hf generate"
+    parser = build_parser((ModelArguments, SamplingArguments, GenerateArguments), prog)
     try:
         model_args, sampling, args = parser.parse_args_into_dataclasses(args=argv)
         if not args.prompt:
             raise ValueError("--prompt is required.")
+        from llava_hf.serving.loading import load_image, load_model_and_processor  # torch + transformers
+
         images = [load_image(args.image)] if args.image else []
         model, processor = load_model_and_processor(model_args)
         text = answer(model, processor, [user_message(args.prompt, bool(images))], images, sampling)
     except ValueError as error:
-        print(f"llava-hf generate: error: {error}", file=sys.stderr)
-        return 2
+        return usage_error(prog, error)
     print(text)
     return 0
 

@@ -6,56 +6,13 @@ transformers' own llava-hf checkpoints load too.
 """
 
 import os
-from dataclasses import dataclass, field
 
 from PIL import Image
 from transformers import BatchFeature
 
 from llava_hf.processing import to_rgb
+from llava_hf.serving.settings import ModelArguments, SamplingArguments  # noqa: F401  (re-exported)
 from llava_hf.utils.loading import bitsandbytes_config, load_checkpoint
-
-
-@dataclass
-class ModelArguments:
-    """Which checkpoint to load and how."""
-
-    model: str = field(default=None, metadata={"help": "Checkpoint folder or Hub repo id (org/name). Required."})
-    revision: str | None = field(default=None, metadata={"help": "Hub revision (branch, tag or commit) of --model."})
-    dtype: str = field(
-        default="auto",
-        metadata={
-            "help": "Weights dtype: auto (the checkpoint's dtype on a GPU, float32 on CPU), float32, bfloat16, float16."
-        },
-    )
-    device: str = field(default="auto", metadata={"help": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps."})
-    load_in_4bit: bool = field(
-        default=False, metadata={"help": "Quantize the language model to 4-bit nf4 (needs bitsandbytes and a GPU)."}
-    )
-    load_in_8bit: bool = field(
-        default=False, metadata={"help": "Quantize the language model to 8-bit (needs bitsandbytes and a GPU)."}
-    )
-    attn_implementation: str | None = field(
-        default=None, metadata={"help": "sdpa, eager, flash_attention_2, ... (default: transformers' choice)."}
-    )
-
-
-@dataclass
-class SamplingArguments:
-    """How to sample an answer. temperature 0 is greedy decoding, the setting of LLaVA's evaluations."""
-
-    max_new_tokens: int = field(default=256, metadata={"help": "Most tokens to generate per answer."})
-    temperature: float = field(default=0.0, metadata={"help": "0 for greedy decoding; > 0 samples."})
-    top_p: float = field(
-        default=1.0, metadata={"help": "Nucleus sampling mass, in (0, 1] (used when temperature > 0)."}
-    )
-
-    def __post_init__(self):
-        if self.max_new_tokens < 1:
-            raise ValueError(f"--max_new_tokens must be >= 1, got {self.max_new_tokens}.")
-        if self.temperature < 0:
-            raise ValueError(f"--temperature must be >= 0, got {self.temperature}.")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"--top_p must be in (0, 1], got {self.top_p}.")
 
 
 def load_model_and_processor(args: ModelArguments):

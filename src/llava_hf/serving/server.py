@@ -33,16 +33,15 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 import torch
-from transformers import HfArgumentParser
 
 from llava_hf.serving.batching import BatchingEngine, GenerationJob
 from llava_hf.serving.images import decode_image, image_bytes
-from llava_hf.serving.loading import ModelArguments, load_model_and_processor
+from llava_hf.serving.loading import load_model_and_processor
 from llava_hf.serving.protocol import (
     ChatRequest,
     RequestError,
@@ -52,6 +51,8 @@ from llava_hf.serving.protocol import (
     usage_body,
     without_text,
 )
+from llava_hf.serving.settings import ModelArguments, ServeArguments
+from llava_hf.utils.cli import usage_error
 
 try:
     import uvicorn
@@ -63,74 +64,6 @@ except ImportError as error:  # the serve extra is optional; the rest of llava_h
     raise ImportError("llava-hf serve needs FastAPI and uvicorn: pip install 'llava_hf[serve]'") from error
 
 STATIC_DIR = Path(__file__).parent / "static"
-
-
-@dataclass
-class ServeArguments:
-    """Where to listen, how to batch, and the safety limits."""
-
-    host: str = field(default="127.0.0.1", metadata={"help": "Interface to listen on (0.0.0.0 for all)."})
-    port: int = field(default=8000, metadata={"help": "TCP port (0 picks a free one; the address is printed)."})
-    served_model_name: str | None = field(
-        default=None, metadata={"help": "Model id clients send and /v1/models lists (default: --model as given)."}
-    )
-    max_batch_size: int = field(default=8, metadata={"help": "Most requests per generate call (1 = one at a time)."})
-    batch_wait_ms: float = field(
-        default=10.0, metadata={"help": "How long the first request of a batch waits for others to join, in ms."}
-    )
-    max_concurrent_requests: int = field(
-        default=64, metadata={"help": "Requests in flight (queued or generating) before new ones get 429."}
-    )
-    max_request_bytes: int = field(default=20 * 2**20, metadata={"help": "Largest request body accepted, in bytes."})
-    max_image_bytes: int = field(default=10 * 2**20, metadata={"help": "Largest encoded image accepted, in bytes."})
-    max_image_pixels: int = field(
-        default=4096 * 4096, metadata={"help": "Largest image accepted, in pixels (width x height)."}
-    )
-    max_images_per_request: int = field(default=4, metadata={"help": "Most images in one request."})
-    max_prompt_tokens: int = field(
-        default=4096, metadata={"help": "Longest prompt accepted, in tokens (image tokens included)."}
-    )
-    max_output_tokens: int = field(default=1024, metadata={"help": "Largest max_tokens a request may ask for."})
-    default_max_tokens: int | None = field(
-        default=None,
-        metadata={
-            "help": "max_tokens for requests that do not set it (default: 256, or --max_output_tokens if lower)."
-        },
-    )
-    request_timeout: float = field(
-        default=120.0, metadata={"help": "Seconds a request may take end to end before it gets 408."}
-    )
-    allowed_image_hosts: list[str] = field(
-        default_factory=list,
-        metadata={"help": "Hosts whose http(s) image URLs may be fetched. Empty (default): remote URLs are refused."},
-    )
-    api_key_env: str | None = field(
-        default=None, metadata={"help": "Environment variable holding the API key clients must send (default: none)."}
-    )
-
-    def __post_init__(self):
-        if self.default_max_tokens is None:
-            self.default_max_tokens = min(256, self.max_output_tokens)
-        for name in (
-            "max_batch_size",
-            "max_concurrent_requests",
-            "max_request_bytes",
-            "max_image_bytes",
-            "max_image_pixels",
-            "max_prompt_tokens",
-            "max_output_tokens",
-            "default_max_tokens",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")
-        if self.max_images_per_request < 0 or self.request_timeout <= 0 or self.batch_wait_ms < 0:
-            raise ValueError("--max_images_per_request and --batch_wait_ms must be >= 0, --request_timeout > 0.")
-        if self.default_max_tokens > self.max_output_tokens:
-            raise ValueError(
-                f"--default_max_tokens {self.default_max_tokens} exceeds --max_output_tokens {self.max_output_tokens}."
-            )
-        if self.api_key_env and not os.environ.get(self.api_key_env):
-            raise ValueError(f"--api_key_env {self.api_key_env}: the environment variable is unset or empty.")
 
 
 class LlavaServer:
@@ -518,23 +451,16 @@ class ServerThread:
         self.socket.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = HfArgumentParser((ModelArguments, ServeArguments))
-    parser.prog = "llava-hf serve"
+def serve(model_args: ModelArguments, settings: ServeArguments) -> int:
+    """Load the checkpoint, listen, print the address and serve until stopped (`llava-hf serve`, serve.py)."""
     try:
-        model_args, settings = parser.parse_args_into_dataclasses(args=argv)
         model, processor = load_model_and_processor(model_args)
         sock = listening_socket(settings.host, settings.port)
     except (ValueError, OSError) as error:
-        print(f"llava-hf serve: error: {error}", file=sys.stderr)
-        return 2
+        return usage_error("llava-hf serve", error)
     server = LlavaServer(model, processor, settings, settings.served_model_name or model_args.model)
     host, port = sock.getsockname()[:2]
     print(f"llava-hf serve: {server.model_name} on http://{host}:{port} (OpenAI base_url http://{host}:{port}/v1)")
     sys.stdout.flush()
     uvicorn_server(build_app(server)).run(sockets=[sock])
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

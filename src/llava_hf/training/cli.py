@@ -1,19 +1,33 @@
 # llava-hf train --config examples/configs/tiny_stage2_finetune.yaml [--learning_rate 1e-4 ...]
 # accelerate launch --config_file examples/configs/accelerate/ddp.yaml -m llava_hf.cli train --config recipe.yaml
-"""`llava-hf train`: one stage from a YAML recipe plus command-line overrides. The YAML keys are the fields of
-`LlavaRunArguments` and TRL's `SFTConfig` (TrlParser splits them); a command-line flag overrides the file."""
+"""The run behind `llava-hf train` (started by `llava_hf/train_cli.py`, which answers --help first): TrlParser splits
+the YAML recipe and the command line between `LlavaRunArguments` and TRL's `SFTConfig` (a flag overrides the file),
+then one stage trains."""
 
 import sys
 
+from ..utils.cli import usage_error
 
-def main(argv: list[str] | None = None) -> int:
+PROG = "llava-hf train"
+
+
+def run(argv: list[str]) -> int:
     from trl import SFTConfig, TrlParser
 
     from .train import CheckpointNotFound, LlavaRunArguments, train
 
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = TrlParser((LlavaRunArguments, SFTConfig))
-    run, args = parser.parse_args_and_config(argv)
+    parser = TrlParser((LlavaRunArguments, SFTConfig), prog=PROG)
+    parser.error = lambda message: sys.exit(usage_error(PROG, f"{message} (see `{PROG} --help-all`)"))
+    flags = list(argv)
+    if "--config" in flags:  # TrlParser reads `--config PATH` itself; the rest are flags
+        del flags[flags.index("--config") : flags.index("--config") + 2]
+    unknown = parser.parse_known_args(flags)[1]  # before the dataclasses' own checks, which would hide a typo
+    if unknown:
+        return usage_error(PROG, f"unrecognized arguments: {' '.join(unknown)} (see `{PROG} --help-all`)")
+    try:
+        run, args = parser.parse_args_and_config(argv)
+    except (ValueError, OSError) as error:  # unknown YAML keys, a missing --config file, a field's own check
+        return usage_error(PROG, error)
     succeeded = False
     try:
         trainer = train(run, args)
@@ -55,7 +69,3 @@ def close_process_group(succeeded: bool = True, timeout_seconds: int = 1800) -> 
                 distributed.barrier()
     finally:
         distributed.destroy_process_group()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

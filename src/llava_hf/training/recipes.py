@@ -15,15 +15,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save
 
+from ..training_arguments import LORA_TARGET_MODULES
 from ..utils.io import atomic_write
 from ..utils.loading import QUANTIZATION_SKIP_MODULES, bitsandbytes_config
 
 logger = logging.getLogger(__name__)
 
 STAGES = ("pretrain", "finetune", "lora", "qlora")
-# The language model's linear layers (LLaVA's LoRA recipe targets all of them); the regex keeps LoRA off the vision
-# tower and the projector, and off lm_head, which TRL 1.16 refuses to adapt ("Applying a PEFT adapter to lm_head is not supported").
-LORA_TARGET_MODULES = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 # Kept in full precision under QLoRA: bitsandbytes' default skip list is only lm_head, which would quantize the vision
 # tower and the projector (transformers' BitsAndBytesConfig: `llm_int8_skip_modules`, default: the output layer).
 QLORA_SKIP_MODULES = QUANTIZATION_SKIP_MODULES  # the language model only: see llava_hf.utils.loading

@@ -1,0 +1,107 @@
+"""`LlavaRunArguments`: what `llava-hf train` and `llava_hf.training.train()` train, and on what.
+
+It lives outside `training/`, whose package import loads torch and TRL, so `llava-hf train --help` and its argument
+errors answer before they load (`train_cli.py`). The optimisation settings are TRL's `SFTConfig`, parsed alongside.
+"""
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+# The language model's linear layers (LLaVA's LoRA recipe targets all of them); the regex keeps LoRA off the vision
+# tower and the projector, and off lm_head, which TRL 1.16 refuses to adapt ("Applying a PEFT adapter to lm_head is not supported").
+LORA_TARGET_MODULES = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+
+
+@dataclass
+class LlavaRunArguments:
+    """What to train and on what; the optimisation settings are TRL's `SFTConfig` (parsed alongside)."""
+
+    stage: Literal["pretrain", "finetune", "lora", "qlora"] = field(
+        default="finetune",
+        metadata={"help": "pretrain = stage 1 (projector only), finetune = stage 2 (projector + LLM), lora / qlora."},
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A llava_hf checkpoint (folder or Hub id) to start from."}
+    )
+    vision_tower: str | None = field(
+        default=None,
+        metadata={
+            "help": "Vision model to build from (with --language_model), e.g. openai/clip-vit-large-patch14-336."
+        },
+    )
+    language_model: str | None = field(
+        default=None,
+        metadata={"help": "Causal LM + tokenizer to build from (with --vision_tower), e.g. lmsys/vicuna-7b-v1.5."},
+    )
+    projector_type: str = field(
+        default="mlp2x_gelu", metadata={"help": "linear, mlp{N}x_gelu or identity (building only)."}
+    )
+    vision_feature_layer: int = field(
+        default=-2, metadata={"help": "Vision hidden state fed to the projector (building only)."}
+    )
+    image_aspect_ratio: Literal["pad", "square"] = field(default="pad", metadata={"help": "pad (v1.5) or square (v1)."})
+    projector_path: str | None = field(
+        default=None,
+        metadata={"help": "Stage-1 output (folder or projector.safetensors, or original mm_projector.bin)."},
+    )
+    chat_template: str | None = field(
+        default=None,
+        metadata={"help": "Template name or Jinja file; default `plain` for pretrain, else the processor's."},
+    )
+    data_path: str | None = field(
+        default=None,
+        metadata={"help": "Training data: LLaVA .json, a dataset folder/parquet file or a Hub dataset id."},
+    )
+    image_folder: str | None = field(
+        default=None, metadata={"help": "Folder the LLaVA JSON image paths are relative to."}
+    )
+    data_split: str = field(default="train", metadata={"help": "Split of a folder / Hub dataset."})
+    data_subset: str | None = field(
+        default=None, metadata={"help": "Configuration of a Hub dataset (e.g. a the_cauldron subset)."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N rows."})
+    skip_bad_rows: bool = field(
+        default=False,
+        metadata={"help": "Train without the rows the preflight check rejects (reported) instead of stopping."},
+    )
+    check_images: bool = field(default=True, metadata={"help": "Open every image in the preflight check."})
+    pack_batches: bool = field(
+        default=False,
+        metadata={
+            "help": "Padding-free batches: samples concatenated with restarting position_ids. With SDPA the language "
+            "model is switched to per-sample SDPA (llava_hf.data.packed_attention), flash-attention uses its varlen "
+            "kernel; eager attention computes the whole packed row under a block-diagonal mask, which usually costs "
+            "more than the padding it removes (benchmarks/RESULTS_training.md)."
+        },
+    )
+    group_by_modality_length: bool = field(
+        default=False,
+        metadata={
+            "help": "LLaVA-1.5's batching: image and text-only samples in separate batches, similar lengths together "
+            "(lengths estimated as text tokens + image_seq_length per image, no image opened)."
+        },
+    )
+    train_vision_tower: bool = field(default=False, metadata={"help": "Train the whole vision tower."})
+    unfreeze_vision_layers: int = field(
+        default=0, metadata={"help": "Train the last N vision layers feeding the projector."}
+    )
+    train_projector: bool | None = field(default=None, metadata={"help": "Override the stage default (True)."})
+    train_language_model: bool | None = field(
+        default=None, metadata={"help": "Override the stage default (finetune: True; pretrain/LoRA: False)."}
+    )
+    projector_learning_rate: float | None = field(
+        default=None, metadata={"help": "Projector LR (default: learning_rate)."}
+    )
+    vision_tower_learning_rate: float | None = field(
+        default=None, metadata={"help": "Vision tower LR (default: learning_rate)."}
+    )
+    lora_r: int = field(default=128, metadata={"help": "LoRA rank (LLaVA-1.5: 128)."})
+    lora_alpha: int = field(default=256, metadata={"help": "LoRA alpha (LLaVA-1.5: 256)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: str = field(
+        default=LORA_TARGET_MODULES, metadata={"help": "Regex of the modules that get LoRA."}
+    )
+    merge_lora: bool = field(default=False, metadata={"help": "Also save the merged model under output_dir/merged."})
+    dtype: Literal["float32", "bfloat16", "float16"] = field(
+        default="float32", metadata={"help": "Weights dtype when loading."}
+    )
