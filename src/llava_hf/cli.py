@@ -7,16 +7,17 @@ dependencies stay optional.
 import importlib
 import sys
 
-# command -> (module, one-line help). Each module defines `main(argv: list[str] | None = None) -> int`.
+# command -> (module or module:function, one-line help). The function (default `main`) takes the arguments after the
+# command and returns the exit status; its module imports nothing heavy, so --help and bad flags answer at once.
 COMMANDS = {
     "generate": ("llava_hf.serving.generate", "answer one prompt about one image with a checkpoint"),
     "demo": ("llava_hf.demo.cli", "the whole LLaVA recipe end to end on a synthetic world (~10 min on a laptop CPU)"),
     "convert": (
-        "llava_hf.conversion.convert",
+        "llava_hf.conversion.cli:convert",
         "original LLaVA / stage-1 / LoRA / transformers llava checkpoint -> llava_hf (--verify to check logits)",
     ),
     "export": (
-        "llava_hf.conversion.convert_transformers_checkpoint",
+        "llava_hf.conversion.cli:export",
         "llava_hf -> transformers' built-in llava layout",
     ),
     "generate-data": ("llava_hf.datagen.cli", "instruction data from captions + boxes via a teacher LLM or rules"),
@@ -44,11 +45,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"llava-hf: unknown command {command!r}; run `llava-hf --help` for the list.", file=sys.stderr)
         return 2
     try:
-        module = importlib.import_module(COMMANDS[command][0])
+        function = command_function(command)
     except ImportError as error:  # an optional extra is missing: its message names the `pip install` that fixes it
         print(f"llava-hf {command}: {error}", file=sys.stderr)
         return 2
-    return module.main(rest) or 0
+    return function(rest) or 0
+
+
+def command_function(command: str):
+    """The function behind `llava-hf COMMAND` (see COMMANDS)."""
+    module_name, _, function = COMMANDS[command][0].partition(":")
+    return getattr(importlib.import_module(module_name), function or "main")
 
 
 if __name__ == "__main__":

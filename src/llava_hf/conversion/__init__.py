@@ -1,9 +1,15 @@
 """Checkpoint conversion: original LLaVA / stage-1 / LoRA / transformers' llava -> llava_hf, llava_hf -> transformers,
 and the model card written next to every converted checkpoint."""
 
-from .common import ConversionError
-from .convert import ConvertArguments, convert_checkpoint
-from .model_card import write_model_card
-from .sources import detect_source_format
+from ..utils.lazy import lazy_attributes
 
-__all__ = ["ConversionError", "ConvertArguments", "convert_checkpoint", "detect_source_format", "write_model_card"]
+# public name -> submodule, loaded on first use: `llava-hf convert --help` (conversion/cli.py) needs no torch.
+_LAZY_ATTRIBUTES = {
+    "ConversionError": "common",
+    "ConvertArguments": "arguments",
+    "convert_checkpoint": "convert",
+    "detect_source_format": "sources",
+    "write_model_card": "model_card",
+}
+__all__ = sorted(_LAZY_ATTRIBUTES)
+__getattr__ = lazy_attributes(__name__, _LAZY_ATTRIBUTES)

@@ -17,42 +17,17 @@ This file is the dispatcher and the CLI. The directions are leaves that import o
 `convert_transformers_checkpoint.py` (transformers' built-in llava <-> llava_hf).
 """
 
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..utils.io import staged_directory
+from .arguments import ConvertArguments
 from .common import ConversionError
 from .convert_original_checkpoint import convert_original
 from .convert_transformers_checkpoint import import_transformers_checkpoint, verify_against_transformers
 from .model_card import write_model_card
 from .sources import detect_source_format, resolve_folder
 from .verification import verify_conversion
-
-
-@dataclass
-class ConvertArguments:
-    """Options of `llava-hf convert SRC DST` (SRC and DST are positional)."""
-
-    vision_tower: str | None = field(
-        default=None, metadata={"help": "CLIP vision tower folder or repo id; overrides the source's mm_vision_tower."}
-    )
-    base_model: str | None = field(
-        default=None,
-        metadata={"help": "Base LLM folder or repo id for stage-1 and LoRA sources (default: the one they name)."},
-    )
-    use_checkpoint_vision_tower: bool = field(
-        default=False,
-        metadata={"help": "Use model.vision_tower.* weights saved in the checkpoint (DeepSpeed runs that tuned CLIP)."},
-    )
-    chat_template: str = field(
-        default="vicuna_v1", metadata={"help": "Chat template of the converted processor (LLaVA-1.5: vicuna_v1)."}
-    )
-    verify: bool = field(
-        default=False,
-        metadata={"help": "Run the source computation and the result on one image + prompt; fail past --tolerance."},
-    )
-    tolerance: float = field(default=1e-3, metadata={"help": "Largest accepted max |Δlogit| (float32) for --verify."})
 
 
 @dataclass
@@ -104,29 +79,3 @@ def convert_checkpoint(source: str | Path, destination: str | Path, arguments: C
             provenance["source_revision"] = source_folder.name
         write_model_card(staging, provenance=provenance, verification=verification)
     return ConversionResult(destination, source_format, provenance, verification)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from transformers import HfArgumentParser
-
-    parser = HfArgumentParser(ConvertArguments, prog="llava-hf convert", description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", help="original LLaVA / stage-1 / LoRA / llava-hf checkpoint folder or repo id")
-    parser.add_argument("destination", help="folder to create (must not exist)")
-    arguments, positional = parser.parse_args_into_dataclasses(args=argv)
-    try:
-        result = convert_checkpoint(positional.source, positional.destination, arguments)
-    except ConversionError as error:
-        print(f"llava-hf convert: {error}", file=sys.stderr)
-        return 1
-    print(f"converted {result.source_format} checkpoint {positional.source} -> {result.destination}")
-    if result.verification is not None:
-        check = result.verification
-        print(
-            f"verified: max |Δlogit| = {check['max_abs_logit_diff']:.3g} over {check['positions']} positions, "
-            f"greedy tokens agree: {check['greedy_agree']}, token ids identical: {check['token_ids_identical']}"
-        )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

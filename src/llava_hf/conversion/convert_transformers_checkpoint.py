@@ -9,8 +9,6 @@ checkpoint with a linear, identity or deeper projector is refused instead of bei
 
 import json
 import shutil
-import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -175,33 +173,3 @@ def export_to_transformers(source: str | Path, destination: str | Path) -> Path:
         if (source / "README.md").is_file():
             shutil.copyfile(source / "README.md", staging / "README.md")
     return destination
-
-
-@dataclass
-class ExportArguments:
-    """Options of `llava-hf export --to transformers SRC DST` (SRC and DST are positional)."""
-
-    to: str = field(default="transformers", metadata={"help": "Target layout; 'transformers' (built-in llava)."})
-
-
-def main(argv: list[str] | None = None) -> int:
-    from transformers import HfArgumentParser
-
-    parser = HfArgumentParser(ExportArguments, prog="llava-hf export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", help="llava_hf checkpoint folder")
-    parser.add_argument("destination", help="folder to create (must not exist)")
-    arguments, positional = parser.parse_args_into_dataclasses(args=argv)
-    if arguments.to != "transformers":
-        print(f"llava-hf export: unknown target {arguments.to!r}; supported: transformers.", file=sys.stderr)
-        return 2
-    try:
-        export_to_transformers(positional.source, positional.destination)
-    except ConversionError as error:
-        print(f"llava-hf export: {error}", file=sys.stderr)
-        return 1
-    print(f"exported {positional.source} -> {positional.destination} (transformers LlavaForConditionalGeneration)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,22 +1,23 @@
 """Training data: every input format -> one row schema (`formats`), the preflight check (`check`) and the masking,
 padding and packing collator (`collator`); `synthetic` makes a small learnable dataset for smoke tests."""
 
-from .check import CheckReport, DataCheckError, check_rows, preflight
-from .collator import IGNORE_INDEX, LlavaCollator, SampleError, padding_fraction
-from .formats import ROW_FEATURES, convert_llava_json, load_llava_json, load_rows, to_conversation
+from ..utils.lazy import lazy_attributes
 
-__all__ = [
-    "IGNORE_INDEX",
-    "ROW_FEATURES",
-    "CheckReport",
-    "DataCheckError",
-    "LlavaCollator",
-    "SampleError",
-    "check_rows",
-    "convert_llava_json",
-    "load_llava_json",
-    "load_rows",
-    "padding_fraction",
-    "preflight",
-    "to_conversation",
-]
+# public name -> submodule, loaded on first use: `llava-hf data --help` (data/cli.py) needs no torch or datasets.
+_LAZY_ATTRIBUTES = {
+    "CheckReport": "check",
+    "DataCheckError": "check",
+    "check_rows": "check",
+    "preflight": "check",
+    "IGNORE_INDEX": "collator",
+    "LlavaCollator": "collator",
+    "SampleError": "collator",
+    "padding_fraction": "collator",
+    "ROW_FEATURES": "formats",
+    "convert_llava_json": "formats",
+    "load_llava_json": "formats",
+    "load_rows": "formats",
+    "to_conversation": "formats",
+}
+__all__ = sorted(_LAZY_ATTRIBUTES)
+__getattr__ = lazy_attributes(__name__, _LAZY_ATTRIBUTES)

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import sys
 
-from transformers import HfArgumentParser
+from ..utils.cli import build_parser, parse_into_dataclasses, usage_error
+from .pipeline import DemoConfig
 
-from .pipeline import DemoConfig, run_demo
+PROG = "llava-hf demo"
 
 
 def parse_args(argv: list[str]) -> DemoConfig:
     # HfArgumentParser accepts both --skip-stage1 and --skip_stage1; booleans take `--flag` or `--flag false`.
-    parser = HfArgumentParser(DemoConfig, prog="llava-hf demo", description=__doc__.splitlines()[0])
-    (config,) = parser.parse_args_into_dataclasses(args=argv)
+    parser = build_parser(DemoConfig, PROG, description=__doc__.splitlines()[0])
+    (config,) = parse_into_dataclasses(parser, argv)
     return config
 
 
@@ -50,13 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = parse_args(sys.argv[1:] if argv is None else argv)
     except ValueError as error:  # DemoConfig's checks: one line naming the fix, exit code 2 like argparse
-        print(f"llava-hf demo: error: {error}", file=sys.stderr)
-        return 2
+        return usage_error(PROG, error)
     if config.ablation_seeds:
         from .ablation import format_ablation, run_ablation
 
         print(format_ablation(run_ablation(config, config.ablation_seeds)))
         return 0
+    from .pipeline import run_demo  # torch, transformers, TRL
+
     summary = run_demo(config)
     print(format_summary(summary))
     return 0

@@ -21,9 +21,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-
-from ..processing import get_chat_template
 from ..utils.io import atomic_write, staged_directory
 from ..utils.loading import resolve_device
 from .world import World, build_world
@@ -212,7 +209,7 @@ def generate_data(config: DemoConfig, world: World, data_dir: Path, seed: int) -
 
 def build_towers(config: DemoConfig, world: World, data: dict, device: str):
     """Tokenizer, CLIP vision tower and Llama LLM pretrained on the train split; returns them and their loss curves."""
-    from ..processing import build_image_processor
+    from ..processing import build_image_processor, get_chat_template
     from .pretrain import TowerSizes, language_model_texts, pretrain_clip, pretrain_language_model, train_tokenizer
 
     sizes = TowerSizes(image_size=config.image_size, patch_size=config.patch_size)
@@ -476,6 +473,7 @@ def write_json(path: Path, value) -> None:
 
 def run_demo(config: DemoConfig) -> dict:
     """Run the whole recipe into `config.output_dir` and return the summary (also written to summary.json)."""
+    import torch
     from transformers import set_seed
 
     from ..data import load_llava_json

@@ -15,7 +15,7 @@ import threading
 
 from llava_hf.serving.generate import user_message
 from llava_hf.serving.settings import ChatArguments, ModelArguments, SamplingArguments
-from llava_hf.utils.cli import build_parser, usage_error
+from llava_hf.utils.cli import build_parser, parse_into_dataclasses, usage_error
 
 HELP = "commands: /image PATH (new image, new conversation), /reset (forget the conversation), /quit"
 
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     prog = "llava-hf chat"
     parser = build_parser((ModelArguments, SamplingArguments, ChatArguments), prog)
     try:
-        model_args, sampling, args = parser.parse_args_into_dataclasses(args=argv)
+        model_args, sampling, args = parse_into_dataclasses(parser, argv)
         from llava_hf.serving.loading import load_image, load_model_and_processor  # torch + transformers
 
         conversation = Conversation(load_image(args.image) if args.image else None)

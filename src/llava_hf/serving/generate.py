@@ -8,7 +8,7 @@ trained (the original `llava/train/train.py`, `preprocess_multimodal`), so the a
 import sys
 
 from llava_hf.serving.settings import GenerateArguments, ModelArguments, SamplingArguments
-from llava_hf.utils.cli import build_parser, usage_error
+from llava_hf.utils.cli import build_parser, parse_into_dataclasses, usage_error
 
 
 def user_message(prompt: str, with_image: bool) -> dict:
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     prog = "llava-hf generate"
     parser = build_parser((ModelArguments, SamplingArguments, GenerateArguments), prog)
     try:
-        model_args, sampling, args = parser.parse_args_into_dataclasses(args=argv)
+        model_args, sampling, args = parse_into_dataclasses(parser, argv)
         if not args.prompt:
             raise ValueError("--prompt is required.")
         from llava_hf.serving.loading import load_image, load_model_and_processor  # torch + transformers

@@ -8,7 +8,7 @@ The settings are parsed before FastAPI, uvicorn and torch are imported, so `--he
 import sys
 
 from llava_hf.serving.settings import ModelArguments, ServeArguments
-from llava_hf.utils.cli import build_parser, usage_error
+from llava_hf.utils.cli import build_parser, parse_into_dataclasses, usage_error
 
 PROG = "llava-hf serve"
 
@@ -16,7 +16,7 @@ PROG = "llava-hf serve"
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser((ModelArguments, ServeArguments), PROG)
     try:
-        model_args, settings = parser.parse_args_into_dataclasses(args=argv)
+        model_args, settings = parse_into_dataclasses(parser, argv)
     except ValueError as error:
         return usage_error(PROG, error)
     try:

@@ -7,7 +7,7 @@
   traceback or a usage dump: argparse errors, and ValueErrors raised by the dataclasses' `__post_init__` checks.
 - Commands import their heavy modules (torch, models, TRL, FastAPI) inside `main`, after parsing, and declare their
   settings dataclasses in modules that import nothing heavy, so `--help` and bad flags answer at once (well under a
-  second; `tests/test_cli.py` checks that no command's `--help` imports torch).
+  second; `tests/utils/test_cli.py` checks that no command's `--help` imports torch).
 - `HfArgumentParser` is loaded from `transformers/hf_argparser.py` without running `transformers/__init__.py`, which
   costs more than a second (the module itself needs only the standard library and PyYAML). TRL does the same for its
   `TrlParser` (https://github.com/huggingface/transformers/issues/44273).
@@ -76,6 +76,15 @@ def parse_args(
     """Parse `argv` into instances of `dataclass_types` (in order); bad input exits 2 with one line."""
     parser = build_parser(dataclass_types, prog, description)
     try:
-        return parser.parse_args_into_dataclasses(args=argv)
+        return parse_into_dataclasses(parser, argv)
     except ValueError as error:  # a dataclass's own validation in __post_init__
         fail(prog, str(error))
+
+
+def parse_into_dataclasses(parser, argv: list[str] | None) -> tuple:
+    """`parser.parse_args_into_dataclasses(argv)`, with unknown flags reported first, in argparse's words (one line,
+    exit 2), instead of after the dataclasses' own checks as a ValueError (which could hide a mistyped flag)."""
+    unknown = parser.parse_known_args(argv)[1]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return parser.parse_args_into_dataclasses(args=argv)

@@ -1,0 +1,36 @@
+"""The settings of `llava-hf convert` and `llava-hf export`, apart from the conversion code so that `--help` and
+argument errors answer before torch loads (`cli.py`)."""
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ConvertArguments:
+    """Options of `llava-hf convert SRC DST` (SRC and DST are positional)."""
+
+    vision_tower: str | None = field(
+        default=None, metadata={"help": "CLIP vision tower folder or repo id; overrides the source's mm_vision_tower."}
+    )
+    base_model: str | None = field(
+        default=None,
+        metadata={"help": "Base LLM folder or repo id for stage-1 and LoRA sources (default: the one they name)."},
+    )
+    use_checkpoint_vision_tower: bool = field(
+        default=False,
+        metadata={"help": "Use model.vision_tower.* weights saved in the checkpoint (DeepSpeed runs that tuned CLIP)."},
+    )
+    chat_template: str = field(
+        default="vicuna_v1", metadata={"help": "Chat template of the converted processor (LLaVA-1.5: vicuna_v1)."}
+    )
+    verify: bool = field(
+        default=False,
+        metadata={"help": "Run the source computation and the result on one image + prompt; fail past --tolerance."},
+    )
+    tolerance: float = field(default=1e-3, metadata={"help": "Largest accepted max |Δlogit| (float32) for --verify."})
+
+
+@dataclass
+class ExportArguments:
+    """Options of `llava-hf export --to transformers SRC DST` (SRC and DST are positional)."""
+
+    to: str = field(default="transformers", metadata={"help": "Target layout; 'transformers' (built-in llava)."})

@@ -1,0 +1,68 @@
+# llava-hf convert SRC DST [--vision_tower PATH_OR_REPO] [--base_model PATH_OR_REPO] [--verify]
+# llava-hf export --to transformers SRC DST
+"""`llava-hf convert` (convert.py) and `llava-hf export` (convert_transformers_checkpoint.py): the arguments are
+parsed and the source checked before torch loads. A source that is neither a folder nor a Hub repo id is bad input
+(exit 2); a conversion that fails (unknown layout, failed --verify) exits 1."""
+
+import os
+import re
+import sys
+
+from ..utils.cli import build_parser, parse_into_dataclasses, usage_error
+from .arguments import ConvertArguments, ExportArguments
+
+CONVERT_DESCRIPTION = (
+    "Original LLaVA checkpoints (and transformers' built-in llava layout) -> a complete llava_hf checkpoint folder."
+)
+EXPORT_DESCRIPTION = (
+    "llava_hf <-> transformers' built-in `llava` layout (what llava-hf/* repos, vLLM, SGLang and TGI load)."
+)
+REPO_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # `name` or `org/name` (huggingface_hub's rule, without its length limits)
+
+
+def convert(argv: list[str] | None = None) -> int:
+    prog = "llava-hf convert"
+    parser = build_parser(ConvertArguments, prog, description=CONVERT_DESCRIPTION)
+    parser.add_argument("source", help="original LLaVA / stage-1 / LoRA / llava-hf checkpoint folder or repo id")
+    parser.add_argument("destination", help="folder to create (must not exist)")
+    arguments, positional = parse_into_dataclasses(parser, argv)
+    if not os.path.exists(positional.source) and not REPO_ID.fullmatch(positional.source):
+        return usage_error(prog, f"source {positional.source!r} is neither a folder nor a Hub repo id (org/name).")
+    from .common import ConversionError
+    from .convert import convert_checkpoint
+
+    try:
+        result = convert_checkpoint(positional.source, positional.destination, arguments)
+    except ConversionError as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return 1
+    print(f"converted {result.source_format} checkpoint {positional.source} -> {result.destination}")
+    if result.verification is not None:
+        check = result.verification
+        print(
+            f"verified: max |Δlogit| = {check['max_abs_logit_diff']:.3g} over {check['positions']} positions, "
+            f"greedy tokens agree: {check['greedy_agree']}, token ids identical: {check['token_ids_identical']}"
+        )
+    return 0
+
+
+def export(argv: list[str] | None = None) -> int:
+    prog = "llava-hf export"
+    parser = build_parser(ExportArguments, prog, description=EXPORT_DESCRIPTION)
+    parser.add_argument("source", help="llava_hf checkpoint folder")
+    parser.add_argument("destination", help="folder to create (must not exist)")
+    arguments, positional = parse_into_dataclasses(parser, argv)
+    if arguments.to != "transformers":
+        return usage_error(prog, f"unknown target {arguments.to!r}; supported: transformers.")
+    if not os.path.isdir(positional.source):
+        return usage_error(prog, f"source {positional.source!r} is not a folder (a llava_hf checkpoint).")
+    from .common import ConversionError
+    from .convert_transformers_checkpoint import export_to_transformers
+
+    try:
+        export_to_transformers(positional.source, positional.destination)
+    except ConversionError as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return 1
+    print(f"exported {positional.source} -> {positional.destination} (transformers LlavaForConditionalGeneration)")
+    return 0
