@@ -20,12 +20,18 @@ EXPORT_DESCRIPTION = (
 REPO_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # `name` or `org/name` (huggingface_hub's rule, without its length limits)
 
 
+def parse(settings_class: type, argv: list[str] | None, prog: str, description: str, source_help: str):
+    """(settings, positional SOURCE and DESTINATION) of a `llava-hf convert|export ... SRC DST` command line."""
+    parser = build_parser(settings_class, prog, description=description)
+    parser.add_argument("source", help=source_help)
+    parser.add_argument("destination", help="folder to create (must not exist)")
+    return parse_into_dataclasses(parser, argv)
+
+
 def convert(argv: list[str] | None = None) -> int:
     prog = "llava-hf convert"
-    parser = build_parser(ConvertArguments, prog, description=CONVERT_DESCRIPTION)
-    parser.add_argument("source", help="original LLaVA / stage-1 / LoRA / llava-hf checkpoint folder or repo id")
-    parser.add_argument("destination", help="folder to create (must not exist)")
-    arguments, positional = parse_into_dataclasses(parser, argv)
+    source_help = "original LLaVA / stage-1 / LoRA / llava-hf checkpoint folder or repo id"
+    arguments, positional = parse(ConvertArguments, argv, prog, CONVERT_DESCRIPTION, source_help)
     if not os.path.exists(positional.source) and not REPO_ID.fullmatch(positional.source):
         return usage_error(prog, f"source {positional.source!r} is neither a folder nor a Hub repo id (org/name).")
     from .common import ConversionError
@@ -48,10 +54,7 @@ def convert(argv: list[str] | None = None) -> int:
 
 def export(argv: list[str] | None = None) -> int:
     prog = "llava-hf export"
-    parser = build_parser(ExportArguments, prog, description=EXPORT_DESCRIPTION)
-    parser.add_argument("source", help="llava_hf checkpoint folder")
-    parser.add_argument("destination", help="folder to create (must not exist)")
-    arguments, positional = parse_into_dataclasses(parser, argv)
+    arguments, positional = parse(ExportArguments, argv, prog, EXPORT_DESCRIPTION, "llava_hf checkpoint folder")
     if arguments.to != "transformers":
         return usage_error(prog, f"unknown target {arguments.to!r}; supported: transformers.")
     if not os.path.isdir(positional.source):
