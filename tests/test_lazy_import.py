@@ -2,6 +2,7 @@
 
 Each check runs in a fresh interpreter (a subprocess), because what matters is what one import pulls in."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -103,3 +104,47 @@ def test_help_shows_choices_and_data_help_succeeds():
     assert "{openai,rule-based}" in datagen_help.stdout and "--save_dataset [SAVE_DATASET]" in datagen_help.stdout
     data_help = subprocess.run([CONSOLE_SCRIPT, "data", "--help"], capture_output=True, text=True, check=True)
     assert "check" in data_help.stdout and "convert" in data_help.stdout
+
+
+def test_datagen_and_scoring_runs_import_no_torch(tmp_path):
+    # a real rule-based `generate-data` run and a real POPE scoring run (answers given, no model): neither needs torch
+    pope = Path(__file__).parent / "assets" / "evaluation" / "pope"
+    rows = [json.loads(line) for line in (pope / "coco_pope_popular.json").read_text().splitlines()]
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text(
+        "".join(json.dumps({"question_id": f"popular-{r['question_id']}", "text": "Yes"}) + "\n" for r in rows)
+    )
+    caps_boxes = Path(__file__).parent / "assets" / "datagen" / "caps_boxes_coco2014_val_80.jsonl"
+    runs = [
+        [
+            "generate-data",
+            "--input",
+            str(caps_boxes),
+            "--output-dir",
+            str(tmp_path / "data"),
+            "--teacher",
+            "rule-based",
+            "--limit",
+            "3",
+        ],
+        [
+            "evaluate",
+            "--task",
+            "pope",
+            "--data",
+            str(pope),
+            "--image-folder",
+            str(pope / "images"),
+            "--pope-splits",
+            "popular",
+        ]
+        + ["--predictions", str(predictions), "--output-dir", str(tmp_path / "scores")],
+    ]
+    code = (
+        "import sys\nfrom llava_hf.cli import main\n"
+        f"statuses = [main(argv) for argv in {runs!r}]\n"
+        "print(statuses, sorted({'torch', 'transformers', 'trl', 'datasets'} & set(sys.modules)))"
+    )
+    assert run_python(code).splitlines()[-1] == "[0, 0] []"
+    assert json.loads((tmp_path / "scores" / "results.json").read_text())["num_answered"] == len(rows)
+    assert (tmp_path / "data" / "llava_instruct.json").is_file()
