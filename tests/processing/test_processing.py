@@ -45,3 +45,15 @@ def test_template_selection_by_name(tokenizer):
     assert "chatml_direct" in make_tiny_processor(tokenizer, chat_template="chatml_direct").chat_template
     custom = "{{ messages[0]['content'] }}"
     assert make_tiny_processor(tokenizer, chat_template=custom).chat_template == custom
+
+
+def test_add_special_tokens_false_is_kept_unless_padding_side_says_trl_training(processor):
+    """A plain call keeps `add_special_tokens=False` (no BOS); TRL's explicit right padding raises, its left-padded
+    prompts get the BOS (the processor's guard for SFTTrainer without a data_collator)."""
+    bos = processor.tokenizer.bos_token_id
+    plain = processor(images=make_image(0), text="<image>\nWhat is it?", add_special_tokens=False)
+    assert plain["input_ids"][0][0] != bos
+    with pytest.raises(ValueError, match="LlavaCollator"):
+        processor(images=[make_image(0)], text=["<image> hi"], add_special_tokens=False, padding_side="right")
+    left = processor(images=[make_image(0)], text=["<image> hi"], add_special_tokens=False, padding_side="left")
+    assert left["input_ids"][0][0] == bos

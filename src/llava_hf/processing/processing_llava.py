@@ -138,22 +138,24 @@ class LlavaHfProcessor(ProcessorMixin):
         super().validate_inputs(images=images, text=text, videos=videos, audio=audio, **kwargs)
 
     def __call__(self, images=None, text=None, videos=None, audio=None, **kwargs):
-        """transformers' processor call, with one guard for text+images encoded with `add_special_tokens=False`.
+        """transformers' processor call, with one guard for the way TRL's SFTTrainer encodes samples.
 
-        TRL's SFTTrainer without a `data_collator` encodes its samples this way (its comment: "to avoid adding the BOS
-        twice"), but LLaVA's prompts carry no BOS in the text, so the model would see none:
-        - right padding (TRL's plain `text` datasets): the caller makes labels of every id, the image placeholders
-          among them (LLaVA never supervises image positions), so this raises, naming `LlavaCollator`;
-        - left padding (a prompt to be continued, e.g. TRL's prompt-completion data, whose labels are the completion
-          only): the flag is ignored and the tokenizer adds the BOS, as in `apply_chat_template`.
-        Text that already starts with the BOS keeps the flag (transformers' own pipelines send such prompts).
+        Without a `data_collator`, TRL's vision collator encodes text+images with `add_special_tokens=False` ("to
+        avoid adding the BOS twice") and an explicit `padding_side`; LLaVA's prompts carry no BOS in the text, so the
+        model would see none:
+        - `padding_side="right"` (TRL's plain `text` datasets): the caller makes labels of every id, the image
+          placeholders among them (LLaVA never supervises image positions), so this raises, naming `LlavaCollator`;
+        - `padding_side="left"` (TRL's prompt-completion data, whose labels are the completion only): the flag is
+          ignored and the tokenizer adds the BOS, as in `apply_chat_template`.
+        Calls without an explicit `padding_side`, and text that already starts with the BOS (transformers' own
+        pipelines), keep `add_special_tokens=False` as asked.
         """
-        if images is not None and text is not None and kwargs.get("add_special_tokens") is False:
+        padding_side = kwargs.get("padding_side")
+        if images is not None and text is not None and kwargs.get("add_special_tokens") is False and padding_side:
             texts = [text] if isinstance(text, str) else list(text)
             bos = self.tokenizer.bos_token
             if any(self.image_token in sample and not (bos and sample.startswith(bos)) for sample in texts):
-                padding_side = kwargs.get("padding_side") or self.tokenizer.padding_side
-                if padding_side != "left":
+                if padding_side == "right":
                     raise ValueError(
                         f"encoding text with {self.image_token} and add_special_tokens=False, right-padded, is how "
                         "TRL's SFTTrainer without a data_collator reads a plain 'text' dataset: it would train on the "
