@@ -57,6 +57,7 @@ def test_reduced_demo_learns_and_writes_everything(tmp_path, capsys):
         "stage 2 (projector + LLM)",
     }
     assert all(seconds > 0 for seconds in steps.values()) and "seconds per optimizer step" in report
+    assert set(summary["cpu_seconds"]) == set(summary["timings_seconds"]) and "| CPU seconds |" in report
     for name in ("losses.png", "accuracy.png", "chat_image.png"):
         with Image.open(report_dir / name) as image:
             assert image.format == "PNG" and image.width > 100
@@ -65,7 +66,13 @@ def test_reduced_demo_learns_and_writes_everything(tmp_path, capsys):
 
 
 def test_bad_demo_flags_exit_2_with_one_line(capsys):
-    for flags in (["--patch-size", "25"], ["--micro-batch-size", "5"], ["--ablation-seeds", "1"]):
+    for flags in (
+        ["--patch-size", "25"],
+        ["--micro-batch-size", "5"],
+        ["--ablation-seeds", "1"],
+        ["--image-size", "64"],  # 4x4 patches: the per-cell heads need the patch grid aligned to the 3x3 cells
+        ["--cell-loss-weight", "0", "--clip-contrastive", "false"],
+    ):
         assert llava_hf_main(["demo", *flags]) == 2
         error = capsys.readouterr().err.strip()
         assert error.startswith("llava-hf demo: error: --") and "\n" not in error, error

@@ -4,6 +4,7 @@ assembled LLaVA model carries the pretrained weights with a working processor.""
 import random
 import re
 
+import pytest
 import torch
 from PIL import Image
 
@@ -93,3 +94,36 @@ def test_pretraining_learns_and_is_deterministic(tmp_path):
     inputs = processor(images=image, text=prompt, return_tensors="pt", add_special_tokens=False)
     output = model.generate(**inputs, max_new_tokens=3, do_sample=False)
     assert output.shape[1] == inputs["input_ids"].shape[1] + 3 or tokenizer.eos_token_id in output[0].tolist()
+
+
+def test_cell_labels_and_cell_heads_pretraining(tmp_path):
+    torch.set_num_threads(1)
+    world, captions, pixel_values = _world_inputs(tmp_path)
+    images = world.splits["train"]
+    labels = pretrain.cell_labels(images)
+    assert labels.shape == (len(images), 9, 2)
+    for row, world_image in enumerate(images):
+        occupied = {3 * item.cell[0] + item.cell[1]: item for item in world_image.objects}
+        for cell in range(9):
+            shape, colour = labels[row, cell].tolist()
+            if cell in occupied:
+                assert pretrain.SHAPES[shape - 1] == occupied[cell].shape and shape > 0 and colour > 0
+            else:
+                assert shape == colour == 0
+    tokenizer = pretrain.train_tokenizer([c for image_captions in captions for c in image_captions], SIZES.vocab_size)
+    runs = [
+        pretrain.pretrain_clip(
+            pixel_values, captions, tokenizer, SIZES, steps=30, batch_size=32, seed=5, progress=False,
+            cell_labels=labels, cell_loss_weight=1.0, contrastive=False,
+        )
+        for _ in range(2)
+    ]  # fmt: skip
+    (clip, losses), (_, again) = runs
+    assert losses == again and sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    assert not hasattr(clip, "cell_heads")  # the heads are pretraining-only; the tower is a plain CLIPModel
+    unaligned = pretrain.TowerSizes(image_size=64, patch_size=16, vision_hidden_size=32, vision_layers=2)
+    with pytest.raises(ValueError, match="aligned to the 3x3 cells"):
+        pretrain.pretrain_clip(
+            pixel_values, captions, tokenizer, unaligned, steps=1, batch_size=8, seed=0, progress=False,
+            cell_labels=labels, cell_loss_weight=1.0,
+        )  # fmt: skip

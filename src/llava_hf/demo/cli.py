@@ -1,6 +1,6 @@
 # llava-hf demo [--device cuda] [--skip-stage1] [--vision-feature-layer -1] [--output-dir llava_demo] [--seed 0]
 #               [--ablation-seeds 3]
-"""`llava-hf demo`: the whole LLaVA recipe on a synthetic world, end to end, in about ten minutes on a laptop CPU.
+"""`llava-hf demo`: the whole LLaVA recipe on a synthetic world, end to end, on a CPU, nothing downloaded.
 
 Flags are the fields of `DemoConfig` (llava_hf/demo/pipeline.py), written with dashes or underscores.
 """

@@ -4,8 +4,13 @@ LLaVA never trains its towers: it takes CLIP ViT-L (pretrained contrastively on 
 (a pretrained, chat-tuned LLM) and only learns to connect them. No weights can be downloaded here, so the demo first
 makes its own "pretrained" towers on the shapes world, the same way they were made, only tiny:
 - `train_tokenizer`: a byte-level BPE on the world's text, `<image>` registered as a special token;
-- `pretrain_clip`: a `CLIPModel` trained with CLIP's contrastive loss on (image, caption) pairs of the train split;
-  its vision half becomes the frozen vision tower;
+- `pretrain_clip`: a `CLIPModel` trained with CLIP's contrastive loss on (image, caption) pairs of the train split,
+  plus (by default) an auxiliary per-cell loss: small linear heads read the tower's penultimate-layer patch features
+  of each cell of the world's 3x3 grid and predict that cell's shape and colour (or "empty"). This is a stand-in for
+  what CLIP ViT-L learns from 400M image-text pairs and the toy captions cannot teach: measured with a linear probe,
+  contrastive pretraining alone on these captions trains shape *out* of the features, because colour, count and
+  place already tell a batch's captions apart (README, "What `llava-hf demo` does"). Its vision half becomes the
+  frozen vision tower; the heads are dropped;
 - `pretrain_language_model`: a `LlamaForCausalLM` trained on the world's text (captions and chat-formatted Q&A
   without images), standing in for Vicuna;
 - `assemble`: a `LlavaHfForConditionalGeneration` with those weights loaded into `model.model.vision_tower`,
@@ -39,6 +44,7 @@ from transformers import (
 from ..datagen.rule_teacher import REGION_NAMES
 from ..modeling import LlavaHfConfig, LlavaHfForConditionalGeneration
 from ..processing import LlavaHfProcessor, build_image_processor, get_chat_template
+from .world import COLOURS, SHAPES
 
 # "<pad>" first and "</s>" at id 3: CLIP's text tower treats eos_token_id == 2 as a legacy checkpoint and pools at the
 # highest token id instead of at the end-of-text token, which would pool at a random word here.
@@ -49,8 +55,8 @@ SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]
 class TowerSizes:
     """Sizes of the toy towers (all tiny: the whole demo runs on a laptop CPU)."""
 
-    image_size: int = 64
-    patch_size: int = 16  # 4 x 4 = 16 image tokens: LLaVA's 24 x 24 grid shrunk with the images
+    image_size: int = 48
+    patch_size: int = 16  # 3 x 3 = 9 image tokens, one per cell of the world's grid: LLaVA's 24 x 24 grid, shrunk
     vision_hidden_size: int = 64
     vision_layers: int = 4
     text_hidden_size: int = 128
@@ -139,12 +145,19 @@ def pretrain_clip(
     learning_rate: float = 2e-3,
     progress: bool = True,
     hard_negatives: bool = False,
+    cell_labels: torch.Tensor | None = None,
+    cell_loss_weight: float = 0.0,
+    contrastive: bool = True,
 ) -> tuple[CLIPModel, list[float]]:
     """Contrastive pretraining (CLIP's symmetric InfoNCE over in-batch pairs): image i with one of its captions.
 
     Args:
         pixel_values: `[N, 3, image_size, image_size]`, preprocessed like LLaVA's processor will feed the tower.
         captions: per image, its captions; each step pairs every image with one of them at random.
+        cell_labels: `[N, 9, 2]` from `cell_labels`, the targets of the auxiliary per-cell heads.
+        cell_loss_weight: weight of the per-cell loss added to the contrastive one (0: plain CLIP). Needs the patch
+            grid aligned to the 3x3 cells (image_size / patch_size a multiple of 3).
+        contrastive: False trains the tower with the per-cell loss only (no text tower in the loss).
     Returns the trained `CLIPModel` (its `vision_model` is the LLaVA vision tower) and the loss per step.
     """
     torch.manual_seed(seed)
@@ -170,6 +183,10 @@ def pretrain_clip(
         projection_dim=64,
     )
     model = CLIPModel(CLIPConfig(text_config=text_config, vision_config=vision_config)).to(device)
+    cell_heads = None
+    if cell_loss_weight > 0:
+        cell_heads = CellHeads(sizes.vision_hidden_size, sizes.image_size // sizes.patch_size).to(device)
+        model.add_module("cell_heads", cell_heads)
     # Every caption ends with </s>: CLIP's text tower pools the hidden state at the end-of-text token.
     encoded = [
         tokenizer([text + tokenizer.eos_token for text in image_captions], add_special_tokens=True)["input_ids"]
@@ -194,14 +211,23 @@ def pretrain_clip(
         for row, item in enumerate(ids):
             input_ids[row, : len(item)] = torch.tensor(item)
             attention_mask[row, : len(item)] = 1
+        if not contrastive:
+            hidden = model.vision_model(pixel_values[indices].to(device), output_hidden_states=True).hidden_states
+            return cell_heads.loss(hidden[-2], cell_labels[indices].to(device))
         outputs = model(
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),
             pixel_values=pixel_values[indices].to(device),
             return_loss=not hard_negatives,
+            output_hidden_states=cell_heads is not None,
         )
+        extra = 0.0
+        if cell_heads is not None:
+            extra = cell_loss_weight * cell_heads.loss(
+                outputs.vision_model_output.hidden_states[-2], cell_labels[indices].to(device)
+            )
         if not hard_negatives:
-            return outputs.loss
+            return outputs.loss + extra
         # NegCLIP: each image picks its caption among all true captions and all hard negatives; each true caption
         # picks its image among the batch's images (the negatives describe no image, so they have no row there).
         targets = torch.arange(len(indices), device=device)
@@ -210,7 +236,43 @@ def pretrain_clip(
         return (image_loss + text_loss) / 2
 
     losses = _train(model, next_loss, steps, learning_rate, "pretrain vision tower (CLIP)", progress)
+    if cell_heads is not None:
+        del model.cell_heads
     return model.cpu(), losses
+
+
+def cell_labels(world_images) -> torch.Tensor:
+    """`[N, 9, 2]` targets of the cell heads: per cell (reading order) shape index + 1 and colour index + 1, 0 = empty."""
+    colours = sorted(COLOURS)
+    labels = torch.zeros(len(world_images), 9, 2, dtype=torch.long)
+    for row, world_image in enumerate(world_images):
+        for item in world_image.objects:
+            cell = 3 * item.cell[0] + item.cell[1]
+            labels[row, cell, 0] = SHAPES.index(item.shape) + 1
+            labels[row, cell, 1] = colours.index(item.colour) + 1
+    return labels
+
+
+class CellHeads(torch.nn.Module):
+    """Auxiliary per-cell prediction heads: the patch features of each cell of the 3x3 grid, averaged, predict that
+    cell's shape (or empty) and colour (or empty)."""
+
+    def __init__(self, hidden_size: int, grid: int):
+        super().__init__()
+        if grid % 3:
+            raise ValueError(f"cell heads need the patch grid aligned to the 3x3 cells; got a {grid}x{grid} grid.")
+        self.grid = grid
+        self.shape = torch.nn.Linear(hidden_size, 5)
+        self.colour = torch.nn.Linear(hidden_size, 6)
+
+    def loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        patches = hidden[:, 1:]  # without the class token
+        batch, _, width = patches.shape
+        k = self.grid // 3
+        cells = patches.reshape(batch, 3, k, 3, k, width).mean(dim=(2, 4)).reshape(batch, 9, width)
+        shape_loss = torch.nn.functional.cross_entropy(self.shape(cells).reshape(-1, 5), labels[..., 0].reshape(-1))
+        colour_loss = torch.nn.functional.cross_entropy(self.colour(cells).reshape(-1, 6), labels[..., 1].reshape(-1))
+        return shape_loss + colour_loss
 
 
 SWAPPABLE_WORDS = {
@@ -358,9 +420,11 @@ def perplexity(losses: list[float], last: int = 20) -> float:
 
 __all__ = [
     "SPECIAL_TOKENS",
+    "CellHeads",
     "SWAPPABLE_WORDS",
     "TowerSizes",
     "assemble",
+    "cell_labels",
     "clip_retrieval_accuracy",
     "language_model_texts",
     "pretrain_clip",

@@ -207,8 +207,10 @@ def write_report(
     lines += ["![chat image](chat_image.png)", ""]
     for turn in chat[1:]:
         lines += [f"**USER:** {turn['question']}  ", f"**ASSISTANT:** {turn['answer']}", ""]
-    lines += ["## Time per step (s)", "", "| step | seconds |", "|---|---|"]
-    lines += [f"| {name} | {seconds} |" for name, seconds in summary["timings_seconds"].items()]
+    # CPU seconds of this process: on a busy machine wall time grows with the load, CPU time much less.
+    lines += ["## Time per step (s)", "", "| step | wall seconds | CPU seconds |", "|---|---|---|"]
+    cpu = summary.get("cpu_seconds", {})
+    lines += [f"| {name} | {seconds} | {cpu.get(name, '')} |" for name, seconds in summary["timings_seconds"].items()]
     lines += ["", "| training run | seconds per optimizer step |", "|---|---|"]
     lines += [f"| {name} | {seconds:.3f} |" for name, seconds in summary["seconds_per_training_step"].items()]
     return atomic_write(report_dir / "report.md", "\n".join(lines) + "\n")
