@@ -91,7 +91,7 @@ def test_pretraining_learns_and_is_deterministic(tmp_path):
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
     image = Image.new("RGB", (SIZES.image_size, SIZES.image_size), (200, 30, 30))
-    inputs = processor(images=image, text=prompt, return_tensors="pt", add_special_tokens=False)
+    inputs = processor(images=image, text=prompt, return_tensors="pt")  # the template has no BOS: the tokenizer adds it
     output = model.generate(**inputs, max_new_tokens=3, do_sample=False)
     assert output.shape[1] == inputs["input_ids"].shape[1] + 3 or tokenizer.eos_token_id in output[0].tolist()
 
