@@ -27,7 +27,7 @@ def test_package_datagen_scorers_and_cli_import_no_torch():
         "llava_hf.evaluation.scienceqa",
         "llava_hf.evaluation.pope",
         "llava_hf.evaluation.llava_bench",
-        "llava_hf.evaluation.evaluate",
+        "llava_hf.evaluation.cli",
         "llava_hf.utils.io",
         "llava_hf.utils.cli",
     ]

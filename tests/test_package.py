@@ -50,3 +50,14 @@ def test_a_command_whose_extra_is_missing_exits_2_naming_the_extra(monkeypatch, 
     assert llava_hf_main(["serve", "--model", "some/model"]) == 2
     error = capsys.readouterr().err.strip()
     assert "\n" not in error and "pip install 'llava_hf[serve]'" in error
+
+
+def test_evaluation_evaluate_stays_the_function_after_the_cli_is_imported():
+    """The command's module is `evaluation.cli`: a submodule named `evaluate` would replace the package's
+    `evaluate()` function with itself as soon as anything (the CLI) imported it."""
+    import llava_hf.evaluation
+    import llava_hf.evaluation.cli  # noqa: F401
+
+    assert (
+        callable(llava_hf.evaluation.evaluate) and llava_hf.evaluation.evaluate.__module__ == "llava_hf.evaluation.run"
+    )

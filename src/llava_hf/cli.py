@@ -26,7 +26,7 @@ COMMANDS = {
         "check training data (preflight report) or convert LLaVA JSON to a Hub-ready dataset",
     ),
     "train": ("llava_hf.train_cli", "train a stage recipe (YAML + overrides) through TRL's SFTTrainer"),
-    "evaluate": ("llava_hf.evaluation.evaluate", "run ScienceQA / POPE / LLaVA-Bench on a checkpoint or score answers"),
+    "evaluate": ("llava_hf.evaluation.cli", "run ScienceQA / POPE / LLaVA-Bench on a checkpoint or score answers"),
     "scienceqa-to-llava": ("llava_hf.evaluation.scienceqa", "convert ScienceQA to LLaVA fine-tuning JSON"),
     "chat": ("llava_hf.serving.chat", "multi-turn chat about an image in the terminal, answers streamed"),
     "serve": ("llava_hf.serving.serve", "OpenAI-compatible HTTP server with dynamic batching and a web chat page"),

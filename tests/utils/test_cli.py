@@ -14,7 +14,7 @@ from llava_hf.conversion.arguments import ConvertArguments, ExportArguments
 from llava_hf.data.cli import CheckArguments, DataConvertArguments
 from llava_hf.datagen.pipeline import GenerationConfig
 from llava_hf.demo.pipeline import DemoConfig
-from llava_hf.evaluation.evaluate import EvaluateArguments
+from llava_hf.evaluation.cli import EvaluateArguments
 from llava_hf.evaluation.scienceqa import ScienceQAToLlavaArguments
 from llava_hf.serving.settings import (
     ChatArguments,

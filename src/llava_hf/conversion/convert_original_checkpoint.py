@@ -105,9 +105,7 @@ def build_tokenizer(tokenizer_folder: Path, source_config: dict):
     if not any((tokenizer_folder / name).is_file() for name in ("tokenizer.model", "tokenizer.json")):
         raise ConversionError(f"no tokenizer in {tokenizer_folder} (tokenizer.model or tokenizer.json).")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            tokenizer_folder, legacy=True, image_token="<image>"
-        )
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder, legacy=True, image_token="<image>")
     except (ImportError, ValueError) as error:
         raise ConversionError(
             f"could not load the tokenizer in {tokenizer_folder} ({error}); SentencePiece-only tokenizers "
