@@ -30,14 +30,12 @@ def test_reduced_demo_learns_and_writes_everything(tmp_path, capsys):
 
     summary = json.loads((output_dir / "summary.json").read_text())
     assert set(summary["multiple_choice"]) == {"colour", "shape", "count", "position", "overall"}
-    # The model reads the image: counting (the type these reduced settings learn on every seed measured: 80.0% and
-    # 65.0% on seeds 0 and 1) beats a chance-level guesser by 3 of its standard deviations (~45% here), and overall
-    # accuracy (41.7% and 42.6%) beats chance (~26%). Colour, shape and position need the full-size run.
-    for name, minimum_sds in (("count", 3), ("overall", 0)):
-        row = summary["multiple_choice"][name]
-        chance = row["chance"] / 100
-        threshold = chance + minimum_sds * math.sqrt(chance * (1 - chance) / row["total"])
-        assert row["correct"] / row["total"] > threshold, (name, summary["multiple_choice"])
+    overall = summary["multiple_choice"]["overall"]
+    # Beating chance for real: at least 3 standard deviations of a chance-level guesser above its mean (~36.5%
+    # here; seed 0 of these settings gave 44.2% with one padded batch per step).
+    chance = overall["chance"] / 100
+    threshold = chance + 3 * math.sqrt(chance * (1 - chance) / overall["total"])
+    assert overall["correct"] / overall["total"] > threshold, summary["multiple_choice"]
 
     # Hub-ready folder: weights, processor, a card with the evaluation table; it loaded in pipeline() for the chat.
     model_dir = output_dir / "model"

@@ -12,7 +12,9 @@ from llava_hf.demo import pretrain
 from llava_hf.demo.world import build_world
 from llava_hf.processing import build_image_processor
 
-SIZES = pretrain.TowerSizes(vision_hidden_size=32, vision_layers=2, text_hidden_size=32, text_layers=2, vocab_size=400)
+SIZES = pretrain.TowerSizes(
+    image_size=48, vision_hidden_size=32, vision_layers=2, text_hidden_size=32, text_layers=2, vocab_size=400
+)
 
 
 def _world_inputs(tmp_path):

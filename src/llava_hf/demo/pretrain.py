@@ -5,7 +5,7 @@ LLaVA never trains its towers: it takes CLIP ViT-L (pretrained contrastively on 
 makes its own "pretrained" towers on the shapes world, the same way they were made, only tiny:
 - `train_tokenizer`: a byte-level BPE on the world's text, `<image>` registered as a special token;
 - `pretrain_clip`: a `CLIPModel` trained with CLIP's contrastive loss on (image, caption) pairs of the train split,
-  plus (by default) an auxiliary per-cell loss: small linear heads read the tower's penultimate-layer patch features
+  optionally plus an auxiliary per-cell loss: small linear heads read the tower's penultimate-layer patch features
   of each cell of the world's 3x3 grid and predict that cell's shape and colour (or "empty"). This is a stand-in for
   what CLIP ViT-L learns from 400M image-text pairs and the toy captions cannot teach: measured with a linear probe,
   contrastive pretraining alone on these captions trains shape *out* of the features, because colour, count and
@@ -55,8 +55,8 @@ SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]
 class TowerSizes:
     """Sizes of the toy towers (all tiny: the whole demo runs on a laptop CPU)."""
 
-    image_size: int = 48
-    patch_size: int = 16  # 3 x 3 = 9 image tokens, one per cell of the world's grid: LLaVA's 24 x 24 grid, shrunk
+    image_size: int = 64
+    patch_size: int = 16  # 4 x 4 = 16 image tokens: LLaVA's 24 x 24 grid shrunk with the images
     vision_hidden_size: int = 64
     vision_layers: int = 4
     text_hidden_size: int = 128
