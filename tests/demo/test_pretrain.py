@@ -64,7 +64,7 @@ def test_pretraining_learns_and_is_deterministic(tmp_path):
         clip, clip_losses = pretrain.pretrain_clip(
             pixel_values, captions, tokenizer, SIZES, steps=30, batch_size=32, seed=5, progress=False
         )
-        texts = pretrain.language_model_texts([], flat, tokenizer)
+        texts = pretrain.language_model_texts([], [("", caption) for caption in flat], tokenizer)
         language_model, lm_losses = pretrain.pretrain_language_model(
             texts, tokenizer, SIZES, steps=30, batch_size=16, seed=5, progress=False
         )
@@ -129,3 +129,55 @@ def test_cell_labels_and_cell_heads_pretraining(tmp_path):
             pixel_values, captions, tokenizer, unaligned, steps=1, batch_size=8, seed=0, progress=False,
             cell_labels=labels, cell_loss_weight=1.0,
         )  # fmt: skip
+
+
+def test_scene_notation_stands_where_llava_puts_the_image_tokens(tmp_path):
+    world, captions, _ = _world_inputs(tmp_path)
+    world_image = next(image for image in world.splits["train"] if len(image.objects) >= 2)
+    tokenizer = pretrain.train_tokenizer([c for image_captions in captions for c in image_captions], SIZES.vocab_size)
+    grid = SIZES.image_size // SIZES.patch_size
+    scene = pretrain.scene_text(world_image, grid)
+    scene_ids = tokenizer(scene, add_special_tokens=False)["input_ids"]
+    assert len(scene_ids) == grid * grid == 9  # one word per patch, each a single token
+    words = tokenizer.convert_ids_to_tokens(scene_ids)
+    for item in world_image.objects:  # row by row, like the patches: cell (row, column) is word 3 * row + column
+        assert words[3 * item.cell[0] + item.cell[1]] == f"<cell:{item.colour} {item.shape}>"
+    assert words.count("<cell:empty>") == 9 - len(world_image.objects)
+    # A 4x4 patch grid (64 px, 16 px patches): each patch takes the word of the cell its centre lies in.
+    corners = pretrain.scene_text(world_image, 4).split(">")[:-1]
+    assert len(corners) == 16 and corners[0] + ">" == words[0] and corners[15] + ">" == words[8]
+
+    record = {
+        "image": world_image.image,
+        "conversations": [
+            {"from": "human", "value": "<image>\nWhat color is the star?"},
+            {"from": "gpt", "value": "Red."},
+        ],
+    }
+    scenes = {world_image.image: scene}
+    caption_text, chat_text = pretrain.language_model_texts(
+        [record], [(world_image.image, "A red star.")], tokenizer, scenes
+    )
+    clip, _ = pretrain.pretrain_clip(
+        torch.zeros(1, 3, SIZES.image_size, SIZES.image_size), [["x"]], tokenizer, SIZES, 0, 1, 0, progress=False
+    )
+    language_model, _ = pretrain.pretrain_language_model([chat_text], tokenizer, SIZES, 0, 1, 0, progress=False)
+    _, processor = pretrain.assemble(clip, language_model, tokenizer)
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What color is the star?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Red."}]},
+    ]
+    llava_ids = processor(
+        images=world.open(world_image), text=processor.apply_chat_template(messages), return_tensors="pt"
+    )["input_ids"][0].tolist()
+    text_ids = tokenizer(chat_text, add_special_tokens=False)["input_ids"]
+    image_positions = [index for index, token in enumerate(llava_ids) if token == tokenizer.image_token_id]
+    assert len(text_ids) == len(llava_ids) and len(image_positions) == 9
+    assert [text_ids[index] for index in image_positions] == scene_ids
+    assert [t for i, t in enumerate(text_ids) if i not in image_positions] == [
+        t for i, t in enumerate(llava_ids) if i not in image_positions
+    ]
+    assert caption_text == tokenizer.bos_token + scene + "A red star.\n"  # stage 1's `plain` layout
+    # Without scenes (--scene-pretraining false) the image is simply absent from the text.
+    (plain_chat,) = pretrain.language_model_texts([record], [], tokenizer)
+    assert "<cell:" not in plain_chat and "What color is the star?" in plain_chat

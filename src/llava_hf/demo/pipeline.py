@@ -92,6 +92,21 @@ class DemoConfig:
             "colour or region word swapped (off by default: at the demo's step counts they did not help, see README)."
         },
     )
+    scene_pretraining: bool = field(
+        default=True,
+        metadata={
+            "help": "Pretrain the LLM on text where each image is written in a scene notation, one word per grid cell "
+            "saying what is in it, placed where LLaVA puts the image tokens: the LLM learns to answer from the scene, "
+            "and LLaVA's stages learn to turn the image into it. false: the LLM's pretraining text has no image."
+        },
+    )
+    questions_per_image: bool = field(
+        default=False,
+        metadata={
+            "help": "Stage 2 holds each train image's multiple-choice questions as one multi-turn conversation (as "
+            "LLaVA-1.5's mix665k holds VQAv2 questions) instead of one sample per question."
+        },
+    )
     language_model_steps: int = field(default=150, metadata={"help": "Text pretraining steps of the LLM."})
     language_model_batch_size: int = field(default=32, metadata={"help": "Texts per LLM pretraining step."})
     stage1_epochs: float = field(default=3.0, metadata={"help": "Stage-1 epochs over the caption data."})
@@ -231,7 +246,9 @@ def generate_data(config: DemoConfig, world: World, data_dir: Path, seed: int) -
         print(
             f"  data generation: {summary['gave_up']} gave up, {summary['pending']} pending; rejects {summary['rejects']}"
         )
-    records = multiple_choice_records(multiple_choice(world, "train"), world)
+    records = multiple_choice_records(
+        multiple_choice(world, "train"), world, per_image=config.questions_per_image, seed=seed
+    )
     multiple_choice_path = data_dir / "multiple_choice_train.json"
     write_json(multiple_choice_path, records)
     return {
@@ -251,6 +268,7 @@ def build_towers(config: DemoConfig, world: World, data: dict, device: str):
         language_model_texts,
         pretrain_clip,
         pretrain_language_model,
+        scene_text,
         train_tokenizer,
     )
 
@@ -269,7 +287,12 @@ def build_towers(config: DemoConfig, world: World, data: dict, device: str):
     template_text = [f"{system} USER: ASSISTANT:"] * 200
     tokenizer = train_tokenizer(captions + turns + template_text, sizes.vocab_size)
 
-    texts = language_model_texts(instruct, captions, tokenizer)
+    scenes = None
+    if config.scene_pretraining:
+        grid = config.image_size // config.patch_size
+        scenes = {world_image.image: scene_text(world_image, grid) for world_image in train_images}
+    image_captions = [(world_image.image, caption) for world_image in train_images for caption in world_image.captions]
+    texts = language_model_texts(instruct + multiple_choice, image_captions, tokenizer, scenes)
     started = time.monotonic()
     language_model, language_losses = pretrain_language_model(
         texts,

@@ -49,6 +49,10 @@ from .world import COLOURS, SHAPES
 # "<pad>" first and "</s>" at id 3: CLIP's text tower treats eos_token_id == 2 as a legacy checkpoint and pools at the
 # highest token id instead of at the end-of-text token, which would pool at a random word here.
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]
+# The scene notation of the LLM's pretraining text: one word per cell of the world's 3x3 grid, saying what is in it
+# ("<cell:red circle>", "<cell:empty>"); where it is follows from the word's place in the sequence, as for patches.
+CELL_CONTENTS = ["empty"] + [f"{colour} {shape}" for colour in sorted(COLOURS) for shape in SHAPES]
+SCENE_TOKENS = [f"<cell:{content}>" for content in CELL_CONTENTS]
 
 
 @dataclass
@@ -68,13 +72,14 @@ class TowerSizes:
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> TokenizersBackend:
     """A byte-level BPE tokenizer trained on `texts`, wrapped as a transformers tokenizer with `<s>` prepended,
-    `</s>` as end of turn, `<pad>` for padding and `<image>` as the registered image token (tokenizer.image_token)."""
+    `</s>` as end of turn, `<pad>` for padding, `<image>` as the registered image token (tokenizer.image_token) and
+    the scene notation's cell words (`SCENE_TOKENS`) as single tokens, which come on top of `vocab_size`."""
     backend = Tokenizer(models.BPE(unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        vocab_size=vocab_size + len(SCENE_TOKENS),
+        special_tokens=SPECIAL_TOKENS + SCENE_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -346,20 +351,48 @@ def pretrain_language_model(
     return model.cpu(), losses
 
 
-def language_model_texts(records: list[dict], captions: list[str], tokenizer: TokenizersBackend) -> list[str]:
-    """LM pretraining text: each caption as a sentence, and each question/answer pair of the LLaVA records as a
-    one-turn vicuna_v1 chat with the `<image>` placeholder removed, so the LLM already knows the chat format (as
-    Vicuna does before LLaVA starts). Single turns keep sequences short, which is what makes CPU pretraining cheap."""
+def scene_text(world_image, grid: int) -> str:
+    """The image in the scene notation, one cell word per patch of the vision tower's `grid` x `grid` patch grid in
+    the order LLaVA feeds patches to the LLM (row by row): the word of the 3x3 cell the patch's centre lies in."""
+    words = {cell: "<cell:empty>" for cell in REGION_NAMES}
+    for item in world_image.objects:
+        words[item.cell] = f"<cell:{item.category}>"
+    return "".join(
+        words[(int((row + 0.5) * 3 / grid), int((column + 0.5) * 3 / grid))]
+        for row in range(grid)
+        for column in range(grid)
+    )
+
+
+def language_model_texts(
+    records: list[dict],
+    captions: list[tuple[str, str]],
+    tokenizer: TokenizersBackend,
+    scenes: dict[str, str] | None = None,
+) -> list[str]:
+    """LM pretraining text in the layouts LLaVA will use, so the LLM already knows the chat format (as Vicuna does
+    before LLaVA starts): each (image, caption) pair as a stage-1 `plain` sample and each question/answer pair of
+    the LLaVA records as a one-turn vicuna_v1 chat. Single turns keep sequences short, which is what makes CPU
+    pretraining cheap.
+
+    With `scenes` (image file -> `scene_text`), the image's scene notation stands where LLaVA puts the image tokens,
+    so the LLM learns to caption and answer from it; without, the `<image>` placeholder is dropped (an LLM that
+    has never seen what it is asked about)."""
     template = get_chat_template("vicuna_v1")
-    texts = [tokenizer.bos_token + caption + tokenizer.eos_token for caption in captions]
+
+    def image(record_image: str) -> str:
+        return scenes[record_image] if scenes is not None else ""
+
+    texts = [tokenizer.bos_token + image(name) + caption + "\n" for name, caption in captions]
     for record in records:
         turns = record["conversations"]
-        for question, answer in zip(turns[0::2], turns[1::2]):
-            messages = [
-                {"role": "user", "content": question["value"].replace("<image>", "").strip()},
-                {"role": "assistant", "content": answer["value"]},
-            ]
-            texts.append(tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False))
+        for index, (question, answer) in enumerate(zip(turns[0::2], turns[1::2])):
+            text = question["value"].replace("<image>", "").strip()
+            if scenes is not None:
+                text = "<image>\n" + text  # every turn sees the scene: single turns are trained apart
+            messages = [{"role": "user", "content": text}, {"role": "assistant", "content": answer["value"]}]
+            chat = tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False)
+            texts.append(tokenizer.bos_token + chat.replace("<image>", image(record["image"])))
     return texts
 
 
@@ -421,6 +454,8 @@ def perplexity(losses: list[float], last: int = 20) -> float:
 __all__ = [
     "SPECIAL_TOKENS",
     "CellHeads",
+    "CELL_CONTENTS",
+    "SCENE_TOKENS",
     "SWAPPABLE_WORDS",
     "TowerSizes",
     "assemble",
@@ -429,6 +464,7 @@ __all__ = [
     "language_model_texts",
     "pretrain_clip",
     "pretrain_language_model",
+    "scene_text",
     "swap_one_word",
     "train_tokenizer",
 ]
