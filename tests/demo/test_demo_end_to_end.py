@@ -71,7 +71,7 @@ def test_bad_demo_flags_exit_2_with_one_line(capsys):
         ["--patch-size", "25"],
         ["--micro-batch-size", "5"],
         ["--ablation-seeds", "1"],
-        ["--cell-loss-weight", "1"],  # 64 px / 16 px = 4x4 patches: the per-cell heads need them aligned to the cells
+        ["--image-size", "64"],  # 64 px / 16 px = 4x4 patches: the per-cell heads need them aligned to the cells
         ["--cell-loss-weight", "0", "--clip-contrastive", "false"],
     ):
         assert llava_hf_main(["demo", *flags]) == 2

@@ -141,8 +141,17 @@ def test_scene_notation_stands_where_llava_puts_the_image_tokens(tmp_path):
     assert len(scene_ids) == grid * grid == 9  # one word per patch, each a single token
     words = tokenizer.convert_ids_to_tokens(scene_ids)
     for item in world_image.objects:  # row by row, like the patches: cell (row, column) is word 3 * row + column
-        assert words[3 * item.cell[0] + item.cell[1]] == f"<cell:{item.colour} {item.shape}>"
-    assert words.count("<cell:empty>") == 9 - len(world_image.objects)
+        assert words[3 * item.cell[0] + item.cell[1]] == f"<{item.region}:{item.colour} {item.shape}>"
+    assert sum(word.endswith(":empty>") for word in words) == 9 - len(world_image.objects)
+    # Each scene word starts as the sum of its cell's part and its content's part (shared with the other words).
+    language_model, _ = pretrain.pretrain_language_model(["x"], tokenizer, SIZES, 0, 1, 0, progress=False)
+    rows = language_model.get_input_embeddings().weight
+    row = {token: rows[tokenizer.convert_tokens_to_ids(token)] for token in pretrain.SCENE_TOKENS}
+    assert torch.allclose(
+        row["<center:red star>"] - row["<center:blue circle>"],
+        row["<upper left part:red star>"] - row["<upper left part:blue circle>"],
+        atol=1e-6,
+    )
     # A 4x4 patch grid (64 px, 16 px patches): each patch takes the word of the cell its centre lies in.
     corners = pretrain.scene_text(world_image, 4).split(">")[:-1]
     assert len(corners) == 16 and corners[0] + ">" == words[0] and corners[15] + ">" == words[8]
@@ -180,4 +189,4 @@ def test_scene_notation_stands_where_llava_puts_the_image_tokens(tmp_path):
     assert caption_text == tokenizer.bos_token + scene + "A red star.\n"  # stage 1's `plain` layout
     # Without scenes (--scene-pretraining false) the image is simply absent from the text.
     (plain_chat,) = pretrain.language_model_texts([record], [], tokenizer)
-    assert "<cell:" not in plain_chat and "What color is the star?" in plain_chat
+    assert ":empty>" not in plain_chat and "What color is the star?" in plain_chat

@@ -96,18 +96,6 @@ def test_multiple_choice_answers_are_correct_and_definite(tmp_path):
     records = questions.multiple_choice_records(examples[:2], world)
     assert records[0]["conversations"][0]["value"].startswith("<image>\n")
     assert records[0]["conversations"][1]["value"] == examples[0].answer
-    # One conversation per image (LLaVA-1.5's multi-question VQA samples): every question once, the image first.
-    grouped = questions.multiple_choice_records(examples, world, per_image=True, seed=3)
-    assert len(grouped) == len({example.metadata["image_file"] for example in examples})
-    asked = sorted(
-        (record["image"], human["value"].removeprefix("<image>\n"), answer["value"])
-        for record in grouped
-        for human, answer in zip(record["conversations"][0::2], record["conversations"][1::2])
-    )
-    assert asked == sorted((e.metadata["image_file"], e.prompt, e.answer) for e in examples)
-    for record in grouped:
-        values = [turn["value"] for turn in record["conversations"][0::2]]
-        assert values[0].startswith("<image>\n") and not any("<image>" in value for value in values[1:])
 
 
 def test_rule_based_judge_rewards_true_facts_and_penalises_false_ones():

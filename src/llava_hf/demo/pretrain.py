@@ -11,8 +11,12 @@ makes its own "pretrained" towers on the shapes world, the same way they were ma
   contrastive pretraining alone on these captions trains shape *out* of the features, because colour, count and
   place already tell a batch's captions apart (README, "What `llava-hf demo` does"). Its vision half becomes the
   frozen vision tower; the heads are dropped;
-- `pretrain_language_model`: a `LlamaForCausalLM` trained on the world's text (captions and chat-formatted Q&A
-  without images), standing in for Vicuna;
+- `pretrain_language_model`: a `LlamaForCausalLM` trained on the world's text (captions and chat-formatted Q&A),
+  standing in for Vicuna. In that text each image is written in a *scene notation* (`scene_text`): one word per
+  patch, `<cell:red circle>` or `<cell:empty>`, standing exactly where LLaVA will put the image's patch tokens. So
+  the LLM has words for what an image can hold before it ever sees one, and stage 1 does what the paper says it
+  does, at toy scale: it learns "a compatible visual tokenizer for the frozen LLM" (Section 4.2, stage 1), a projector that
+  turns each patch's features into something the LLM reads like the word for that cell;
 - `assemble`: a `LlavaHfForConditionalGeneration` with those weights loaded into `model.model.vision_tower`,
   `model.model.language_model` and `lm_head` (the projector stays random: learning it is stage 1), and its processor.
 
@@ -49,10 +53,10 @@ from .world import COLOURS, SHAPES
 # "<pad>" first and "</s>" at id 3: CLIP's text tower treats eos_token_id == 2 as a legacy checkpoint and pools at the
 # highest token id instead of at the end-of-text token, which would pool at a random word here.
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]
-# The scene notation of the LLM's pretraining text: one word per cell of the world's 3x3 grid, saying what is in it
-# ("<cell:red circle>", "<cell:empty>"); where it is follows from the word's place in the sequence, as for patches.
+# The scene notation of the LLM's pretraining text: one word per cell of the world's 3x3 grid, saying which cell it
+# is and what is in it ("<upper left part:red circle>", "<center:empty>").
 CELL_CONTENTS = ["empty"] + [f"{colour} {shape}" for colour in sorted(COLOURS) for shape in SHAPES]
-SCENE_TOKENS = [f"<cell:{content}>" for content in CELL_CONTENTS]
+SCENE_TOKENS = [f"<{region}:{content}>" for region in REGION_NAMES.values() for content in CELL_CONTENTS]
 
 
 @dataclass
@@ -329,7 +333,9 @@ def pretrain_language_model(
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,  # LLaVA's LLMs have an untied lm_head
     )
-    model = LlamaForCausalLM(config).to(device)
+    model = LlamaForCausalLM(config)
+    init_scene_embeddings(model, tokenizer)
+    model.to(device)
     encoded = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=sizes.max_positions)["input_ids"]
     batches = _batches(len(encoded), min(batch_size, len(encoded)), seed)
 
@@ -354,14 +360,31 @@ def pretrain_language_model(
 def scene_text(world_image, grid: int) -> str:
     """The image in the scene notation, one cell word per patch of the vision tower's `grid` x `grid` patch grid in
     the order LLaVA feeds patches to the LLM (row by row): the word of the 3x3 cell the patch's centre lies in."""
-    words = {cell: "<cell:empty>" for cell in REGION_NAMES}
+    words = {cell: f"<{region}:empty>" for cell, region in REGION_NAMES.items()}
     for item in world_image.objects:
-        words[item.cell] = f"<cell:{item.category}>"
+        words[item.cell] = f"<{item.region}:{item.category}>"
     return "".join(
         words[(int((row + 0.5) * 3 / grid), int((column + 0.5) * 3 / grid))]
         for row in range(grid)
         for column in range(grid)
     )
+
+
+def init_scene_embeddings(model: LlamaForCausalLM, tokenizer: TokenizersBackend) -> None:
+    """Start each scene word's input embedding as the sum of a cell part and a content part shared with the other
+    words of its cell and of its content ("<upper left part:red circle>" = upper left part + red circle), the way
+    new tokens are commonly started from the embeddings of the words they stand for; training then moves each row
+    on its own."""
+    embeddings = model.get_input_embeddings().weight
+    std = model.config.initializer_range
+    generator = torch.Generator().manual_seed(0)
+    regions = torch.randn(len(REGION_NAMES), embeddings.shape[1], generator=generator) * std
+    contents = torch.randn(len(CELL_CONTENTS), embeddings.shape[1], generator=generator) * std
+    with torch.no_grad():
+        for region_index, region in enumerate(REGION_NAMES.values()):
+            for content_index, content in enumerate(CELL_CONTENTS):
+                token_id = tokenizer.convert_tokens_to_ids(f"<{region}:{content}>")
+                embeddings[token_id] = regions[region_index] + contents[content_index]
 
 
 def language_model_texts(

@@ -23,7 +23,6 @@
 
 from __future__ import annotations
 
-import random
 import re
 from collections import Counter
 
@@ -100,34 +99,20 @@ def multiple_choice(world: World, split: str) -> list[Example]:
     return examples
 
 
-def multiple_choice_records(examples: list[Example], world: World, per_image: bool = False, seed: int = 0) -> list[dict]:
+def multiple_choice_records(examples: list[Example], world: World) -> list[dict]:
     """The examples as LLaVA training records (the answer is the option's letter), image paths relative to the
-    world folder, like any LLaVA JSON.
-
-    `per_image`: one multi-turn conversation per image holding all its questions in a seeded random order (the image
-    before the first), the way LLaVA-1.5's mix665k holds several VQAv2 / GQA questions about one image; the system
-    prompt and the image tokens are then paid once per image instead of once per question."""
-    turns: dict[str, list[Example]] = {}
-    for example in examples:
-        key = example.metadata["image_file"] if per_image else example.id
-        turns.setdefault(key, []).append(example)
-    records = []
-    rng = random.Random(seed)
-    for group in turns.values():
-        if per_image:
-            rng.shuffle(group)
-        conversations = []
-        for index, example in enumerate(group):
-            question = f"<image>\n{example.prompt}" if index == 0 else example.prompt
-            conversations += [{"from": "human", "value": question}, {"from": "gpt", "value": example.answer}]
-        records.append(
-            {
-                "id": f"{group[0].id.rsplit('_', 1)[0]}_multiple_choice" if per_image else group[0].id,
-                "image": group[0].metadata["image_file"],
-                "conversations": conversations,
-            }
-        )
-    return records
+    world folder, like any LLaVA JSON."""
+    return [
+        {
+            "id": example.id,
+            "image": example.metadata["image_file"],
+            "conversations": [
+                {"from": "human", "value": f"<image>\n{example.prompt}"},
+                {"from": "gpt", "value": example.answer},
+            ],
+        }
+        for example in examples
+    ]
 
 
 def accuracy_by_type(outcomes) -> dict[str, dict]:
