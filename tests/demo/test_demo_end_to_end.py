@@ -30,12 +30,14 @@ def test_reduced_demo_learns_and_writes_everything(tmp_path, capsys):
 
     summary = json.loads((output_dir / "summary.json").read_text())
     assert set(summary["multiple_choice"]) == {"colour", "shape", "count", "position", "overall"}
-    overall = summary["multiple_choice"]["overall"]
-    # Beating chance for real: at least 3 standard deviations of a chance-level guesser above its mean (~36.5%
-    # here; seed 0 of these settings gave 44.2% with one padded batch per step).
-    chance = overall["chance"] / 100
-    threshold = chance + 3 * math.sqrt(chance * (1 - chance) / overall["total"])
-    assert overall["correct"] / overall["total"] > threshold, summary["multiple_choice"]
+    # Beating chance for real: more than 3 standard deviations of a chance-level guesser above its mean. Counting
+    # is learned even at this size (seed 0: 67.5% against a 45.5% bar; 80% with 150 LLM steps); overall the bar is
+    # ~36.5% and seed 0 scores 40.4% (the full-size demo: README).
+    for name in ("count", "overall"):
+        row = summary["multiple_choice"][name]
+        chance = row["chance"] / 100
+        threshold = chance + 3 * math.sqrt(chance * (1 - chance) / row["total"])
+        assert row["correct"] / row["total"] > threshold, (name, summary["multiple_choice"])
 
     # Hub-ready folder: weights, processor, a card with the evaluation table; it loaded in pipeline() for the chat.
     model_dir = output_dir / "model"

@@ -355,7 +355,7 @@ def train_stage(
         data_seed=config.seed,
         use_cpu=device == "cpu",
         bf16=False,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,  # transformers 5.24 name (gradient_checkpointing is deprecated; TRL defaults it on)
         max_length=None,
         dataloader_num_workers=0,
         disable_tqdm=not config.progress,

@@ -409,7 +409,7 @@ def language_model_texts(
     texts = [tokenizer.bos_token + image(name) + caption + "\n" for name, caption in captions]
     for record in records:
         turns = record["conversations"]
-        for index, (question, answer) in enumerate(zip(turns[0::2], turns[1::2])):
+        for question, answer in zip(turns[0::2], turns[1::2]):
             text = question["value"].replace("<image>", "").strip()
             if scenes is not None:
                 text = "<image>\n" + text  # every turn sees the scene: single turns are trained apart
