@@ -63,8 +63,8 @@ SCENE_TOKENS = [f"<{region}:{content}>" for region in REGION_NAMES.values() for 
 class TowerSizes:
     """Sizes of the toy towers (all tiny: the whole demo runs on a laptop CPU)."""
 
-    image_size: int = 64
-    patch_size: int = 16  # 4 x 4 = 16 image tokens: LLaVA's 24 x 24 grid shrunk with the images
+    image_size: int = 48
+    patch_size: int = 16  # 3 x 3 = 9 image tokens, one per cell of the world's grid (LLaVA: 24 x 24 patches)
     vision_hidden_size: int = 64
     vision_layers: int = 4
     text_hidden_size: int = 128
