@@ -31,8 +31,8 @@ def test_reduced_demo_learns_and_writes_everything(tmp_path, capsys):
     summary = json.loads((output_dir / "summary.json").read_text())
     assert set(summary["multiple_choice"]) == {"colour", "shape", "count", "position", "overall"}
     # Beating chance for real: more than 3 standard deviations of a chance-level guesser above its mean. Counting
-    # is learned even at this size (seed 0: 67.5% against a 45.5% bar; 80% with 150 LLM steps); overall the bar is
-    # ~36.5% and seed 0 scores 40.4% (the full-size demo: README).
+    # is learned even at this size (seed 0: 80.0% against a 45.5% bar); overall the bar is ~36.5% and seed 0 scores
+    # 43.6%, position 45.0% (the full-size demo: README).
     for name in ("count", "overall"):
         row = summary["multiple_choice"][name]
         chance = row["chance"] / 100

@@ -121,6 +121,16 @@ def test_cell_labels_and_cell_heads_pretraining(tmp_path):
         for _ in range(2)
     ]  # fmt: skip
     (clip, losses), (_, again) = runs
+    # The heads also ask each patch which cell it lies in (row by row; a 6x6 grid puts 2x2 patches on a cell).
+    assert pretrain.patch_cells(3) == list(range(9))
+    assert pretrain.patch_cells(6)[:12] == [0, 0, 1, 1, 2, 2] * 2 and pretrain.patch_cells(6)[-1] == 8
+    assert pretrain.patch_cells(4)[:4] == [0, 1, 1, 2]  # unaligned grids: the cell of the patch's centre
+    heads = pretrain.CellHeads(SIZES.vision_hidden_size, 3)
+    hidden = torch.randn(4, 10, SIZES.vision_hidden_size)
+    expected = torch.nn.functional.cross_entropy(heads.shape(hidden[:, 1:]).flatten(0, 1), labels[:4, :, 0].flatten())
+    expected += torch.nn.functional.cross_entropy(heads.colour(hidden[:, 1:]).flatten(0, 1), labels[:4, :, 1].flatten())
+    expected += torch.nn.functional.cross_entropy(heads.cell(hidden[:, 1:]).flatten(0, 1), torch.arange(9).repeat(4))
+    assert torch.allclose(heads.loss(hidden, labels[:4]), expected)
     assert losses == again and sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
     assert not hasattr(clip, "cell_heads")  # the heads are pretraining-only; the tower is a plain CLIPModel
     unaligned = pretrain.TowerSizes(image_size=64, patch_size=16, vision_hidden_size=32, vision_layers=2)
@@ -129,6 +139,30 @@ def test_cell_labels_and_cell_heads_pretraining(tmp_path):
             pixel_values, captions, tokenizer, unaligned, steps=1, batch_size=8, seed=0, progress=False,
             cell_labels=labels, cell_loss_weight=1.0,
         )  # fmt: skip
+
+
+def test_vision_tower_trains_the_same_in_the_worker_process(tmp_path):
+    """On a CPU with two cores the demo trains the vision tower in a spawned process beside the LLM: the weights that
+    come back are bit for bit those of the same training in this process."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from llava_hf.demo.pipeline import pretrain_clip_weights
+
+    world, captions, pixel_values = _world_inputs(tmp_path)
+    tokenizer = pretrain.train_tokenizer([c for image_captions in captions for c in image_captions], SIZES.vocab_size)
+    arguments = dict(
+        pixel_values=pixel_values, captions=captions, tokenizer=tokenizer, sizes=SIZES, steps=4, batch_size=16,
+        seed=3, progress=False, cell_labels=pretrain.cell_labels(world.splits["train"]), cell_loss_weight=1.0,
+    )  # fmt: skip
+    config, weights, losses, seconds = pretrain_clip_weights(1, **arguments)
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        worker_config, worker_weights, worker_losses, worker_seconds = pool.submit(
+            pretrain_clip_weights, 1, **arguments
+        ).result()
+    assert worker_losses == losses and len(losses) == 4 and seconds > 0 and worker_seconds > 0
+    assert worker_config.to_dict() == config.to_dict() and worker_weights.keys() == weights.keys()
+    assert all(torch.equal(worker_weights[key], weights[key]) for key in weights)
 
 
 def test_scene_notation_stands_where_llava_puts_the_image_tokens(tmp_path):
@@ -143,15 +177,29 @@ def test_scene_notation_stands_where_llava_puts_the_image_tokens(tmp_path):
     for item in world_image.objects:  # row by row, like the patches: cell (row, column) is word 3 * row + column
         assert words[3 * item.cell[0] + item.cell[1]] == f"<{item.region}:{item.colour} {item.shape}>"
     assert sum(word.endswith(":empty>") for word in words) == 9 - len(world_image.objects)
-    # Each scene word starts as the sum of its cell's part and its content's part (shared with the other words).
+    # Each scene word starts as the sum of a row, a column, a colour and a shape part (or an "empty" part), each
+    # shared with the other words that name the same thing.
     language_model, _ = pretrain.pretrain_language_model(["x"], tokenizer, SIZES, 0, 1, 0, progress=False)
     rows = language_model.get_input_embeddings().weight
     row = {token: rows[tokenizer.convert_tokens_to_ids(token)] for token in pretrain.SCENE_TOKENS}
-    assert torch.allclose(
-        row["<center:red star>"] - row["<center:blue circle>"],
-        row["<upper left part:red star>"] - row["<upper left part:blue circle>"],
-        atol=1e-6,
+
+    def same(first, second) -> bool:
+        return torch.allclose(row[first[0]] - row[first[1]], row[second[0]] - row[second[1]], atol=1e-6)
+
+    assert same(
+        ("<center:red star>", "<center:blue circle>"), ("<upper left part:red star>", "<upper left part:blue circle>")
     )
+    assert same(("<center:red star>", "<center:blue star>"), ("<center:red circle>", "<center:blue circle>"))
+    assert same(("<center:red star>", "<center:red circle>"), ("<center:green star>", "<center:green circle>"))
+    assert same(
+        ("<upper left part:empty>", "<upper right part:empty>"),
+        ("<lower left part:red star>", "<lower right part:red star>"),
+    )
+    assert same(
+        ("<upper left part:empty>", "<lower left part:empty>"),
+        ("<upper middle part:empty>", "<lower middle part:empty>"),
+    )
+    assert not same(("<center:red star>", "<center:blue star>"), ("<center:red star>", "<center:green star>"))
     # A 4x4 patch grid (64 px, 16 px patches): each patch takes the word of the cell its centre lies in.
     corners = pretrain.scene_text(world_image, 4).split(">")[:-1]
     assert len(corners) == 16 and corners[0] + ">" == words[0] and corners[15] + ">" == words[8]

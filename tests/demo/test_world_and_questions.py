@@ -3,6 +3,7 @@ judge that rewards true facts and penalises false ones."""
 
 import hashlib
 import json
+from collections import Counter
 
 from llava_hf.datagen.inputs import read_jsonl_images
 from llava_hf.demo import questions
@@ -96,6 +97,23 @@ def test_multiple_choice_answers_are_correct_and_definite(tmp_path):
     records = questions.multiple_choice_records(examples[:2], world)
     assert records[0]["conversations"][0]["value"].startswith("<image>\n")
     assert records[0]["conversations"][1]["value"] == examples[0].answer
+
+    # Training data asks where every object with a one-off category is; the held-out set asks about the first only.
+    everyone = questions.multiple_choice(world, "train", every_object=True)
+    assert len({example.id for example in everyone}) == len(everyone)
+    for image in world.splits["train"]:
+        counts = Counter(item.category for item in image.objects)
+        asked = [
+            example.metadata["question"].removeprefix("Is the ").split(" on the left side")[0]
+            for example in everyone
+            if example.id.startswith(f"{image.id}_position")
+        ]
+        assert asked == [
+            item.category for item in sorted(image.objects, key=lambda item: item.cell) if counts[item.category] == 1
+        ]
+    # The first question of each image keeps its id and text: everything else is as in the one-per-image set.
+    everyone_by_id = {example.id: example.prompt for example in everyone}
+    assert all(everyone_by_id[example.id] == example.prompt for example in examples)
 
 
 def test_rule_based_judge_rewards_true_facts_and_penalises_false_ones():

@@ -6,14 +6,17 @@ makes its own "pretrained" towers on the shapes world, the same way they were ma
 - `train_tokenizer`: a byte-level BPE on the world's text, `<image>` registered as a special token;
 - `pretrain_clip`: a `CLIPModel` trained with CLIP's contrastive loss on (image, caption) pairs of the train split,
   optionally plus an auxiliary per-cell loss: small linear heads read the tower's penultimate-layer patch features
-  of each cell of the world's 3x3 grid and predict that cell's shape and colour (or "empty"). This is a stand-in for
-  what CLIP ViT-L learns from 400M image-text pairs and the toy captions cannot teach: measured with a linear probe,
-  contrastive pretraining alone on these captions trains shape *out* of the features, because colour, count and
-  place already tell a batch's captions apart (README, "What `llava-hf demo` does"). Its vision half becomes the
-  frozen vision tower; the heads are dropped;
+  of each cell of the world's 3x3 grid and predict that cell's shape and colour (or "empty"), and which cell each
+  patch lies in. This is a stand-in for what CLIP ViT-L learns from 400M image-text pairs and the toy captions
+  cannot teach: measured with a linear probe, contrastive pretraining alone on these captions trains shape *out* of
+  the features, because colour, count and place already tell a batch's captions apart, and it trains out where a
+  patch sits too (README, "What `llava-hf demo` does"). Its vision half becomes the frozen vision tower; the heads
+  are dropped;
 - `pretrain_language_model`: a `LlamaForCausalLM` trained on the world's text (captions and chat-formatted Q&A),
   standing in for Vicuna. In that text each image is written in a *scene notation* (`scene_text`): one word per
-  patch, `<cell:red circle>` or `<cell:empty>`, standing exactly where LLaVA will put the image's patch tokens. So
+  patch, `<upper left part:red circle>` or `<center:empty>`, standing exactly where LLaVA will put the image's patch
+  tokens, each word's embedding started as the sum of parts it shares with the words naming the same row, column,
+  colour or shape (`init_scene_embeddings`). So
   the LLM has words for what an image can hold before it ever sees one, and stage 1 does what the paper says it
   does, at toy scale: it learns "a compatible visual tokenizer for the frozen LLM" (Section 4.2, stage 1), a projector that
   turns each patch's features into something the LLM reads like the word for that cell;
@@ -264,7 +267,7 @@ def cell_labels(world_images) -> torch.Tensor:
 
 class CellHeads(torch.nn.Module):
     """Auxiliary per-cell prediction heads: the patch features of each cell of the 3x3 grid, averaged, predict that
-    cell's shape (or empty) and colour (or empty)."""
+    cell's shape (or empty) and colour (or empty), and each patch's features predict which cell it lies in."""
 
     def __init__(self, hidden_size: int, grid: int):
         super().__init__()
@@ -273,6 +276,7 @@ class CellHeads(torch.nn.Module):
         self.grid = grid
         self.shape = torch.nn.Linear(hidden_size, 5)
         self.colour = torch.nn.Linear(hidden_size, 6)
+        self.cell = torch.nn.Linear(hidden_size, 9)
 
     def loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         patches = hidden[:, 1:]  # without the class token
@@ -281,7 +285,21 @@ class CellHeads(torch.nn.Module):
         cells = patches.reshape(batch, 3, k, 3, k, width).mean(dim=(2, 4)).reshape(batch, 9, width)
         shape_loss = torch.nn.functional.cross_entropy(self.shape(cells).reshape(-1, 5), labels[..., 0].reshape(-1))
         colour_loss = torch.nn.functional.cross_entropy(self.colour(cells).reshape(-1, 6), labels[..., 1].reshape(-1))
-        return shape_loss + colour_loss
+        # Which cell each patch lies in: ViT features keep where a patch sits (from its position embedding), which
+        # the two content losses alone train out, and LLaVA's LLM has nothing else to tell positions by.
+        where = torch.tensor(patch_cells(self.grid), device=patches.device).repeat(batch)
+        cell_loss = torch.nn.functional.cross_entropy(self.cell(patches).reshape(-1, 9), where)
+        return shape_loss + colour_loss + cell_loss
+
+
+def patch_cells(grid: int) -> list[int]:
+    """The cell of the world's 3x3 grid (3 * row + column) that each patch of a `grid` x `grid` patch grid lies in,
+    patches row by row as LLaVA feeds them to the LLM; a patch straddling two cells counts where its centre is."""
+    return [
+        3 * int((row + 0.5) * 3 / grid) + int((column + 0.5) * 3 / grid)
+        for row in range(grid)
+        for column in range(grid)
+    ]
 
 
 SWAPPABLE_WORDS = {
@@ -359,32 +377,32 @@ def pretrain_language_model(
 
 def scene_text(world_image, grid: int) -> str:
     """The image in the scene notation, one cell word per patch of the vision tower's `grid` x `grid` patch grid in
-    the order LLaVA feeds patches to the LLM (row by row): the word of the 3x3 cell the patch's centre lies in."""
+    the order LLaVA feeds patches to the LLM (row by row): the word of the 3x3 cell the patch lies in."""
     words = {cell: f"<{region}:empty>" for cell, region in REGION_NAMES.items()}
     for item in world_image.objects:
         words[item.cell] = f"<{item.region}:{item.category}>"
-    return "".join(
-        words[(int((row + 0.5) * 3 / grid), int((column + 0.5) * 3 / grid))]
-        for row in range(grid)
-        for column in range(grid)
-    )
+    return "".join(words[divmod(cell, 3)] for cell in patch_cells(grid))
 
 
 def init_scene_embeddings(model: LlamaForCausalLM, tokenizer: TokenizersBackend) -> None:
-    """Start each scene word's input embedding as the sum of a cell part and a content part shared with the other
-    words of its cell and of its content ("<upper left part:red circle>" = upper left part + red circle), the way
-    new tokens are commonly started from the embeddings of the words they stand for; training then moves each row
-    on its own."""
+    """Start each scene word's input embedding as the sum of parts shared with the other words that name the same
+    thing: a row part, a column part, a colour part and a shape part ("<upper left part:red circle>" = upper + left
+    + red + circle; "empty" has a part of its own), the way new tokens are commonly started from the embeddings of
+    the words they stand for; training then moves each row on its own."""
     embeddings = model.get_input_embeddings().weight
-    std = model.config.initializer_range
     generator = torch.Generator().manual_seed(0)
-    regions = torch.randn(len(REGION_NAMES), embeddings.shape[1], generator=generator) * std
-    contents = torch.randn(len(CELL_CONTENTS), embeddings.shape[1], generator=generator) * std
+
+    def parts(names) -> dict:
+        vectors = torch.randn(len(names), embeddings.shape[1], generator=generator) * model.config.initializer_range
+        return dict(zip(names, vectors))
+
+    rows, columns = parts(range(3)), parts(range(3))
+    contents = parts(["empty"]) | parts(sorted(COLOURS)) | parts(SHAPES)
     with torch.no_grad():
-        for region_index, region in enumerate(REGION_NAMES.values()):
-            for content_index, content in enumerate(CELL_CONTENTS):
+        for (row, column), region in REGION_NAMES.items():
+            for content in CELL_CONTENTS:
                 token_id = tokenizer.convert_tokens_to_ids(f"<{region}:{content}>")
-                embeddings[token_id] = regions[region_index] + contents[content_index]
+                embeddings[token_id] = rows[row] + columns[column] + sum(contents[word] for word in content.split())
 
 
 def language_model_texts(
@@ -485,6 +503,7 @@ __all__ = [
     "cell_labels",
     "clip_retrieval_accuracy",
     "language_model_texts",
+    "patch_cells",
     "pretrain_clip",
     "pretrain_language_model",
     "scene_text",

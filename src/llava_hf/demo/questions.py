@@ -50,7 +50,7 @@ SIDES = ("left side", "middle", "right side")  # the column of the 3 x 3 grid an
 # Multiple choice
 
 
-def multiple_choice_problems(world_image: WorldImage) -> list[tuple[str, dict]]:
+def multiple_choice_problems(world_image: WorldImage, every_object: bool = False) -> list[tuple[str, dict]]:
     """(question type, ScienceQA problem dict) for every type this image supports; the image field is left empty.
 
     Options are listed in one fixed order per type (colours alphabetically, shapes as in `SHAPES`, counts
@@ -78,22 +78,26 @@ def multiple_choice_problems(world_image: WorldImage) -> list[tuple[str, dict]]:
     if len(objects) <= MAX_COUNT_CHOICE:
         choices = [str(number) for number in range(1, MAX_COUNT_CHOICE + 1)]
         add("count", "How many shapes are there in the image?", str(len(objects)), choices)
-    unique_categories = [item for item in objects if category_counts[item.category] == 1]
-    if unique_categories:
-        item = min(unique_categories, key=lambda item: item.cell)
+    unique_categories = sorted((item for item in objects if category_counts[item.category] == 1), key=lambda i: i.cell)
+    for item in unique_categories if every_object else unique_categories[:1]:
         question = f"Is the {item.category} on the left side, in the middle or on the right side of the image?"
         add("position", question, SIDES[item.cell[1]], list(SIDES))
     return problems
 
 
-def multiple_choice(world: World, split: str) -> list[Example]:
-    """The multiple-choice examples of one split, each with `metadata["question_type"]` and the image path."""
+def multiple_choice(world: World, split: str, every_object: bool = False) -> list[Example]:
+    """The multiple-choice examples of one split, each with `metadata["question_type"]` and the image path.
+    `every_object`: a position question about every object with a one-off category, not only the first in reading
+    order (training data: the held-out questions keep one per image)."""
     examples = []
     for world_image in world.splits[split]:
-        for question_type, problem in multiple_choice_problems(world_image):
+        seen = Counter()
+        for question_type, problem in multiple_choice_problems(world_image, every_object):
             problem["image"] = str(world.path(world_image))
             problem["image_file"] = world_image.image
-            example = make_example(f"{world_image.id}_{question_type}", problem)
+            suffix = f"_{seen[question_type]}" if seen[question_type] else ""
+            seen[question_type] += 1
+            example = make_example(f"{world_image.id}_{question_type}{suffix}", problem)
             example.metadata["question_type"] = question_type
             examples.append(example)
     return examples
