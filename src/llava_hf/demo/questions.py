@@ -56,6 +56,8 @@ def multiple_choice_problems(world_image: WorldImage, every_object: bool = False
     Options are listed in one fixed order per type (colours alphabetically, shapes as in `SHAPES`, counts
     ascending, sides left to right), as counting and attribute benchmarks usually list them, so the answer letter
     depends on the image alone; a model that guesses without the image scores the chance level of 1/len(options).
+    Position is asked about the first object (reading order) whose category occurs once, or with `every_object`
+    about each of them.
     """
     objects = world_image.objects
     shape_counts = Counter(item.shape for item in objects)
