@@ -277,6 +277,7 @@ class CellHeads(torch.nn.Module):
         self.shape = torch.nn.Linear(hidden_size, 5)
         self.colour = torch.nn.Linear(hidden_size, 6)
         self.cell = torch.nn.Linear(hidden_size, 9)
+        self.register_buffer("patch_cell", torch.tensor(patch_cells(grid)), persistent=False)  # [grid * grid]
 
     def loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         patches = hidden[:, 1:]  # without the class token
@@ -287,8 +288,7 @@ class CellHeads(torch.nn.Module):
         colour_loss = torch.nn.functional.cross_entropy(self.colour(cells).reshape(-1, 6), labels[..., 1].reshape(-1))
         # Which cell each patch lies in: ViT features keep where a patch sits (from its position embedding), which
         # the two content losses alone train out, and LLaVA's LLM has nothing else to tell positions by.
-        where = torch.tensor(patch_cells(self.grid), device=patches.device).repeat(batch)
-        cell_loss = torch.nn.functional.cross_entropy(self.cell(patches).reshape(-1, 9), where)
+        cell_loss = torch.nn.functional.cross_entropy(self.cell(patches).reshape(-1, 9), self.patch_cell.repeat(batch))
         return shape_loss + colour_loss + cell_loss
 
 
