@@ -64,7 +64,17 @@ class LlavaRunArguments:
         default=False,
         metadata={"help": "Train without the rows the preflight check rejects (reported) instead of stopping."},
     )
-    check_images: bool = field(default=True, metadata={"help": "Open every image in the preflight check."})
+    image_check: Literal["header", "decode", "none"] = field(
+        default="header",
+        metadata={
+            "help": "Preflight image check: header = open every image and read its header (exists, format, size, "
+            "mode); decode = decode every image in full (reads all pixel data); none = skip."
+        },
+    )
+    preflight_num_proc: int | None = field(
+        default=None,
+        metadata={"help": "Processes for the preflight check (default: one per 10,000 rows, up to the CPUs)."},
+    )
     pack_batches: bool = field(
         default=False,
         metadata={

@@ -67,23 +67,28 @@ def test_every_problem_is_found_and_named(tmp_path):
 
 def test_without_processor_the_skipped_checks_are_reported(tmp_path):
     path, folder = write_dataset(tmp_path)
-    report = check_rows(load_llava_json(path, folder), check_images=False)
+    report = check_rows(load_llava_json(path, folder), image_check="none")
     assert "missing_image" not in report.problems and "too_long" not in report.problems
     assert "not checked: too_long and unmaskable" in report.table()
-    assert "not checked: missing_image and unreadable_image" in report.table()
+    assert "images: images not checked" in report.table()
 
 
 def test_preflight_refuses_or_skips_loudly(tmp_path, caplog):
     path, folder = write_dataset(tmp_path)
-    dataset = load_llava_json(path, folder)
+    dataset = load_llava_json(path, folder, cache_dir=tmp_path / "cache")
     processor = make_tiny_processor()
     with pytest.raises(DataCheckError, match="(?s)9 bad.*skip_bad_rows"):
-        preflight(dataset, processor, max_length=64 + TINY_IMAGE_TOKENS)
+        preflight(dataset, processor, max_length=64 + TINY_IMAGE_TOKENS, cache_dir=tmp_path / "cache")
     with caplog.at_level(logging.WARNING, logger="llava_hf.data.check"):
-        kept = preflight(dataset, processor, max_length=64 + TINY_IMAGE_TOKENS, skip_bad_rows=True)
-    assert kept["id"] == ["good-1", "good-text"]
+        kept = preflight(
+            dataset, processor, max_length=64 + TINY_IMAGE_TOKENS, skip_bad_rows=True, cache_dir=tmp_path / "cache"
+        )
+    assert kept.cached  # the refused run above checked and cached the same rows and settings
+    assert kept.dataset["id"] == ["good-1", "good-text"]
     assert "skipping 9 of 11 rows" in caplog.text and "unreadable_image" in caplog.text
-    assert preflight(kept, processor) is kept
+    again = preflight(kept.dataset, processor, cache_dir=tmp_path / "cache")
+    assert again.dataset is kept.dataset and not again.cached  # other rows, other settings: checked anew
+    assert again.lengths == kept.lengths and again.has_image == [True, False]
 
 
 def test_data_check_command(tmp_path, capsys):

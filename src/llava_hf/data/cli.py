@@ -1,10 +1,12 @@
 # llava-hf data check --source SOURCE [--image_folder DIR] [--processor PATH] [--chat_template NAME] [--max_length N]
+#                     [--image_check header|decode|none]
 # llava-hf data convert --json_path llava.json --image_folder images/ --output_dir my_dataset/
 """`llava-hf data`: `check` (preflight report; exit status 1 when any row has a problem) and `convert` (LLaVA JSON +
 image folder -> Hub-ready parquet folder with embedded images)."""
 
 import sys
 from dataclasses import dataclass, field
+from typing import Literal
 
 from ..utils.cli import fail, parse_args
 
@@ -29,7 +31,16 @@ class CheckArguments:
     max_length: int | None = field(
         default=None, metadata={"help": "Training max length, counted after image expansion."}
     )
-    check_images: bool = field(default=True, metadata={"help": "Open every image (disable for a fast text-only pass)."})
+    image_check: Literal["header", "decode", "none"] = field(
+        default="header",
+        metadata={
+            "help": "header: open every image and read its header (exists, format, size, mode); decode: also decode "
+            "every image (reads all pixel data); none: skip images."
+        },
+    )
+    num_proc: int | None = field(
+        default=None, metadata={"help": "Processes for the check (default: one per 10,000 rows, up to the CPUs)."}
+    )
     show_ids: int = field(default=5, metadata={"help": "How many offending sample ids to print per problem."})
 
 
@@ -60,7 +71,12 @@ def run_check(argv: list[str]) -> int:
 
         processor = AutoProcessor.from_pretrained(args.processor)
     report = check_rows(
-        dataset, processor, resolve_chat_template(args.chat_template), args.max_length, args.check_images
+        dataset,
+        processor,
+        resolve_chat_template(args.chat_template),
+        args.max_length,
+        args.image_check,
+        args.num_proc,
     )
     print(report.table(args.show_ids))
     return 0 if report.ok else 1

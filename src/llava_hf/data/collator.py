@@ -143,6 +143,34 @@ class LlavaCollator:
             images = images[:kept_images]
         return EncodedSample(input_ids=input_ids, labels=labels, images=images)
 
+    def encoded_lengths(self, rows: list[dict]) -> list[int | None]:
+        """What `encode` gives each row, without building it: the length in tokens after image expansion (before
+        any `max_length` truncation), or None where `encode` raises `SampleError` (placeholders != images, nothing
+        supervised). Used by the preflight check on every row: one batched `apply_chat_template` call tokenizes all
+        rows at once (the tokenizer's Rust batch path) and no per-token label list is built."""
+        encoding = self.tokenizer.apply_chat_template(
+            [to_conversation(row) for row in rows],
+            chat_template=self.chat_template,
+            tokenize=True,
+            return_dict=True,
+            return_assistant_tokens_mask=True,
+        )
+        lengths: list[int | None] = []
+        for row, token_ids, assistant_mask in zip(rows, encoding["input_ids"], encoding["assistant_masks"]):
+            if not (token_ids and token_ids[0] == self.tokenizer.bos_token_id):  # as in `encode`
+                token_ids = self.special_prefix + token_ids + self.special_suffix
+                assistant_mask = [0] * len(self.special_prefix) + assistant_mask + [0] * len(self.special_suffix)
+            placeholders = token_ids.count(self.image_token_id)
+            # `encode` never supervises the first token or an image position.
+            supervised = any(
+                flag and token_id != self.image_token_id for token_id, flag in zip(token_ids[1:], assistant_mask[1:])
+            )
+            if placeholders != len(row.get("images") or []) or not supervised:
+                lengths.append(None)
+            else:
+                lengths.append(len(token_ids) + placeholders * (self.image_seq_length - 1))
+        return lengths
+
     def pixel_values(self, images: list) -> torch.Tensor:
         processed = self.processor.image_processor(images=[to_rgb(image) for image in images], return_tensors="pt")
         return processed["pixel_values"]  # [num_images, 3, H, W]

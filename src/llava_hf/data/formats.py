@@ -14,13 +14,16 @@ read. `convert_llava_json` writes the original JSON + image folder as parquet sh
 folder that `load_rows` reads back and that `huggingface-cli upload` can push as is.
 """
 
+import codecs
 import json
 import os
 import re
 from pathlib import Path
 
 import datasets
+import xxhash
 from datasets import Dataset, Features, Image, List, Value
+from datasets.arrow_writer import ArrowWriter
 
 from ..utils.io import staged_directory
 
@@ -52,7 +55,8 @@ def llava_record_to_row(record: dict, image_folder: str | os.PathLike | None) ->
     relative_paths = [] if image_field is None else [image_field] if isinstance(image_field, str) else list(image_field)
     if relative_paths and image_folder is None:
         raise ValueError(f"record {record_id!r} has images {relative_paths} but no image folder was given.")
-    images = [str(Path(image_folder) / path) for path in relative_paths]
+    folder = os.fspath(image_folder) if relative_paths else ""
+    images = [os.path.join(folder, path) for path in relative_paths]  # os.path, not pathlib: 665k rows at start-up
 
     turns = list(record.get("conversations") or [])
     if turns and turns[0].get("from") == "gpt":  # the original drops a leading answer (it has no question)
@@ -117,37 +121,121 @@ def _detect_format(column_names) -> str:
     )
 
 
-def load_llava_json(json_path: str | os.PathLike, image_folder: str | os.PathLike | None = None) -> Dataset:
-    """The original LLaVA JSON (a list, or JSON lines) as a row dataset with lazily opened images.
+def load_llava_json(
+    json_path: str | os.PathLike,
+    image_folder: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> Dataset:
+    """The original LLaVA JSON (a list, or JSON lines) as a memory-mapped row dataset with lazily opened images.
+
+    The file is parsed once, record by record, into an Arrow file under `cache_dir` (default: `datasets`' cache,
+    `HF_DATASETS_CACHE/llava_hf`) named by a hash of its content and the image folder; later calls map that file
+    (seconds, whatever the size, and no Python objects per row). Peak memory while parsing is a few batches of
+    records, not the whole list: `json.load` of the 1 GB LLaVA-1.5 mix holds several GB of Python objects.
 
     Text that is not valid UTF-8 (undecodable bytes, or a lone surrogate such as `"\\ud800"` that cannot be stored)
     raises a ValueError naming the record, its line and the field, not a codec error deep in Arrow.
     """
-    raw = Path(json_path).read_bytes()
-    try:
-        text, bad_bytes = raw.decode("utf-8"), False
-    except UnicodeDecodeError:  # undecodable bytes become lone surrogates, reported per record below
-        text, bad_bytes = raw.decode("utf-8", errors="surrogateescape"), True
-    # The original files are one JSON list; some forks write JSON lines.
-    if text.lstrip().startswith("["):
-        records = json.loads(text)
-        lines = None
-    else:
-        numbered = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
-        records = [json.loads(line) for _, line in numbered]
-        lines = [number for number, _ in numbered]
-    if bad_bytes or _SURROGATE_ESCAPE.search(text):  # only then can a string hold a lone surrogate
-        for index, record in enumerate(records):
-            problem = _surrogate_problem(record, bad_bytes)
-            if problem:
-                line = lines[index] if lines else _record_line(text, index)
-                record_id = record.get("id") if isinstance(record, dict) else None
-                raise ValueError(
-                    f"{json_path}: record {index} (id {record_id!r}, line {line}) has {problem}; write the file as "
-                    "UTF-8 without lone surrogates."
-                )
-    rows = [llava_record_to_row(record, image_folder) for record in records]
-    return Dataset.from_list(rows, features=ROW_FEATURES)
+    json_path = Path(json_path)
+    folder = None if image_folder is None else str(Path(image_folder).resolve())
+    key = xxhash.xxh64(f"{ROWS_CACHE_VERSION}|{file_fingerprint(json_path)}|{folder}".encode()).hexdigest()
+    cached = Path(cache_dir or default_cache_dir()) / "rows" / f"{json_path.stem}-{key}.arrow"
+    if not cached.is_file():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")
+        try:
+            writer = ArrowWriter(features=ROW_FEATURES, path=str(partial))
+            batch: list[dict] = []
+            for record in _read_llava_records(json_path):
+                batch.append(llava_record_to_row(record, image_folder))
+                if len(batch) == ROWS_PER_BATCH:
+                    writer.write_batch({name: [row[name] for row in batch] for name in ROW_FEATURES})
+                    batch = []
+            if batch:
+                writer.write_batch({name: [row[name] for row in batch] for name in ROW_FEATURES})
+            writer.finalize()
+            os.replace(partial, cached)  # atomic: a concurrent or killed run never leaves a half file in place
+        finally:
+            partial.unlink(missing_ok=True)
+    return Dataset.from_file(str(cached))
+
+
+ROWS_CACHE_VERSION = 1  # bump when llava_record_to_row changes what it writes
+ROWS_PER_BATCH = 10_000
+READ_CHUNK_BYTES = 16 << 20
+
+
+def default_cache_dir() -> Path:
+    """Where llava_hf keeps what it derives from a data file (rows as Arrow, preflight reports): inside `datasets`'
+    cache, so `HF_DATASETS_CACHE` moves it and clearing that cache clears it."""
+    return Path(datasets.config.HF_DATASETS_CACHE) / "llava_hf"
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """A hash of the file's bytes (xxh64, about 1 s per GB from the page cache): a changed file, even one rewritten
+    within the same second with the same size, gets a new fingerprint."""
+    digest = xxhash.xxh64()
+    with open(path, "rb") as file:
+        while chunk := file.read(READ_CHUNK_BYTES):
+            digest.update(chunk)
+    return f"{Path(path).stat().st_size}-{digest.hexdigest()}"
+
+
+def _read_llava_records(json_path: Path):
+    """Yield the records of a JSON list or JSON-lines file one by one, reading it in chunks.
+
+    Undecodable bytes are kept as lone surrogates (`surrogateescape`) and reported with the record's line, as are
+    `\\udXXX` escapes that decode to a lone surrogate.
+    """
+    decoder = json.JSONDecoder()
+    text_decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
+    buffer, position, line, index, at_end = "", 0, 1, 0, False
+    is_list = None
+    with open(json_path, "rb") as file:
+        while True:
+            # Skip separators; `line` counts the newlines consumed so far (for error messages).
+            while True:
+                while position < len(buffer) and buffer[position] in " \t\r\n,":
+                    line += buffer[position] == "\n"
+                    position += 1
+                if position < len(buffer) or at_end:
+                    break
+                buffer, position = buffer[position:] + text_decoder.decode(file.read(READ_CHUNK_BYTES)), 0
+                at_end = at_end or not buffer
+            if is_list is None and position < len(buffer):
+                is_list = buffer[position] == "["
+                position += is_list
+                continue
+            if position >= len(buffer) or (is_list and buffer[position] == "]"):
+                return
+            while True:
+                try:
+                    record, end = decoder.raw_decode(buffer, position)
+                    # A JSON value cut at the buffer's end can still parse (a number): read on unless at the end.
+                    if end < len(buffer) or at_end:
+                        break
+                except json.JSONDecodeError as error:
+                    if at_end:
+                        raise ValueError(
+                            f"{json_path}: record {index} (line {line}) is not valid JSON: {error.msg}"
+                        ) from None
+                chunk = file.read(READ_CHUNK_BYTES)
+                at_end = not chunk
+                buffer, position = buffer[position:] + text_decoder.decode(chunk, final=at_end), 0
+            text = buffer[position:end]
+            if _SURROGATE.search(text) or _SURROGATE_ESCAPE.search(text):  # rare: only then look for the field
+                problem = _surrogate_problem(record, bad_bytes=bool(_SURROGATE.search(text)))
+                if problem:
+                    record_id = record.get("id") if isinstance(record, dict) else None
+                    raise ValueError(
+                        f"{json_path}: record {index} (id {record_id!r}, line {line}) has {problem}; write the file "
+                        "as UTF-8 without lone surrogates."
+                    )
+            line += text.count("\n")
+            position, index = end, index + 1
+            if position > READ_CHUNK_BYTES:  # drop what is parsed, so the buffer stays about one chunk long
+                buffer, position = buffer[position:], 0
+            yield record
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -179,28 +267,14 @@ def _surrogate_problem(record, bad_bytes: bool) -> str | None:
     return None
 
 
-def _record_line(text: str, index: int) -> int | None:
-    """The line record `index` of a JSON list starts on (None when the text cannot be walked)."""
-    decoder, position = json.JSONDecoder(), text.index("[") + 1
-    try:
-        for current in range(index + 1):
-            while text[position] in " \t\r\n,":
-                position += 1
-            if current == index:
-                return text.count("\n", 0, position) + 1
-            _, position = decoder.raw_decode(text, position)
-    except (ValueError, IndexError):
-        return None
-    return None
-
-
 def load_rows(
     source: str | os.PathLike,
     image_folder: str | os.PathLike | None = None,
     split: str = "train",
     subset: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> Dataset:
-    """Load training data in any supported format as a row dataset (see the module docstring).
+    """Load training data in any supported format as a memory-mapped row dataset (see the module docstring).
 
     Args:
         source: a LLaVA `.json`/`.jsonl` file; a local folder or file readable by `datasets.load_dataset`
@@ -208,10 +282,12 @@ def load_rows(
         image_folder: the folder LLaVA JSON image paths are relative to (LLaVA JSON only).
         split: the split to read (folders and Hub datasets).
         subset: the configuration name (e.g. a the_cauldron subset such as "ai2d").
+        cache_dir: where the Arrow form of a LLaVA JSON file is kept (see `load_llava_json`); the other formats use
+            `datasets`' own cache.
     """
     path = Path(source)
     if path.is_file() and path.suffix in (".json", ".jsonl"):
-        return load_llava_json(path, image_folder)
+        return load_llava_json(path, image_folder, cache_dir)
     if path.is_file() and path.suffix == ".parquet":
         raw = datasets.load_dataset("parquet", data_files=str(path), split=split)
     else:
@@ -256,18 +332,23 @@ def convert_llava_json(
 ) -> Path:
     """Write an original LLaVA JSON + image folder as a Hub-ready dataset folder with the images embedded.
 
-    Output: `output_dir/data/train-XXXXX-of-YYYYY.parquet` (image bytes inside, names kept as the relative paths)
-    and a README.md whose dataset-card header points `datasets` at the shards. Missing images are an error that
-    lists them (run `llava-hf data check` first). The folder is written next to its final place and moved in at the
-    end, so a crash never leaves a half-written dataset.
+    Output: `output_dir/data/train-XXXXX-of-YYYYY.parquet` and a README.md (the dataset card: a header that points
+    `datasets` at the shards, and how to load it). The rows are TRL's vision format, `images` (a `List(Image())`
+    feature: `load_dataset` returns PIL images, as for TRL's and the_cauldron's datasets; the bytes are embedded, the
+    names kept as the relative paths) and `messages`, plus `id`. Missing images are an error that lists them (run
+    `llava-hf data check` first). Shards are built one at a time in memory, so memory stays at one shard's images.
+    The folder is written next to its final place and moved in at the end, so a crash never leaves a half-written
+    dataset.
     """
     output_dir = Path(output_dir)
     if output_dir.exists():
         raise FileExistsError(f"{output_dir} already exists; remove it or choose another output folder.")
-    dataset = load_llava_json(json_path, image_folder)
-    raw = dataset.cast_column("images", List(Image(decode=False)))
+    raw = load_llava_json(json_path, image_folder).cast_column("images", List(Image(decode=False)))
     missing = [
-        (row["id"], image["path"]) for row in raw for image in row["images"] if not Path(image["path"]).is_file()
+        (record_id, image["path"])
+        for record_id, images in zip(raw["id"], raw["images"])
+        for image in images
+        if not Path(image["path"]).is_file()
     ]
     if missing:
         listed = ", ".join(f"{record_id}: {path}" for record_id, path in missing[:5])
@@ -282,20 +363,50 @@ def convert_llava_json(
             ]
         }
 
-    embedded = raw.map(embed, features=raw.features)
     # Staged next to output_dir and renamed into place when complete, with normal permissions (mkdtemp's are 0700).
     with staged_directory(output_dir) as staging:
-        num_shards = max(1, -(-len(embedded) // max_shard_rows))
+        num_shards = max(1, -(-len(raw) // max_shard_rows))
         (staging / "data").mkdir()
         for shard_index in range(num_shards):
-            shard = embedded.shard(num_shards, shard_index, contiguous=True)
-            shard.to_parquet(str(staging / "data" / f"train-{shard_index:05d}-of-{num_shards:05d}.parquet"))
-        (staging / "README.md").write_text(
-            "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*.parquet\n---\n"
-            f"# {output_dir.name}\n\nConverted with `llava-hf data convert` from `{Path(json_path).name}`: "
-            f"{len(embedded)} rows, images embedded. Columns: `id`, `images`, `messages` (TRL's vision format).\n"
-        )
+            shard = raw.shard(num_shards, shard_index, contiguous=True)
+            embedded = shard.map(embed, features=raw.features, keep_in_memory=True)
+            # Decodable images in the written schema: readers get PIL images without casting.
+            embedded = embedded.cast_column("images", List(Image()))
+            embedded.to_parquet(str(staging / "data" / f"train-{shard_index:05d}-of-{num_shards:05d}.parquet"))
+        (staging / "README.md").write_text(dataset_card(output_dir.name, Path(json_path).name, len(raw)))
     return output_dir
+
+
+def dataset_card(name: str, source_name: str, num_rows: int) -> str:
+    """The README.md of a converted dataset: the `configs` header `datasets` reads, and how to load it."""
+    return f"""---
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: data/train-*.parquet
+task_categories:
+- image-text-to-text
+---
+# {name}
+
+Converted with `llava-hf data convert` from `{source_name}`: {num_rows} rows, images embedded. Columns: `id`,
+`images` (a list of images) and `messages` (TRL's vision format: `role`, and `content` parts of type `image` or
+`text`).
+
+## Load it
+
+```python
+from datasets import load_dataset
+
+dataset = load_dataset("{name}", split="train")  # this folder's path, or its Hub id once pushed
+row = dataset[0]
+print(row["images"])  # PIL images
+print(row["messages"])
+```
+
+TRL trains on it as it is, e.g. `trl sft --dataset_name {name} --model_name_or_path <a vision-language model>`.
+"""
 
 
 __all__ = [

@@ -53,6 +53,8 @@ class LlavaSFTTrainer(SFTTrainer):
     Overriding `create_optimizer` (rather than passing `optimizers=`) keeps `optim`, DeepSpeed and FSDP working.
     `group_by_modality_length=True` trains with `ModalityLengthGroupedSampler` (rows of the library's schema only):
     transformers' own `group_by_length` has no lengths to use, because the raw rows reach the collator untokenized.
+    `modality_lengths` (each row's length and whether it has images) are the preflight check's exact lengths;
+    without them (or when they do not cover the dataset) they are estimated (`estimate_lengths`).
     """
 
     def __init__(
@@ -60,10 +62,12 @@ class LlavaSFTTrainer(SFTTrainer):
         *args,
         learning_rates: dict[str, float | None] | None = None,
         group_by_modality_length: bool = False,
+        modality_lengths: tuple[list[int], list[bool]] | None = None,
         **kwargs,
     ):
         self.learning_rates = learning_rates or {}
         self.group_by_modality_length = group_by_modality_length
+        self.modality_lengths = modality_lengths
         super().__init__(*args, **kwargs)
         if group_by_modality_length and self.args.train_sampling_strategy != "random":
             raise ValueError(
@@ -81,7 +85,9 @@ class LlavaSFTTrainer(SFTTrainer):
                 f"group_by_modality_length needs a LlavaHfProcessor (tokenizer + image_seq_length) as the "
                 f"processing_class, got {type(processor).__name__}."
             )
-        lengths, has_image = estimate_lengths(train_dataset, processor.tokenizer, processor.image_seq_length)
+        lengths, has_image = self.modality_lengths or (None, None)
+        if lengths is None or len(lengths) != len(train_dataset) or min(lengths, default=0) < 0:
+            lengths, has_image = estimate_lengths(train_dataset, processor.tokenizer, processor.image_seq_length)
         # One optimizer step's samples, as the original (`world_size * gradient_accumulation_steps` batches).
         megabatch_size = self._train_batch_size * self.args.world_size * self.args.gradient_accumulation_steps
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
@@ -158,9 +164,18 @@ def build_trainer(
         train_dataset = Dataset.from_list(train_dataset, features=ROW_FEATURES)
     if run.max_train_samples is not None:
         train_dataset = train_dataset.select(range(min(run.max_train_samples, len(train_dataset))))
-    train_dataset = preflight(
-        train_dataset, processor, chat_template, args.max_length, run.skip_bad_rows, run.check_images
-    )
+    # The main process checks (or reads the cached check) first; the other ranks then find it in the cache.
+    with args.main_process_first(desc="preflight check of the training data"):
+        checked = preflight(
+            train_dataset,
+            processor,
+            chat_template,
+            args.max_length,
+            run.skip_bad_rows,
+            run.image_check,
+            run.preflight_num_proc,
+        )
+    train_dataset = checked.dataset
 
     default_projector, default_language_model = STAGE_DEFAULTS[run.stage]
     set_trainable(
@@ -213,6 +228,7 @@ def build_trainer(
         data_collator=collator,
         learning_rates=learning_rates,
         group_by_modality_length=run.group_by_modality_length,
+        modality_lengths=(checked.lengths, checked.has_image),
     )
     check_distributed_launch(trainer)
     return trainer
