@@ -3,14 +3,16 @@ original JSON + image folder converts into a Hub-ready parquet folder with the i
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from datasets import Dataset, Features, Image, List, Value
+from datasets import Dataset, Features, Image, List, Value, load_dataset
 from PIL import Image as PILImage
 
 from conftest import make_image
+from helpers.processes import run_to_exit
 from llava_hf.data import convert_llava_json, load_llava_json, load_rows, to_conversation
 
 
@@ -172,3 +174,28 @@ def test_data_convert_command(tmp_path, capsys):
     )
     assert status == 0 and f"wrote {output}" in capsys.readouterr().out
     assert load_rows(output)["id"] == ["img-1", "img-2", "text-1"]
+
+
+def test_converted_dataset_card_snippet_loads_pil_images_without_llava_hf(tmp_path):
+    json_path, folder = write_llava_json(tmp_path)
+    output = convert_llava_json(json_path, folder, tmp_path / "hub_ready")
+    card = (output / "README.md").read_text()
+    snippet = card.split("```python\n", 1)[1].split("```", 1)[0]
+    assert 'load_dataset("hub_ready", split="train")' in snippet
+    # As a consumer runs it: a fresh interpreter, the folder's name as the dataset id (cwd = its parent).
+    check = (
+        "\nimport sys\nfrom PIL import Image\n"
+        "assert 'llava_hf' not in sys.modules\n"
+        "assert isinstance(row['images'][0], Image.Image) and row['images'][0].size == (40, 48)\n"
+        "assert row['messages'][0]['content'][0]['type'] == 'image'\n"
+        "print('decoded', type(row['images'][0]).__module__)\n"
+    )
+    result = run_to_exit(
+        [sys.executable, "-c", snippet + check],
+        cwd=tmp_path,
+        env={**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "consumer_cache")},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "decoded PIL." in result.stdout
+    # Decodable in the stored schema (PIL on access, as TRL's and the_cauldron's datasets), not only after our cast.
+    assert load_dataset(str(output), split="train").features["images"] == List(Image())
