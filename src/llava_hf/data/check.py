@@ -186,8 +186,9 @@ def check_rows(
     collator = LlavaCollator(processor, chat_template=chat_template) if processor is not None else None
     settings = {"collator": collator, "max_length": max_length, "image_check": image_check}
     if isinstance(dataset, Dataset):
-        if "images" in dataset.column_names:
-            dataset = dataset.cast_column("images", List(Image(decode=False)))
+        # Arrow batches: images arrive as their stored {"path", "bytes"} structs, nothing decoded. (Casting the column
+        # to `Image(decode=False)` instead would rewrite the whole dataset: a nested `List(Image())` cast is a copy.)
+        dataset = dataset.with_format("arrow")
         if num_proc is None:
             num_proc = min(len(os.sched_getaffinity(0)), len(dataset) // ROWS_PER_PROCESS) or None
         results = dataset.map(
@@ -226,7 +227,10 @@ def check_rows(
 
 
 def _check_batch(batch: dict, indices: list[int], collator, max_length, image_check) -> dict:
-    """The check of a batch of rows (columns as lists): per row its problems, encoded length and modality."""
+    """The check of a batch of rows (columns as lists, or an Arrow table): per row its problems, encoded length and
+    modality."""
+    if not isinstance(batch, dict):
+        batch = batch.to_pydict()
     results = {"id": [], "problems": [], "length": [], "has_image": []}
     encodable = []  # rows whose roles and image counts are right: measured together in one tokenizer call
     opened: dict = {}  # path -> problem, so an image shared by rows of the batch is opened once

@@ -146,29 +146,39 @@ class LlavaCollator:
     def encoded_lengths(self, rows: list[dict]) -> list[int | None]:
         """What `encode` gives each row, without building it: the length in tokens after image expansion (before
         any `max_length` truncation), or None where `encode` raises `SampleError` (placeholders != images, nothing
-        supervised). Used by the preflight check on every row: one batched `apply_chat_template` call tokenizes all
-        rows at once (the tokenizer's Rust batch path) and no per-token label list is built."""
-        encoding = self.tokenizer.apply_chat_template(
-            [to_conversation(row) for row in rows],
+        supervised). The preflight check runs this on every row, so it does what `apply_chat_template(...,
+        return_assistant_tokens_mask=True)` does in `encode` (render with the answer spans, tokenize the batch in one
+        call) without its per-token Python loop: a row needs only one supervised token, found by looking up the
+        token under each character of the answer spans until one is not the first token or an image token.
+        A test checks the lengths equal `len(encode(row).input_ids)`.
+        """
+        from transformers.utils.chat_template_utils import render_jinja_template
+
+        rendered, spans = render_jinja_template(
+            conversations=[to_conversation(row) for row in rows],
             chat_template=self.chat_template,
-            tokenize=True,
-            return_dict=True,
             return_assistant_tokens_mask=True,
+            **self.tokenizer.special_tokens_map,  # what apply_chat_template gives the template
         )
+        encodings = self.tokenizer(rendered, add_special_tokens=False).encodings
         lengths: list[int | None] = []
-        for row, token_ids, assistant_mask in zip(rows, encoding["input_ids"], encoding["assistant_masks"]):
-            if not (token_ids and token_ids[0] == self.tokenizer.bos_token_id):  # as in `encode`
-                token_ids = self.special_prefix + token_ids + self.special_suffix
-                assistant_mask = [0] * len(self.special_prefix) + assistant_mask + [0] * len(self.special_suffix)
+        for row, encoding, answer_spans in zip(rows, encodings, spans):
+            token_ids = encoding.ids
+            prefixed = not (token_ids and token_ids[0] == self.tokenizer.bos_token_id)  # as in `encode`
+            extra = len(self.special_prefix) + len(self.special_suffix) if prefixed else 0
             placeholders = token_ids.count(self.image_token_id)
-            # `encode` never supervises the first token or an image position.
+            if prefixed:
+                placeholders += (self.special_prefix + self.special_suffix).count(self.image_token_id)
+            first = -1 if prefixed else 0  # `encode` never supervises the first token of the whole sequence
             supervised = any(
-                flag and token_id != self.image_token_id for token_id, flag in zip(token_ids[1:], assistant_mask[1:])
+                token is not None and token != first and token_ids[token] != self.image_token_id
+                for start, end in answer_spans
+                for token in map(encoding.char_to_token, range(start, end))
             )
             if placeholders != len(row.get("images") or []) or not supervised:
                 lengths.append(None)
             else:
-                lengths.append(len(token_ids) + placeholders * (self.image_seq_length - 1))
+                lengths.append(len(token_ids) + extra + placeholders * (self.image_seq_length - 1))
         return lengths
 
     def pixel_values(self, images: list) -> torch.Tensor:
