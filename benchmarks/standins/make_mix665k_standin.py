@@ -115,7 +115,9 @@ def conversation_for(source: str, rng: random.Random) -> list[tuple[str, str]]:
         return [(question, words(rng, rng.randint(1, 6))) for question in rng.sample(questions, rng.randint(3, 5))]
     if source == "aokvqa":
         options = "\n".join(f"{letter}. {words(rng, rng.randint(1, 3))}" for letter in "ABCD")
-        question = short_question(rng) + "\n" + options + "\nAnswer with the option's letter from the given choices directly."
+        question = (
+            short_question(rng) + "\n" + options + "\nAnswer with the option's letter from the given choices directly."
+        )
         return [(question, rng.choice("ABCD"))]
     if source == "textcaps":
         return [("Provide a one-sentence caption for the provided image.", sentence_block(rng, 14))]

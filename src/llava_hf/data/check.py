@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import xxhash
-from datasets import Dataset, Features, Image, List, Value
+from datasets import Dataset, Features, List, Value
 from PIL import Image as PILImage
 
 from .collator import LlavaCollator

@@ -21,6 +21,7 @@ import re
 from pathlib import Path
 
 import datasets
+import pyarrow.compute
 import xxhash
 from datasets import Dataset, Features, Image, List, Value
 from datasets.arrow_writer import ArrowWriter
@@ -297,18 +298,33 @@ def load_rows(
         rows = [llava_record_to_row(record, image_folder) for record in raw]
         return Dataset.from_list(rows, features=ROW_FEATURES)
     convert = trl_row_to_row if data_format == "trl" else cauldron_row_to_row
-    # Only the text columns are rewritten; the images stay undecoded bytes/paths here (decoding every image just to
-    # count them would read the whole dataset) and become lazily decoded `Image` features again in the final cast.
-    if "images" in raw.column_names:
-        raw = raw.cast_column("images", List(Image(decode=False)))
-    converted = raw.map(
-        lambda row, index: {key: value for key, value in convert(row, index).items() if key != "images"},
-        with_indices=True,
-        remove_columns=[name for name in raw.column_names if name != "images"],
+    # Only the text columns are rewritten (one pass, cached by `datasets`); the image column is joined back as it is
+    # stored, so its bytes (gigabytes for the_cauldron) are neither copied nor decoded.
+    text_columns = [name for name in raw.column_names if name != "images"]
+    # How many images each row has, read from the Arrow list offsets (the conversion places one part per image).
+    counts = (
+        pyarrow.compute.list_value_length(raw.data.column("images")).fill_null(0).to_pylist()
+        if "images" in raw.column_names
+        else [0] * len(raw)
     )
-    if "images" not in converted.column_names:  # text-only datasets
-        converted = converted.add_column("images", [[] for _ in range(len(converted))])
-    return converted.select_columns(list(ROW_FEATURES)).cast(ROW_FEATURES)
+    converted = raw.select_columns(text_columns).map(
+        lambda row, index: {
+            key: value
+            for key, value in convert({**row, "images": [None] * counts[index]}, index).items()
+            if key != "images"
+        },
+        with_indices=True,
+        remove_columns=text_columns,
+        features=Features({"id": ROW_FEATURES["id"], "messages": ROW_FEATURES["messages"]}),
+    )
+    if "images" in raw.column_names:
+        images = raw.select_columns(["images"])
+        if images.features["images"] != ROW_FEATURES["images"]:  # e.g. a plain struct column: cast (a copy)
+            images = images.cast(Features({"images": ROW_FEATURES["images"]}))
+        converted = datasets.concatenate_datasets([converted, images], axis=1)
+    else:  # text-only datasets
+        converted = converted.add_column("images", [[] for _ in range(len(converted))], feature=ROW_FEATURES["images"])
+    return converted.select_columns(list(ROW_FEATURES))
 
 
 def to_conversation(row: dict) -> list[dict]:
