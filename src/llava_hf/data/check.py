@@ -301,14 +301,16 @@ def preflight(
     `cache_dir` (default `HF_DATASETS_CACHE/llava_hf/preflight`) by `preflight_key`, so a relaunch or a resumed run
     reads them back in a second. Returns the dataset if it is clean; raises `DataCheckError` with the table if not, or
     with `skip_bad_rows=True` returns it without the bad rows and logs how many were skipped and why."""
+    started = time.perf_counter()
     key = preflight_key(dataset, processor, chat_template, max_length, image_check)
     path = Path(cache_dir or default_cache_dir()) / "preflight" / f"{key}.npz"
     cached = path.is_file()
     if cached:
         report = CheckReport.load(path)
-        logger.info(f"preflight: reusing the check of these rows and settings ({path})")
+        logger.info(
+            f"preflight: reusing the check of these rows and settings, {time.perf_counter() - started:.1f} s ({path})"
+        )
     else:
-        started = time.perf_counter()
         report = check_rows(dataset, processor, chat_template, max_length, image_check, num_proc)
         path.parent.mkdir(parents=True, exist_ok=True)
         report.save(path)
