@@ -73,3 +73,25 @@ def test_collator_benchmark_compares_with_trl_on_the_same_supervised_tokens(tmp_
     assert {(row["collator"], row["rows"]) for row in report["rows"]} == {
         (name, kind) for name in ("ours padded", "ours padding-free", "trl") for kind in ("with images", "text only")
     }
+
+
+@pytest.mark.slow  # builds a 300-row stand-in, then six short runs (four tiny trainings): minutes on 2 loaded cores
+def test_data_startup_benchmark_runs_on_a_small_mix_standin(tmp_path):
+    process = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/standins/make_mix665k_standin.py"), "--rows", "300", "--output",
+         str(tmp_path / "mix")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert process.returncode == 0, process.stderr[-3000:]
+    records = json.loads((tmp_path / "mix" / "llava_v1_5_mix665k.json").read_text())
+    assert len(records) == 300 and 0.02 < sum("image" not in record for record in records) / 300 < 0.12
+    assert all((tmp_path / "mix" / "images" / record["image"]).is_file() for record in records if "image" in record)
+    results = tmp_path / "results.md"
+    run_script(
+        "bench_data_startup.py", "--data", str(tmp_path / "mix"), "--work", str(tmp_path / "work"),
+        "--slice_rows", "200", "--convert_rows", "50", "--results", str(results), "--lock", str(tmp_path / "lock"),
+    )  # fmt: skip
+    table = results.read_text()
+    for row in ("ours, LLaVA JSON, cold", "ours, LLaVA JSON, cached", "parquet (200 rows", "data convert (50 rows",
+                "original: json.load + modality_lengths"):  # fmt: skip
+        assert row in table, table
