@@ -152,20 +152,21 @@ def build_trainer(
         load_projector(model, run.projector_path)
     chat_template = resolve_chat_template(run.chat_template or ("plain" if run.stage == "pretrain" else None))
 
-    if train_dataset is None:
-        if not run.data_path:
-            raise ValueError("give data_path (or pass train_dataset).")
-        train_dataset = load_rows(run.data_path, run.image_folder, run.data_split, run.data_subset)
-    if isinstance(train_dataset, list):
-        from datasets import Dataset
+    if train_dataset is None and not run.data_path:
+        raise ValueError("give data_path (or pass train_dataset).")
+    # The main process reads the data and checks it (or finds both cached) first; the other ranks then read them from
+    # the cache instead of parsing and checking the same file at the same time.
+    with args.main_process_first(desc="loading and checking the training data"):
+        if train_dataset is None:
+            train_dataset = load_rows(run.data_path, run.image_folder, run.data_split, run.data_subset)
+        if isinstance(train_dataset, list):
+            from datasets import Dataset
 
-        from ..data import ROW_FEATURES
+            from ..data import ROW_FEATURES
 
-        train_dataset = Dataset.from_list(train_dataset, features=ROW_FEATURES)
-    if run.max_train_samples is not None:
-        train_dataset = train_dataset.select(range(min(run.max_train_samples, len(train_dataset))))
-    # The main process checks (or reads the cached check) first; the other ranks then find it in the cache.
-    with args.main_process_first(desc="preflight check of the training data"):
+            train_dataset = Dataset.from_list(train_dataset, features=ROW_FEATURES)
+        if run.max_train_samples is not None:
+            train_dataset = train_dataset.select(range(min(run.max_train_samples, len(train_dataset))))
         checked = preflight(
             train_dataset,
             processor,
