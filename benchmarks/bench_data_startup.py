@@ -159,12 +159,15 @@ def main() -> None:
     parser.add_argument("--convert_rows", type=int, default=20_000, help="rows to convert")
     parser.add_argument("--results", default=str(REPO / "benchmarks" / "RESULTS_data_table.md"))
     parser.add_argument("--skip", nargs="*", default=[], help="steps to leave out: original json parquet convert")
+    parser.add_argument("--json_runs", nargs="*", default=["cold", "cached"], help="which JSON start-ups to run")
+    parser.add_argument("--keep_cache", action="store_true", help="keep --work (its cache) from an earlier run")
     parser.add_argument("--lock", default="/work/locks/bigmem", help="file to flock around json.load (if it exists)")
     args = parser.parse_args()
     data, work = Path(args.data), Path(args.work)
     json_path, image_folder = data / "llava_v1_5_mix665k.json", data / "images"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    if not args.keep_cache:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_DATASETS_CACHE": str(work / "cache")}
     env.pop("TOKENIZERS_PARALLELISM", None)
 
@@ -172,7 +175,8 @@ def main() -> None:
     from llava_hf.testing import make_tiny_parts
 
     parts = work / "parts"
-    make_tiny_parts(parts, REPO / "tests" / "assets" / "real_shaped")
+    if not parts.is_dir():
+        make_tiny_parts(parts, REPO / "tests" / "assets" / "real_shaped")
     json_gb = json_path.stat().st_size / 1e9
     rows: list[tuple] = []
     header = [
@@ -192,7 +196,7 @@ def main() -> None:
 
     step = r"'loss'|\"loss\"|\{'loss"
     if "json" not in args.skip:
-        for label in ("cold", "cached"):
+        for label in args.json_runs:
             result = measure(train_command(parts, work / f"out-json-{label}", json_path, image_folder), env, step)
             (work / f"json-{label}.log").write_text(result["output"])
             rows.append(
