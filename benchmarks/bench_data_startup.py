@@ -121,6 +121,19 @@ def preflight_seconds(output: str) -> str:
     return f"{float(match.group(1)):.1f}" if match else "?"
 
 
+def startup_row(label: str, result: dict, input_gb: float) -> tuple:
+    """A table row for one `llava-hf train` start-up (RSS / input size: the JSON file's or the parquet file's)."""
+    return (
+        label,
+        f"{result['first_step_s']:.1f}",
+        preflight_seconds(result["output"]),
+        f"{result['wall_s']:.1f}",
+        f"{result['cpu_s']:.1f}",
+        f"{result['peak_rss_gb']:.2f}",
+        f"{result['peak_rss_gb'] / input_gb:.2f}",
+    )
+
+
 def train_command(parts: Path, output_dir: Path, data_path: Path, image_folder: Path | None) -> list[str]:
     command = [
         sys.executable,
@@ -184,7 +197,7 @@ def main() -> None:
         f"{os.getloadavg()[0]:.1f} (the machine is shared; wall times stretch with the load, CPU times do not)",
         f"data: {json_path} ({json_gb:.2f} GB, 2x = {2 * json_gb:.2f} GB)",
         "",
-        "| run | time to first step (s) | preflight (s) | wall (s) | CPU (s) | peak RSS (GB) | RSS / JSON size |",
+        "| run | time to first step (s) | preflight (s) | wall (s) | CPU (s) | peak RSS (GB) | RSS / input size |",
         "|---|---|---|---|---|---|---|",
     ]
 
@@ -199,17 +212,7 @@ def main() -> None:
         for label in args.json_runs:
             result = measure(train_command(parts, work / f"out-json-{label}", json_path, image_folder), env, step)
             (work / f"json-{label}.log").write_text(result["output"])
-            rows.append(
-                (
-                    f"ours, LLaVA JSON, {label}",
-                    f"{result['first_step_s']:.1f}",
-                    preflight_seconds(result["output"]),
-                    f"{result['wall_s']:.1f}",
-                    f"{result['cpu_s']:.1f}",
-                    f"{result['peak_rss_gb']:.2f}",
-                    f"{result['peak_rss_gb'] / json_gb:.2f}",
-                )
-            )
+            rows.append(startup_row(f"ours, LLaVA JSON, {label}", result, json_gb))
             write()
     if "parquet" not in args.skip:
         import pyarrow.parquet as parquet
@@ -226,17 +229,9 @@ def main() -> None:
         for label in ("cold", "cached"):
             result = measure(train_command(parts, work / f"out-parquet-{label}", sliced, None), env, step)
             (work / f"parquet-{label}.log").write_text(result["output"])
-            rows.append(
-                (
-                    f"ours, the_cauldron parquet ({args.slice_rows} rows, {sliced.stat().st_size / 1e9:.2f} GB), {label}",
-                    f"{result['first_step_s']:.1f}",
-                    preflight_seconds(result["output"]),
-                    f"{result['wall_s']:.1f}",
-                    f"{result['cpu_s']:.1f}",
-                    f"{result['peak_rss_gb']:.2f}",
-                    "",
-                )
-            )
+            size_gb = sliced.stat().st_size / 1e9
+            label = f"ours, the_cauldron parquet ({args.slice_rows} rows, {size_gb:.2f} GB), {label}"
+            rows.append(startup_row(label, result, size_gb))
             write()
     if "convert" not in args.skip:
         records = []

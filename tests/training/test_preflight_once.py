@@ -5,27 +5,11 @@ import logging
 import sys
 
 import pytest
-from trl import SFTConfig
+from test_group_by_modality import sft_config
 
 from llava_hf.data import check as check_module
 from llava_hf.testing import make_tiny_data, make_tiny_model, make_tiny_processor
 from llava_hf.training import LlavaRunArguments, build_trainer, train
-
-
-def sft_config(output_dir, **overrides) -> SFTConfig:
-    settings = dict(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=4,
-        learning_rate=1e-3,
-        use_cpu=True,
-        bf16=False,
-        report_to=[],
-        logging_steps=1,
-        gradient_checkpointing=False,
-        disable_tqdm=True,
-        seed=0,
-    )
-    return SFTConfig(**{**settings, **overrides})
 
 
 def test_a_resumed_run_reuses_the_preflight(tmp_path, monkeypatch, caplog):
@@ -33,7 +17,12 @@ def test_a_resumed_run_reuses_the_preflight(tmp_path, monkeypatch, caplog):
     run = LlavaRunArguments(stage="finetune", data_path=str(json_path), image_folder=str(image_folder))
     output = tmp_path / "run"
     with caplog.at_level(logging.INFO, logger="llava_hf.data.check"):
-        first = train(run, sft_config(output, max_steps=2, save_steps=1), make_tiny_model(), make_tiny_processor())
+        first = train(
+            run,
+            sft_config(output, max_steps=2, save_strategy="steps", save_steps=1),
+            make_tiny_model(),
+            make_tiny_processor(),
+        )
     assert first.state.global_step == 2 and "preflight: checked 12 rows" in caplog.text
 
     def refuse(*args, **kwargs):
@@ -44,7 +33,7 @@ def test_a_resumed_run_reuses_the_preflight(tmp_path, monkeypatch, caplog):
     with caplog.at_level(logging.INFO, logger="llava_hf.data.check"):
         resumed = train(
             run,
-            sft_config(output, max_steps=3, save_steps=1, resume_from_checkpoint="true"),
+            sft_config(output, max_steps=3, save_strategy="steps", save_steps=1, resume_from_checkpoint="true"),
             make_tiny_model(),
             make_tiny_processor(),
         )
