@@ -1,4 +1,5 @@
 # python benchmarks/bench_data_startup.py [--data /work/standins/mix665k] [--slice_rows 100000] [--convert_rows 20000]
+#                                       [--work DIR] [--results table.md] [--skip STEP ...]
 """Start-up of training on the LLaVA-1.5 stage-2 mix at real size: ours vs the original code, in one run.
 
 Input: the stand-in built by `benchmarks/standins/make_mix665k_standin.py` (665,298 rows, ~1.1 GB of JSON, 374k image
@@ -170,7 +171,7 @@ def main() -> None:
     parser.add_argument("--work", default="/work/standins/bench_data_startup")
     parser.add_argument("--slice_rows", type=int, default=100_000, help="rows of the parquet file to start on")
     parser.add_argument("--convert_rows", type=int, default=20_000, help="rows to convert")
-    parser.add_argument("--results", default=str(REPO / "benchmarks" / "RESULTS_data_table.md"))
+    parser.add_argument("--results", default=None, help="where to write the table (default: --work/table.md)")
     parser.add_argument("--skip", nargs="*", default=[], help="steps to leave out: original json parquet convert")
     parser.add_argument("--json_runs", nargs="*", default=["cold", "cached"], help="which JSON start-ups to run")
     parser.add_argument("--keep_cache", action="store_true", help="keep --work (its cache) from an earlier run")
@@ -201,10 +202,10 @@ def main() -> None:
         "|---|---|---|---|---|---|---|",
     ]
 
+    results = Path(args.results or work / "table.md")
+
     def write():
-        Path(args.results).write_text(
-            "\n".join(header + ["| " + " | ".join(map(str, row)) + " |" for row in rows]) + "\n"
-        )
+        results.write_text("\n".join(header + ["| " + " | ".join(map(str, row)) + " |" for row in rows]) + "\n")
         print("\n".join(header + ["| " + " | ".join(map(str, row)) + " |" for row in rows[-1:]]), flush=True)
 
     step = r"'loss'|\"loss\"|\{'loss"
