@@ -88,7 +88,7 @@ class LlavaRunArguments:
         default=False,
         metadata={
             "help": "LLaVA-1.5's batching: image and text-only samples in separate batches, similar lengths together "
-            "(lengths estimated as text tokens + image_seq_length per image, no image opened)."
+            "(each row's length as the preflight check measured it, no image opened)."
         },
     )
     train_vision_tower: bool = field(default=False, metadata={"help": "Train the whole vision tower."})
