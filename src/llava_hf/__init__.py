@@ -10,6 +10,20 @@ Importing is cheap: nothing here imports torch or transformers. The public names
 lazy-module pattern of transformers' own `__init__`), and the Auto registration runs when transformers' Auto classes
 are first imported (at once if they already are), so `llava-hf --help`, data generation and the scorers never pay for
 the model code, while `import llava_hf; AutoModelForImageTextToText.from_pretrained(folder)` works as before.
+
+- `modeling`, `processing`     the model, config and processor classes (import nothing else from llava_hf)
+- `data`, `training`           training data (formats, preflight check, masking collator) and the stages around TRL
+- `datagen`                    instruction data from captions + boxes by a text-only teacher
+- `evaluation`                 ScienceQA, POPE, LLaVA-Bench with the paper's protocols
+- `conversion`                 original checkpoints -> llava_hf, export to transformers' layout, model cards, the Hub
+- `serving`                    generate, chat, the OpenAI-compatible server
+- `demo`                       `llava-hf demo`: the recipe end to end on a synthetic world
+- `utils`                      the one lower layer of plumbing
+- `cli.py`                     `llava-hf <command>`: a table from command name to the module that runs it
+- `train_cli.py`               `llava-hf train`: --help and LLaVA's flags checked before TRL loads
+- `training_arguments.py`      LlavaRunArguments (outside `training`, whose import loads torch and TRL)
+- `testing.py`                 the tiny LLaVA that tests, benchmarks and examples share
+- `testing_assets`             its tiny tokenizer (package data)
 """
 
 import importlib

@@ -445,14 +445,14 @@ def test_resize_token_embeddings(model_class, few_case, processor):
 
 
 @pytest.mark.parametrize("model_class", MODEL_CLASSES)
-def test_gradient_checkpointing_gives_the_same_gradients(model_class, few_case, processor):
+def test_activation_checkpointing_gives_the_same_gradients(model_class, few_case, processor):
     inputs = case_inputs(processor, few_case)
     gradients = []
     for checkpointing in (False, True):
         model = build(model_class, few_case).train()
         if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            assert model.is_gradient_checkpointing
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            assert model.is_activation_checkpointing
         outputs = model(**inputs, use_cache=False)
         main_output(outputs).float().pow(2).mean().backward()
         gradients.append({name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad})

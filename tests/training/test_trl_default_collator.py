@@ -25,7 +25,7 @@ def parts():
 def sft_trainer(model, processor, rows, output_dir, **config):
     args = SFTConfig(
         output_dir=str(output_dir), max_steps=2, per_device_train_batch_size=2, learning_rate=1e-3, use_cpu=True,
-        bf16=False, report_to=[], save_strategy="no", gradient_checkpointing=False, max_length=None,
+        bf16=False, report_to=[], save_strategy="no", activation_checkpointing=False, max_length=None,
         disable_tqdm=True, **config,
     )  # fmt: skip
     dataset = Dataset.from_list(rows, features=ROW_FEATURES)

@@ -1,4 +1,8 @@
-"""LLaVA model and config classes (no other llava_hf imports: everything else builds on these)."""
+"""LLaVA model and config classes (no other llava_hf imports: everything else builds on these).
+
+- `configuration_llava.py`  LlavaHfConfig: towers, projector type, feature layer/selection, aspect ratio, image_seq_length
+- `modeling_llava.py`       projector -> PreTrainedModel -> Model (vision tower, splice, count check) -> ForConditionalGeneration
+"""
 
 from .configuration_llava import LlavaHfConfig
 from .modeling_llava import (
