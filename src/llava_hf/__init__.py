@@ -1,8 +1,11 @@
 """llava_hf: LLaVA as Hugging Face-native classes.
 
-Importing the package registers the `llava_hf` model type with transformers' Auto classes, so checkpoint folders and
-Hub repos load with `AutoConfig`, `AutoModel`, `AutoModelForImageTextToText`, `AutoProcessor` and
-`pipeline("image-text-to-text")`. The public names `LlavaConfig`, `LlavaForConditionalGeneration` and `LlavaProcessor`
+What llava_hf saves loads without llava_hf: a model transformers' built-in llava can express (every `mlp2x_gelu`
+projector) is saved in the built-in's format (`model_type: "llava"`, `LlavaProcessor`), which the Auto classes load
+as transformers' own classes; llava_hf's classes read it back explicitly (`LlavaHfForConditionalGeneration
+.from_pretrained`, `LlavaHfProcessor.from_pretrained`). Importing the package registers the `llava_hf` model type
+(checkpoints with other projectors) with transformers' Auto classes, so such folders load with `AutoConfig`,
+`AutoModel`, `AutoModelForImageTextToText`, `AutoProcessor` and `pipeline("image-text-to-text")`. The public names `LlavaConfig`, `LlavaForConditionalGeneration` and `LlavaProcessor`
 are aliases of classes whose own `__name__`s (`LlavaHf*`) never collide with transformers' built-ins, because saved
 JSON files refer to classes by name and transformers resolves its own names first.
 

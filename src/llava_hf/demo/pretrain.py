@@ -470,7 +470,7 @@ def assemble(
         image_processor=build_image_processor(vision_config.image_size, "pad"),
         tokenizer=tokenizer,
         chat_template="vicuna_v1",
-        image_seq_length=config.image_seq_length,
+        **config.image_token_settings,
     )
     return model.eval(), processor
 
