@@ -116,32 +116,41 @@ def test_split_resize_is_pixel_identical_to_resizing_the_padded_canvas(resample)
         np.testing.assert_array_equal(split, expected, err_msg=f"{width}x{height} -> {side}")
 
 
-def test_saved_processor_reloads_as_ours_for_either_backend(tmp_path, tokenizer):
+def test_saved_processor_is_the_builtin_one_and_reloads_as_ours(tmp_path, tokenizer):
+    from transformers import LlavaImageProcessorPil
+
     image_processor = build_image_processor(32, "pad")
     LlavaHfProcessor(image_processor=image_processor, tokenizer=tokenizer, image_seq_length=16).save_pretrained(
         tmp_path
     )
-    saved = json.loads((tmp_path / "processor_config.json").read_text())["image_processor"]
-    assert saved["image_processor_type"] == "LlavaHfImageProcessor"
-    # backend="torchvision" is what AutoImageProcessor picks by itself when torchvision is installed.
-    for backend in ("torchvision", "pil", None):
-        assert type(AutoImageProcessor.from_pretrained(tmp_path, backend=backend)) is LlavaHfImageProcessor
-    reloaded = AutoProcessor.from_pretrained(tmp_path).image_processor
+    saved = json.loads((tmp_path / "processor_config.json").read_text())
+    assert (saved["processor_class"], saved["image_processor"]["image_processor_type"]) == (
+        "LlavaProcessor",
+        "LlavaImageProcessor",
+    )
+    # Plain transformers reads it with its own classes; backend="pil" is its exact one.
+    assert type(AutoImageProcessor.from_pretrained(tmp_path, backend="pil")) is LlavaImageProcessorPil
+    # llava_hf's class reads it back into the exact, fast image processor whichever backend transformers would pick.
+    reloaded = LlavaHfProcessor.from_pretrained(tmp_path).image_processor
     assert type(reloaded) is LlavaHfImageProcessor and reloaded.to_dict() == image_processor.to_dict()
     image = make_image(8, (64, 48))
     original = original_pixel_values(image, 32, image_processor.image_mean, image_processor.image_std, "pad")
     torch.testing.assert_close(reloaded(image, return_tensors="pt")["pixel_values"], original, atol=1e-5, rtol=0)
 
 
-def test_checkpoint_saved_with_the_builtin_class_loads_ours(tmp_path, tokenizer):
+def test_processor_saved_with_its_code_reloads_as_ours_for_either_backend(tmp_path, tokenizer):
+    """The llava_hf format (what a checkpoint shipped with its code holds) names our classes; `import llava_hf`
+    registers them, so the Auto classes give ours for either backend."""
+    from transformers.processing_utils import ProcessorMixin
+
     image_processor = build_image_processor(32, "pad")
-    LlavaHfProcessor(image_processor=image_processor, tokenizer=tokenizer, image_seq_length=16).save_pretrained(
-        tmp_path
-    )
-    config_path = tmp_path / "processor_config.json"
-    config = json.loads(config_path.read_text())
-    config["image_processor"]["image_processor_type"] = "LlavaImageProcessor"  # as saved before this class existed
-    config_path.write_text(json.dumps(config))
-    reloaded = AutoProcessor.from_pretrained(tmp_path).image_processor
-    assert type(reloaded) is LlavaHfImageProcessor
-    assert reloaded.to_dict() == image_processor.to_dict()
+    processor = LlavaHfProcessor(image_processor=image_processor, tokenizer=tokenizer, image_seq_length=16)
+    ProcessorMixin.save_pretrained(processor, tmp_path)  # the base class's save: this class as itself
+    saved = json.loads((tmp_path / "processor_config.json").read_text())["image_processor"]
+    assert saved["image_processor_type"] == "LlavaHfImageProcessor"
+    # backend="torchvision" is what AutoImageProcessor picks by itself when torchvision is installed.
+    for backend in ("torchvision", "pil", None):
+        assert type(AutoImageProcessor.from_pretrained(tmp_path, backend=backend)) is LlavaHfImageProcessor
+    reloaded = LlavaHfProcessor.from_pretrained(tmp_path)
+    assert type(reloaded.image_processor) is LlavaHfImageProcessor and reloaded.image_seq_length == 16
+    assert reloaded.image_processor.to_dict() == image_processor.to_dict()
