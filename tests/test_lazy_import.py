@@ -37,10 +37,12 @@ def test_package_datagen_scorers_and_cli_import_no_torch():
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from conftest import make_tiny_model, make_tiny_processor
+    from conftest import make_tiny_config, make_tiny_model, make_tiny_processor
 
+    # a linear projector: the `llava_hf` model type (built-in llava's projector is always mlp2x_gelu), which only the
+    # Auto registration makes loadable; the processor is transformers' own LlavaProcessor either way
     folder = tmp_path_factory.mktemp("tiny_checkpoint")
-    make_tiny_model().save_pretrained(folder)
+    make_tiny_model(make_tiny_config(projector_type="linear")).save_pretrained(folder)
     make_tiny_processor(chat_template="vicuna_v1").save_pretrained(folder)
     return folder
 
@@ -62,7 +64,7 @@ def test_auto_classes_load_a_saved_checkpoint_after_any_first_import(checkpoint,
         f"processor = AutoProcessor.from_pretrained({str(checkpoint)!r})\n"
         "print(type(model).__name__, type(processor).__name__, model.config.model_type)"
     )
-    assert run_python(code) == "LlavaHfForConditionalGeneration LlavaHfProcessor llava_hf"
+    assert run_python(code) == "LlavaHfForConditionalGeneration LlavaProcessor llava_hf"
 
 
 def test_public_names_resolve_lazily():

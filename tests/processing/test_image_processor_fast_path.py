@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoImageProcessor, AutoProcessor, LlavaImageProcessorPil
+from transformers import AutoImageProcessor, LlavaImageProcessorPil
 
 from conftest import make_image
 from llava_hf import LlavaHfImageProcessor, LlavaHfProcessor, build_image_processor

@@ -13,8 +13,7 @@ import shutil
 from pathlib import Path
 
 from ..utils.io import staged_directory
-from .common import write_safetensors
-from .common import read_json
+from .common import read_json, write_safetensors
 from .convert_transformers_checkpoint import copy_tokenizer_legacy, write_builtin_files
 from .model_card import write_model_card
 

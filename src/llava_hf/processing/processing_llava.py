@@ -54,6 +54,10 @@ def resolve_chat_template(template: str | None) -> str | None:
     return template
 
 
+class _SavedChatTemplate(str):
+    """A chat template read back from a saved processor ("" for none): taken as it is, never resolved."""
+
+
 def _map_images(images, function):
     """Apply `function` to every PIL image in a (possibly nested) list, keeping the nesting."""
     if isinstance(images, Image.Image):
@@ -89,7 +93,10 @@ class LlavaHfProcessor(ProcessorMixin):
         num_additional_image_tokens: int | None = None,
         **kwargs,
     ):
-        chat_template = resolve_chat_template(chat_template or DEFAULT_CHAT_TEMPLATE)
+        if isinstance(chat_template, _SavedChatTemplate):
+            chat_template = str(chat_template) or None
+        elif not isinstance(chat_template, dict):
+            chat_template = resolve_chat_template(chat_template or DEFAULT_CHAT_TEMPLATE)
         self.image_token = getattr(tokenizer, "image_token", None) or image_token
         if self.image_token not in tokenizer.all_special_tokens:
             # Without this the tokenizer splits "<image>" into "<", "image", ">" and the count checks still pass,
@@ -120,13 +127,10 @@ class LlavaHfProcessor(ProcessorMixin):
     def from_dict(cls, processor_dict: dict, **kwargs):
         # A saved chat template is state, restored verbatim (any string, even one that looks like a template name or a
         # path); only a `chat_template=` the caller passes goes through the name/file resolution of `__init__`.
-        processor_dict = dict(processor_dict)
-        saved_template = processor_dict.pop("chat_template", None)
-        loaded = super().from_dict(processor_dict, **kwargs)
-        processor = loaded[0] if isinstance(loaded, tuple) else loaded
-        if "chat_template" not in kwargs:
-            processor.chat_template = saved_template
-        return loaded
+        saved = processor_dict.get("chat_template")
+        if "chat_template" not in kwargs and not isinstance(saved, dict):
+            processor_dict = {**processor_dict, "chat_template": _SavedChatTemplate(saved or "")}
+        return super().from_dict(processor_dict, **kwargs)
 
     def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
         """Saves transformers' built-in `LlavaProcessor` + `LlavaImageProcessor` (same tokenizer, template and
