@@ -10,7 +10,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, LlavaImageProcessorPil
 
 from conftest import make_image
-from llava_hf import LlavaHfImageProcessor, LlavaHfProcessor, build_image_processor
+from llava_hf import LlavaHfImageProcessor, LlavaHfProcessor, build_image_processor, to_rgb
 from llava_hf.conversion.reference import original_pixel_values
 from llava_hf.processing.image_processing_llava import _resize_padded_landscape
 
@@ -154,3 +154,49 @@ def test_processor_saved_with_its_code_reloads_as_ours_for_either_backend(tmp_pa
     reloaded = LlavaHfProcessor.from_pretrained(tmp_path)
     assert type(reloaded.image_processor) is LlavaHfImageProcessor and reloaded.image_seq_length == 16
     assert reloaded.image_processor.to_dict() == image_processor.to_dict()
+
+
+def test_where_stock_preprocessing_differs_from_llava_hf(tokenizer):
+    """The images transformers' own `LlavaImageProcessor` treats differently (docs/loading_everywhere.md): alpha is
+    composited over white (LLaVA's `convert("RGB")` drops it), 16-bit greyscale is clipped (llava_hf scales it to
+    8 bits) and EXIF orientation is ignored (llava_hf rotates). RGB and 8-bit greyscale are identical (equality with
+    stock transformers: tests/test_loads_without_llava_hf.py)."""
+    from transformers import LlavaImageProcessorPil
+
+    processor = LlavaHfProcessor(
+        image_processor=build_image_processor(32, "pad"), tokenizer=tokenizer, image_seq_length=16
+    )
+    stock = processor.to_builtin().image_processor
+    assert type(stock) is LlavaImageProcessorPil
+
+    def ours(image):
+        return processor.image_processor(to_rgb(image), return_tensors="np")["pixel_values"]
+
+    def theirs(image):
+        return stock(image, return_tensors="np")["pixel_values"]
+
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, (30, 50, 3), dtype=np.uint8))
+    for same in (rgb, rgb.convert("L"), rgb.convert("RGBA")):  # an opaque alpha channel changes nothing
+        np.testing.assert_array_equal(ours(same), theirs(same))
+
+    rgba = np.dstack([np.asarray(rgb), rng.integers(0, 256, (30, 50), dtype=np.uint8)])
+    translucent = Image.fromarray(rgba, mode="RGBA")
+    on_white = Image.alpha_composite(Image.new("RGBA", translucent.size, "white"), translucent)
+    assert np.abs(ours(translucent) - theirs(translucent)).max() > 0.5
+    np.testing.assert_array_equal(ours(translucent), theirs(translucent.convert("RGB")))  # LLaVA: alpha dropped
+    np.testing.assert_allclose(theirs(translucent), ours(on_white), atol=0.02)  # stock: composited on white
+
+    deep = Image.fromarray(rng.integers(0, 65536, (30, 50), dtype=np.uint16))
+    assert deep.mode == "I;16"
+    np.testing.assert_array_equal(theirs(deep), ours(deep.convert("RGB")))  # clipped at 255, like convert("RGB")
+    assert np.abs(ours(deep) - theirs(deep)).max() > 0.5
+
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    rgb.save(buffer, "JPEG", exif=exif)
+    rotated = Image.open(buffer)
+    as_stored = Image.fromarray(np.asarray(rotated))  # the same pixels without the EXIF tag
+    np.testing.assert_array_equal(theirs(rotated), ours(as_stored))  # stock: the stored orientation
+    assert ours(rotated).shape == theirs(rotated).shape and np.abs(ours(rotated) - theirs(rotated)).max() > 0.5
