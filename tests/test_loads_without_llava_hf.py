@@ -2,19 +2,13 @@
 `AutoProcessor` and `pipeline("image-text-to-text")` on a default-saved folder give the prompt ids, pixel values and
 greedy tokens llava_hf gives; the README Quickstart and the model card's "How to use" run as written there.
 
-How llava_hf is made unimportable in the child: its PYTHONPATH is only a folder holding a `sitecustomize.py`, which
-Python imports at start-up, before any code of the child runs; it puts a finder first on `sys.meta_path` that refuses
-`llava_hf` and its submodules. That beats every way the package could otherwise be found (the venv's editable
-install, a `.pth` entry, PYTHONPATH, the working directory), and the child checks it: `import llava_hf` raises and
-`llava_hf` is not in `sys.modules` at the end. The model is tiny but built as a user would from real-shaped parts
+How llava_hf is made unimportable in the child: see `helpers/without_llava_hf.py`. The model is tiny but built as a user would from real-shaped parts
 (a full CLIPModel folder, a SentencePiece tokenizer without `<image>` or pad: tests/assets/real_shaped).
 """
 
 import json
-import os
 import re
 import struct
-import sys
 import textwrap
 import zlib
 from pathlib import Path
@@ -25,45 +19,12 @@ import torch
 from PIL import Image
 
 from conftest import REAL_SHAPED
-from helpers.processes import run_to_exit
+from helpers.without_llava_hf import run_without_llava_hf
 from llava_hf import LlavaHfForConditionalGeneration, LlavaHfProcessor
 from llava_hf.conversion.model_card import write_model_card
 from llava_hf.testing import make_tiny_parts
 
 README = Path(__file__).parents[1] / "README.md"
-
-BLOCK_LLAVA_HF = textwrap.dedent(
-    """
-    import sys
-
-
-    class NoLlavaHf:
-        def find_spec(self, name, path=None, target=None):
-            if name == "llava_hf" or name.startswith("llava_hf."):
-                raise ImportError("llava_hf is not installed here")
-
-
-    sys.meta_path.insert(0, NoLlavaHf())
-    """
-)
-
-CHECK_BLOCKED = "try:\n    import llava_hf\nexcept ImportError:\n    print('llava_hf: not importable')\n"
-CHECK_UNUSED = "import sys\nprint('llava_hf imported:', 'llava_hf' in sys.modules)\n"
-
-
-def run_without_llava_hf(code: str, folder: Path, *args) -> str:
-    """Run `code` in a fresh python in which `import llava_hf` fails; returns stdout (asserts a clean exit)."""
-    shadow = folder / "no_llava_hf"
-    shadow.mkdir(exist_ok=True)
-    (shadow / "sitecustomize.py").write_text(BLOCK_LLAVA_HF)
-    script = folder / "consumer.py"
-    script.write_text(CHECK_BLOCKED + code + "\n" + CHECK_UNUSED)
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(PYTHONPATH=str(shadow), HF_HUB_OFFLINE="1", HF_HOME=str(folder / "hf_home"))
-    result = run_to_exit([sys.executable, str(script), *args], env=env, cwd=folder)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "llava_hf: not importable" in result.stdout and "llava_hf imported: False" in result.stdout
-    return result.stdout
 
 
 def write_16bit_rgb_png(path: Path, pixels: np.ndarray):

@@ -2,8 +2,6 @@
 
 import filecmp
 import json
-import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -18,6 +16,7 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 from transformers import LlavaProcessor as BuiltinLlavaProcessor
 
 from conftest import make_image, make_tiny_model
+from helpers.without_llava_hf import run_without_llava_hf
 from hub_cache import populate_hf_cache
 from llava_hf import LlavaHfForConditionalGeneration
 from llava_hf.cli import main as cli_main
@@ -157,19 +156,9 @@ def test_model_card_details_come_from_config_and_unattributed_numbers_are_refuse
         render_model_card(evaluation=[{"benchmark": "GQA", "score": 62.0}])
 
 
-BLOCK_LLAVA_HF = textwrap.dedent(
+REMOTE_SCRIPT = textwrap.dedent(
     """
     import sys
-    class Block:
-        def find_spec(self, name, path=None, target=None):
-            if name == "llava_hf" or name.startswith("llava_hf."):
-                raise ImportError("llava_hf is not installed here")
-    sys.meta_path.insert(0, Block())
-    """
-)
-
-REMOTE_SCRIPT = BLOCK_LLAVA_HF + textwrap.dedent(
-    """
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from PIL import Image
     repo = sys.argv[1]
@@ -183,7 +172,6 @@ REMOTE_SCRIPT = BLOCK_LLAVA_HF + textwrap.dedent(
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
     inputs = processor(images=Image.new("RGB", (40, 30), (9, 99, 200)), text=prompt, return_tensors="pt")
     print(type(model).__name__, type(processor).__name__, model.generate(**inputs, max_new_tokens=3, do_sample=False)[0, -3:].tolist())
-    print("llava_hf imported:", "llava_hf" in sys.modules)
     """
 )
 
@@ -205,18 +193,9 @@ def test_remote_code_checkpoint_loads_by_repo_id_without_llava_hf(converted, tmp
 
     cache = tmp_path / "hub_cache"
     populate_hf_cache(folder, "tiny-org/llava-remote", cache)
-    env = dict(os.environ, HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
-    result = subprocess.run(
-        [sys.executable, "-c", REMOTE_SCRIPT, "tiny-org/llava-remote"],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "refused without trust_remote_code" in result.stdout
-    assert "LlavaHfForConditionalGeneration LlavaHfProcessor" in result.stdout
-    assert "llava_hf imported: False" in result.stdout
+    stdout = run_without_llava_hf(REMOTE_SCRIPT, tmp_path, "tiny-org/llava-remote", env={"HF_HUB_CACHE": str(cache)})
+    assert "refused without trust_remote_code" in stdout
+    assert "LlavaHfForConditionalGeneration LlavaHfProcessor" in stdout
 
     model = LlavaHfForConditionalGeneration.from_pretrained(converted)
     processor = AutoProcessor.from_pretrained(converted)
@@ -228,7 +207,7 @@ def test_remote_code_checkpoint_loads_by_repo_id_without_llava_hf(converted, tmp
 
     inputs = processor(images=Image.new("RGB", (40, 30), (9, 99, 200)), text=prompt, return_tensors="pt")
     expected = model.generate(**inputs, max_new_tokens=3, do_sample=False)[0, -3:].tolist()
-    assert str(expected) in result.stdout
+    assert str(expected) in stdout
 
 
 def test_push_to_hub_uploads_the_folder_with_a_filled_card(converted, tmp_path, monkeypatch):
