@@ -541,9 +541,13 @@ def test_pipeline_round_trip(tokenizer, tmp_path, projector_type):
     image = make_image(5)
     messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "What?"}]}]
     pipe = pipeline("image-text-to-text", model=str(tmp_path))
-    expected = (BuiltinLlava, BuiltinLlavaProcessor) if projector_type == "mlp2x_gelu" else (
-        LlavaHfForConditionalGeneration,
-        BuiltinLlavaProcessor,
+    expected = (
+        (BuiltinLlava, BuiltinLlavaProcessor)
+        if projector_type == "mlp2x_gelu"
+        else (
+            LlavaHfForConditionalGeneration,
+            BuiltinLlavaProcessor,
+        )
     )
     assert (type(pipe.model), type(pipe.processor)) == expected
     generated = pipe(text=messages, max_new_tokens=4, do_sample=False, return_full_text=False)[0]["generated_text"]

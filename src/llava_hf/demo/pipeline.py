@@ -488,10 +488,9 @@ def evaluate_model(
 
 def chat_transcript(model_dir: Path, world: World, device: str, seed: int) -> list[dict]:
     """A short multi-turn chat about one held-out image, through `pipeline("image-text-to-text")` on the saved
-    folder (which is the proof that the folder loads like any Hub checkpoint)."""
+    folder (which is the proof that the folder loads like any Hub checkpoint: it is transformers' built-in llava
+    format, so the pipeline builds transformers' own classes, as it does where llava_hf is not installed)."""
     from transformers import pipeline
-
-    import llava_hf  # noqa: F401  (registers the llava_hf model type with the Auto classes the pipeline uses)
 
     chat = pipeline("image-text-to-text", model=str(model_dir), device=device)
     world_image = world.splits["test"][random.Random(seed).randrange(len(world.splits["test"]))]
