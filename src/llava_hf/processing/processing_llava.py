@@ -108,7 +108,7 @@ class LlavaHfProcessor(ProcessorMixin):
             )
         self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
         if type(image_processor).__name__ in ("LlavaImageProcessor", "LlavaImageProcessorPil"):
-            # transformers' built-in classes, e.g. from a checkpoint saved before LlavaHfImageProcessor existed: with
+            # transformers' built-in classes, as a folder in the built-in format (what we save) holds: with
             # torchvision installed AutoImageProcessor loads the torchvision one, whose bicubic is not the
             # original's. Same settings, the exact (and faster) class.
             image_processor = LlavaHfImageProcessor(**image_processor.to_dict())
