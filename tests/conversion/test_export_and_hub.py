@@ -48,6 +48,9 @@ def test_export_loads_in_builtin_llava_and_round_trips_bit_exact(converted, tmp_
     assert not info["missing_keys"] and not info["unexpected_keys"]
     processor = AutoProcessor.from_pretrained(tmp_path / "hf")
     assert type(processor) is BuiltinLlavaProcessor
+    for path in (tmp_path / "hf").iterdir():  # every file names only transformers' own classes
+        if path.suffix in (".json", ".jinja"):
+            assert "LlavaHf" not in path.read_text() and '"llava_hf"' not in path.read_text(), path.name
     ours = LlavaHfForConditionalGeneration.from_pretrained(converted)
     ours_processor = AutoProcessor.from_pretrained(converted)
     prompt = ours_processor.apply_chat_template(MESSAGES, add_generation_prompt=True)
@@ -64,6 +67,34 @@ def test_export_loads_in_builtin_llava_and_round_trips_bit_exact(converted, tmp_
     assert (
         AutoProcessor.from_pretrained(tmp_path / "back").tokenizer._tokenizer.pre_tokenizer.prepend_scheme == "always"
     )
+
+
+def test_a_folder_in_the_llava_hf_format_is_rewritten_for_the_hub_and_export(converted, tmp_path):
+    """A folder saved in the `llava_hf` format (the base classes' own save, as older llava_hf versions wrote it) is
+    rewritten into the built-in format by `prepare_for_hub` and `export`; the weights stay the same bytes."""
+    import shutil
+
+    from transformers import PreTrainedConfig
+    from transformers.processing_utils import ProcessorMixin
+
+    from llava_hf import LlavaHfConfig, LlavaHfProcessor
+    from llava_hf.conversion.hub import prepare_for_hub
+
+    old = shutil.copytree(converted, tmp_path / "old")
+    PreTrainedConfig.save_pretrained(LlavaHfConfig.from_pretrained(converted), old)
+    ProcessorMixin.save_pretrained(LlavaHfProcessor.from_pretrained(converted), old)
+    assert json.loads((old / "config.json").read_text())["model_type"] == "llava_hf"
+    assert json.loads((old / "processor_config.json").read_text())["processor_class"] == "LlavaHfProcessor"
+
+    export_to_transformers(old, tmp_path / "exported")
+    prepare_for_hub(old, "org/tiny")
+    for folder in (old, tmp_path / "exported"):
+        assert json.loads((folder / "config.json").read_text())["model_type"] == "llava"
+        assert json.loads((folder / "processor_config.json").read_text())["processor_class"] == "LlavaProcessor"
+        assert filecmp.cmp(converted / "model.safetensors", folder / "model.safetensors", shallow=False)
+        model, info = LlavaForConditionalGeneration.from_pretrained(folder, output_loading_info=True)
+        assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert "trust_remote_code" not in (old / "README.md").read_text()
 
 
 def test_export_refuses_what_the_builtin_cannot_represent(tmp_path, capsys):
