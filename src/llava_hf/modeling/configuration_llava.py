@@ -188,7 +188,8 @@ class LlavaHfConfig(PreTrainedConfig):
                 "LlavaForConditionalGeneration, which always builds Linear -> act -> Linear (mlp2x_gelu)."
             )
         fields = self.to_dict()
-        for name in ("model_type", "projector_type", "transformers_version"):
+        # `auto_map` would point at llava_hf code (a folder once shipped with it) that the built-in format never needs
+        for name in ("model_type", "projector_type", "transformers_version", "auto_map"):
             fields.pop(name, None)
         if fields.get("architectures"):
             fields["architectures"] = [BUILTIN_ARCHITECTURES.get(name, name) for name in fields["architectures"]]
