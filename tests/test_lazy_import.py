@@ -1,4 +1,5 @@
-"""`import llava_hf` is cheap and still registers the Auto classes; commands answer --help and bad flags at once.
+"""`import llava_hf` is cheap, the first use of its classes registers the Auto classes, and commands answer --help and
+bad flags at once.
 
 Each check runs in a fresh interpreter (a subprocess), because what matters is what one import pulls in."""
 
@@ -50,9 +51,9 @@ def checkpoint(tmp_path_factory):
 @pytest.mark.parametrize(
     "first_import",
     [
-        "import llava_hf",  # then transformers' Auto classes
-        "from transformers import AutoConfig; import llava_hf",  # Auto classes already imported
-        "from llava_hf.processing import LlavaHfProcessor",  # the Auto package loads inside our own import
+        "import llava_hf; llava_hf.register_auto_classes()",  # registering explicitly
+        "from transformers import AutoConfig; from llava_hf import LlavaForConditionalGeneration",  # Auto loaded first
+        "import llava_hf.modeling",  # the model classes register when their package is imported
         "from llava_hf import LlavaConfig",
     ],
 )
