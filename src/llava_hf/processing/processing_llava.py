@@ -3,9 +3,9 @@
 Each `<image>` placeholder in the text becomes `image_seq_length` copies of the image token (576 for CLIP-L/336),
 the positions the model fills with projected image features. Counts are checked per sample before anything is
 tokenized, and transformers' own check after tokenization refuses a truncation that cut an image's tokens.
-The class is not called `LlavaProcessor`: transformers resolves `processor_class` names to its built-ins first,
-so a saved checkpoint would silently load the built-in class (`processor_class` lookup in transformers'
-`models/auto/processing_auto.py`).
+The class is not called `LlavaProcessor`: transformers resolves `processor_class` names to its built-ins first
+(`processor_class` lookup in transformers' `models/auto/processing_auto.py`), so a folder in the llava_hf format
+would silently load the built-in class.
 
 On disk the processor is transformers' own `LlavaProcessor` (`processor_class: "LlavaProcessor"`, image processor
 `LlavaImageProcessor`) with the `patch_size`, `vision_feature_select_strategy` and `num_additional_image_tokens` from
