@@ -10,37 +10,10 @@ import json
 
 import pytest
 import torch
-from PIL import Image
 
-from helpers.consumers import (
-    QUESTION,
-    export_checkpoint,
-    llava_hf_reference,
-    push_checkpoint,
-    run_client,
-    write_checkpoint,
-    write_images,
-)
+from helpers.consumers import QUESTION, run_client, written_folders  # noqa: F401  (the `written` fixture)
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def written(tmp_path_factory):
-    root = tmp_path_factory.mktemp("written")
-    write_checkpoint(root / "saved")
-    folders = {
-        "pushed": push_checkpoint(root / "saved", root / "pushed"),
-        "exported": export_checkpoint(root / "saved", root / "exported"),
-    }
-    images = write_images(root / "images")
-    reference = llava_hf_reference(root / "saved", images)
-    clipped = root / "images" / "16-bit-clipped.png"
-    Image.open(images["16-bit"]).convert("RGB").save(clipped)
-    reference["16-bit"] = llava_hf_reference(root / "saved", {"16-bit": clipped})["16-bit"] | {
-        "scaled_pixel_values": reference["16-bit"]["pixel_values"]
-    }
-    return root, folders, images, reference
 
 
 @pytest.mark.parametrize("layout", ["pushed", "exported"])
@@ -53,7 +26,8 @@ def test_auto_classes_and_pipeline_match_llava_hf(written, layout):
     assert loaded["model_type"] == "llava"
     assert (loaded["model"], loaded["pipeline_model"]) == ("LlavaForConditionalGeneration",) * 2
     assert loaded["processor"] == "LlavaProcessor"
-    assert loaded["image_processor"].startswith("LlavaImageProcessor")  # transformers picks its PIL or torchvision backend
+    # transformers picks its PIL or torchvision backend: LlavaImageProcessor or LlavaImageProcessorPil
+    assert loaded["image_processor"].startswith("LlavaImageProcessor")
     results = torch.load(output)
     for name, expected in reference.items():
         result = results[name]

@@ -134,3 +134,23 @@ def llava_hf_reference(folder: Path, image_paths: dict[str, Path], max_new_token
             "text": processor.tokenizer.decode(new_tokens, skip_special_tokens=True),
         }
     return reference
+
+
+@pytest.fixture(scope="module", name="written")
+def written_folders(tmp_path_factory):
+    """What llava_hf writes, once per module: the saved checkpoint, the folder `push_to_hub` uploads, the exported
+    folder, the test images, and llava_hf's own inference on each image (16-bit: see `test_transformers_clients`)."""
+    root = tmp_path_factory.mktemp("written")
+    write_checkpoint(root / "saved")
+    folders = {
+        "pushed": push_checkpoint(root / "saved", root / "pushed"),
+        "exported": export_checkpoint(root / "saved", root / "exported"),
+    }
+    images = write_images(root / "images")
+    reference = llava_hf_reference(root / "saved", images)
+    clipped = root / "images" / "16-bit-clipped.png"
+    Image.open(images["16-bit"]).convert("RGB").save(clipped)
+    reference["16-bit"] = llava_hf_reference(root / "saved", {"16-bit": clipped})["16-bit"] | {
+        "scaled_pixel_values": reference["16-bit"]["pixel_values"]
+    }
+    return root, folders, images, reference
