@@ -84,11 +84,16 @@ def write_images(folder: Path) -> dict[str, Path]:
 def write_checkpoint(folder: Path):
     """A tiny LLaVA-1.5 from the real-shaped CLIP and Vicuna parts (tokenizer without `<image>` or pad), saved by
     llava_hf with its default arguments; returns `(model, processor)`."""
+    import torch
+
     from llava_hf.training import build_from_parts
 
     model, processor = build_from_parts(
         str(REAL_SHAPED / "clip-vit-large-patch14-336"), str(REAL_SHAPED / "vicuna-7b-v1.5"), chat_template="vicuna_v1"
     )
+    torch.manual_seed(0)
+    for parameter in model.model.multi_modal_projector.parameters():  # large enough that answers depend on the image
+        parameter.data.normal_(0, 0.5)
     model.generation_config.max_new_tokens = 8
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
