@@ -1,13 +1,15 @@
 """llava_hf's lmms-eval plug-in (`llava_hf_native`, registered through the `lmms_eval.models` entry point) through
-lmms-eval's own API: its registry finds the class, its evaluator (`simple_evaluate`) runs a local generate_until task
-and logs llava_hf's own greedy answers, and `loglikelihood` on the requests lmms-eval builds for a local
-multiple-choice task equals the model's own loss on the continuation, computed directly.
+lmms-eval's own API: its registry finds the class, its CLI (`lmms-eval --model llava_hf_native`) runs a local
+generate_until task and logs llava_hf's own greedy answers, and `loglikelihood` on the requests lmms-eval builds for
+a local multiple-choice task equals the model's own loss on the continuation, computed directly.
 
 lmms-eval 0.7.3's evaluator turns every `loglikelihood` result into a string before scoring (its
-`unwrap_generation_output`), so no multiple-choice task scores through `simple_evaluate` for any model; the
+`unwrap_generation_output`), so no multiple-choice task scores through its CLI or `simple_evaluate` for any model; the
 loglikelihood requests are built by the task and answered by the model class here, as the evaluator would."""
 
+import json
 import os
+import sys
 
 import pytest
 import torch
@@ -16,6 +18,7 @@ from datasets import Image as ImageFeature
 from PIL import Image
 
 from helpers.consumers import write_checkpoint, write_images
+from helpers.processes import run_to_exit
 from llava_hf.evaluation.generation import generate_answers, load_image
 from llava_hf.utils.loading import load_checkpoint
 
@@ -80,21 +83,19 @@ def test_the_entry_point_registers_llava_hf_native_beside_lmms_evals_own_llava_h
     assert get_model("llava_hf").__module__ == "lmms_eval.models.chat.llava_hf"
 
 
-def test_simple_evaluate_logs_llava_hfs_own_answers(local_tasks):
-    from lmms_eval.evaluator import simple_evaluate
-    from lmms_eval.tasks import TaskManager
-
+def test_lmms_eval_cli_logs_llava_hfs_own_answers(local_tasks):
     root, rows = local_tasks
-    output = simple_evaluate(
-        model="llava_hf_native",
-        model_args=f"pretrained={root / 'checkpoint'},device=cpu,dtype=float32",
-        tasks=["llava_hf_local_answers"],
-        task_manager=TaskManager(include_path=str(root / "tasks")),
-        batch_size=1,
-        log_samples=True,
-    )
-    assert "exact_match,none" in output["results"]["llava_hf_local_answers"]
-    logged = {sample["doc_id"]: sample["resps"][0][0] for sample in output["samples"]["llava_hf_local_answers"]}
+    command = [sys.executable, "-m", "lmms_eval", "--model", "llava_hf_native"]
+    command += ["--model_args", f"pretrained={root / 'checkpoint'},device=cpu,dtype=float32"]
+    command += ["--tasks", "llava_hf_local_answers", "--include_path", str(root / "tasks"), "--batch_size", "1"]
+    command += ["--output_path", str(root / "results"), "--log_samples"]
+    result = run_to_exit(command, cwd=root, env={**os.environ, "HF_DATASETS_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-6000:]
+    assert "llava_hf_local_answers" in result.stdout and "exact_match" in result.stdout  # lmms-eval's results table
+    (samples,) = (root / "results").rglob("*_samples_llava_hf_local_answers.jsonl")
+    logged = {
+        sample["doc_id"]: sample["filtered_resps"] for sample in map(json.loads, samples.read_text().splitlines())
+    }
 
     model, processor = load_checkpoint(str(root / "checkpoint"), device="cpu", dtype="float32")
     for doc_id, row in enumerate(rows):
