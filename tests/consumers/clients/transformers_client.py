@@ -15,7 +15,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor,
 
 folder, images_json, question, output_path = sys.argv[1:]
 config = AutoConfig.from_pretrained(folder)
-processor = AutoProcessor.from_pretrained(folder)
+processor = AutoProcessor.from_pretrained(folder, backend="pil")  # LLaVA's exact pixels even with torchvision
 model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32).eval()
 generator = pipeline("image-text-to-text", model=folder, dtype=torch.float32)
 
