@@ -12,7 +12,7 @@ import pytest
 import torch
 from datasets import Image, List, load_dataset
 
-from helpers.consumers import push_checkpoint, run_client, run_consumer_command, write_checkpoint
+from helpers.consumers import consumer_python, push_checkpoint, run_client, run_consumer_command, write_checkpoint
 from llava_hf.cli import main as cli_main
 from llava_hf.data import LlavaCollator
 from llava_hf.data.formats import load_rows
@@ -28,6 +28,7 @@ CONFIG = "examples/configs/trl_sft_llava.yaml"
 @pytest.fixture(scope="module")
 def sft_inputs(tmp_path_factory):
     """The pushed folder, the converted dataset, and that dataset as TRL loads it (`images` decoded to PIL)."""
+    consumer_python()  # skip or fail before writing anything
     root = tmp_path_factory.mktemp("trl")
     write_checkpoint(root / "saved")
     folder = push_checkpoint(root / "saved", root / "pushed")

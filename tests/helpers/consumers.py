@@ -145,6 +145,7 @@ def llava_hf_reference(folder: Path, image_paths: dict[str, Path], max_new_token
 def written_folders(tmp_path_factory):
     """What llava_hf writes, once per module: the saved checkpoint, the folder `push_to_hub` uploads, the exported
     folder, the test images, and llava_hf's own inference on each image (16-bit: see `test_transformers_clients`)."""
+    consumer_python()  # skip or fail before writing anything
     root = tmp_path_factory.mktemp("written")
     write_checkpoint(root / "saved")
     folders = {
