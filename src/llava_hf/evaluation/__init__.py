@@ -20,6 +20,7 @@ Files:
 - `pope.py`         POPE yes/no protocol; accuracy/precision/recall/F1/yes-ratio per split
 - `llava_bench.py`  LLaVA-Bench COCO/In-the-Wild; cached LLM judge; relative scores
 - `cli.py`          `llava-hf evaluate`
+- `lmms_eval_model.py` lmms-eval plug-in `llava_hf_native` (the `lmms_eval.models` entry point in setup.cfg)
 """
 
 from . import llava_bench, pope, scienceqa
