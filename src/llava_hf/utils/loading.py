@@ -1,7 +1,8 @@
 """Loading a checkpoint: the one dtype / device / quantization / chat-template policy of every command.
 
 A checkpoint is a folder or a Hub repo id holding a model and its processor; ours and transformers' built-in llava
-both load, through `AutoModelForImageTextToText` and `AutoProcessor`. The policy:
+both load into llava_hf's own classes (`LlavaHfForConditionalGeneration`, `LlavaHfProcessor`: the Auto classes would
+give transformers' built-in for a stock `llava` folder, without our exact preprocessing). The policy:
 
 - device `auto`: cuda, then mps, then cpu.
 - dtype `auto`: the checkpoint's own dtype on an accelerator, float32 on CPU (bf16/fp16 matmuls on CPU are slow or
@@ -90,11 +91,8 @@ def load_checkpoint(
     it (training: the Trainer places it). Raises ValueError
     naming the fix when the checkpoint cannot be found, has no chat template (inference), or an option is unavailable.
     """
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    import llava_hf  # noqa: F401  (registers the llava_hf model type with the Auto classes)
-
-    from ..processing import resolve_chat_template
+    from ..modeling import LlavaHfForConditionalGeneration
+    from ..processing import LlavaHfProcessor, resolve_chat_template
 
     if not model:
         raise ValueError("--model is required: a checkpoint folder or a Hub repo id such as org/name.")
@@ -116,8 +114,8 @@ def load_checkpoint(
         if device is not None:
             kwargs["device_map"] = {"": device}
     try:
-        processor = AutoProcessor.from_pretrained(path, revision=revision)
-        loaded = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+        processor = LlavaHfProcessor.from_pretrained(path, revision=revision)
+        loaded = LlavaHfForConditionalGeneration.from_pretrained(path, **kwargs)
     except OSError as error:
         raise ValueError(
             f"could not load --model {model!r}: it is neither a checkpoint folder nor a Hub repo available "
