@@ -45,6 +45,11 @@ _LAZY_ATTRIBUTES = {
     "LlavaHfPreTrainedModel": ("modeling", "LlavaHfPreTrainedModel"),
     "LlavaHfProcessor": ("processing", "LlavaHfProcessor"),
     "LlavaHfImageProcessor": ("processing", "LlavaHfImageProcessor"),
+    "LlavaHfNextConfig": ("modeling", "LlavaHfNextConfig"),
+    "LlavaHfNextForConditionalGeneration": ("modeling", "LlavaHfNextForConditionalGeneration"),
+    "LlavaHfNextModel": ("modeling", "LlavaHfNextModel"),
+    "LlavaHfNextProcessor": ("processing", "LlavaHfNextProcessor"),
+    "build_next_image_processor": ("processing", "build_next_image_processor"),
     "LlavaConfig": ("modeling", "LlavaHfConfig"),
     "LlavaForConditionalGeneration": ("modeling", "LlavaHfForConditionalGeneration"),
     "LlavaModel": ("modeling", "LlavaHfModel"),
@@ -90,6 +95,7 @@ def register_auto_classes() -> None:
         AutoModelForImageTextToText,
         AutoModelForMultimodalLM,
         AutoProcessor,
+        LlavaNextImageProcessorPil,
     )
     from transformers.conversion_mapping import register_checkpoint_conversion_mapping
     from transformers.core_model_loading import WeightRenaming
@@ -97,11 +103,15 @@ def register_auto_classes() -> None:
     from .modeling import (
         BASE_MODEL_KEY_MAPPING,
         CHECKPOINT_KEY_MAPPING,
+        NEXT_CHECKPOINT_KEY_MAPPING,
         LlavaHfConfig,
         LlavaHfForConditionalGeneration,
         LlavaHfModel,
+        LlavaHfNextConfig,
+        LlavaHfNextForConditionalGeneration,
+        LlavaHfNextModel,
     )
-    from .processing import LlavaHfImageProcessor, LlavaHfProcessor
+    from .processing import LlavaHfImageProcessor, LlavaHfNextProcessor, LlavaHfProcessor
 
     AutoConfig.register(LlavaHfConfig.model_type, LlavaHfConfig, exist_ok=True)
     AutoModel.register(LlavaHfConfig, LlavaHfModel, exist_ok=True)
@@ -115,26 +125,36 @@ def register_auto_classes() -> None:
         image_processor_classes={"pil": LlavaHfImageProcessor, "torchvision": LlavaHfImageProcessor},
         exist_ok=True,
     )
-    # Same on-disk layout as transformers' built-in llava (`language_model.model.*`, `vision_tower.*`, ...): this
-    # mapping turns it into our in-memory names on load and back on save, so checkpoints load both ways.
-    register_checkpoint_conversion_mapping(
-        LlavaHfConfig.model_type,
-        [
-            WeightRenaming(source_patterns=disk, target_patterns=memory)
-            for disk, memory in CHECKPOINT_KEY_MAPPING.items()
-        ],
-        overwrite=True,
+    # LLaVA-1.6 (AnyRes): the same, its tiles counted by its own processor; the PIL backend is the original's pixels.
+    AutoConfig.register(LlavaHfNextConfig.model_type, LlavaHfNextConfig, exist_ok=True)
+    AutoModel.register(LlavaHfNextConfig, LlavaHfNextModel, exist_ok=True)
+    AutoModelForImageTextToText.register(LlavaHfNextConfig, LlavaHfNextForConditionalGeneration, exist_ok=True)
+    AutoModelForMultimodalLM.register(LlavaHfNextConfig, LlavaHfNextForConditionalGeneration, exist_ok=True)
+    AutoProcessor.register(LlavaHfNextConfig, LlavaHfNextProcessor, exist_ok=True)
+    AutoImageProcessor.register(
+        LlavaHfNextConfig,
+        image_processor_classes={"pil": LlavaNextImageProcessorPil, "torchvision": LlavaNextImageProcessorPil},
+        exist_ok=True,
     )
-    # Keyed by class name, so it also applies to the `model` inside the head model (transformers looks up class names
+    # Same on-disk layout as transformers' built-in llava / llava_next (`language_model.model.*`, `vision_tower.*`,
+    # `image_newline`, ...): these mappings turn it into our in-memory names on load and back on save, so checkpoints
+    # load both ways.
+    head_mappings = {
+        LlavaHfConfig.model_type: CHECKPOINT_KEY_MAPPING,
+        LlavaHfNextConfig.model_type: {**NEXT_CHECKPOINT_KEY_MAPPING, **CHECKPOINT_KEY_MAPPING},
+    }
+    # Keyed by class name, so they also apply to the `model` inside the head model (transformers looks up class names
     # before model types, exactly as for its `LlavaModel`).
-    register_checkpoint_conversion_mapping(
-        LlavaHfModel.__name__,
-        [
-            WeightRenaming(source_patterns=disk, target_patterns=memory)
-            for disk, memory in BASE_MODEL_KEY_MAPPING.items()
-        ],
-        overwrite=True,
-    )
+    backbone_mappings = {
+        LlavaHfModel.__name__: BASE_MODEL_KEY_MAPPING,
+        LlavaHfNextModel.__name__: BASE_MODEL_KEY_MAPPING,
+    }
+    for key, mapping in {**head_mappings, **backbone_mappings}.items():
+        register_checkpoint_conversion_mapping(
+            key,
+            [WeightRenaming(source_patterns=disk, target_patterns=memory) for disk, memory in mapping.items()],
+            overwrite=True,
+        )
 
 
 _AUTO_PACKAGE = "transformers.models.auto"

@@ -2,9 +2,12 @@
 
 - `configuration_llava.py`  LlavaHfConfig: towers, projector type, feature layer/selection, aspect ratio, image_seq_length
 - `modeling_llava.py`       projector -> PreTrainedModel -> Model (vision tower, splice, count check) -> ForConditionalGeneration
+- `configuration_llava_next.py`  LlavaHfNextConfig: LLaVA-1.6 AnyRes (grid pinpoints, patch merge type)
+- `modeling_llava_next.py`       LlavaHfNext{Model,ForConditionalGeneration}: tiles, unpad, image_newline
 """
 
 from .configuration_llava import LlavaHfConfig
+from .configuration_llava_next import LlavaHfNextConfig
 from .modeling_llava import (
     BASE_MODEL_KEY_MAPPING,
     CHECKPOINT_KEY_MAPPING,
@@ -14,6 +17,11 @@ from .modeling_llava import (
     LlavaHfModelOutputWithPast,
     LlavaHfMultiModalProjector,
     LlavaHfPreTrainedModel,
+)
+from .modeling_llava_next import (
+    NEXT_CHECKPOINT_KEY_MAPPING,
+    LlavaHfNextForConditionalGeneration,
+    LlavaHfNextModel,
 )
 
 __all__ = [
@@ -26,4 +34,8 @@ __all__ = [
     "LlavaHfModelOutputWithPast",
     "LlavaHfMultiModalProjector",
     "LlavaHfPreTrainedModel",
+    "LlavaHfNextConfig",
+    "LlavaHfNextForConditionalGeneration",
+    "LlavaHfNextModel",
+    "NEXT_CHECKPOINT_KEY_MAPPING",
 ]
