@@ -54,11 +54,10 @@ def run_check(argv: list[str]) -> int:
         return 2
     processor = None
     if args.processor:
-        from transformers import AutoProcessor
+        from ..utils.loading import checkpoint_classes
 
-        import llava_hf  # noqa: F401  (registers the llava_hf processor class)
-
-        processor = AutoProcessor.from_pretrained(args.processor)
+        # llava_hf's own processor class (LLaVA-1.5 or 1.6), whichever format the folder was saved in
+        processor = checkpoint_classes(args.processor)[1].from_pretrained(args.processor)
     report = check_rows(
         dataset, processor, resolve_chat_template(args.chat_template), args.max_length, args.check_images
     )
