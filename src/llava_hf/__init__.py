@@ -113,29 +113,30 @@ def register_auto_classes() -> None:
     )
     from .processing import LlavaHfImageProcessor, LlavaHfNextProcessor, LlavaHfProcessor
 
-    AutoConfig.register(LlavaHfConfig.model_type, LlavaHfConfig, exist_ok=True)
-    AutoModel.register(LlavaHfConfig, LlavaHfModel, exist_ok=True)
-    AutoModelForImageTextToText.register(LlavaHfConfig, LlavaHfForConditionalGeneration, exist_ok=True)
-    AutoModelForMultimodalLM.register(LlavaHfConfig, LlavaHfForConditionalGeneration, exist_ok=True)
-    AutoProcessor.register(LlavaHfConfig, LlavaHfProcessor, exist_ok=True)
-    # One class for both backends: with torchvision installed, AutoImageProcessor would otherwise reload a saved
+    # (config, backbone, head model, processor, image processor) of LLaVA-1.5 and LLaVA-1.6 (AnyRes). One image
+    # processor class for both backends: with torchvision installed, AutoImageProcessor would otherwise reload a saved
     # processor as the torchvision one, whose bicubic resize does not give the original's pixel values.
-    AutoImageProcessor.register(
-        LlavaHfConfig,
-        image_processor_classes={"pil": LlavaHfImageProcessor, "torchvision": LlavaHfImageProcessor},
-        exist_ok=True,
+    families = (
+        (LlavaHfConfig, LlavaHfModel, LlavaHfForConditionalGeneration, LlavaHfProcessor, LlavaHfImageProcessor),
+        (
+            LlavaHfNextConfig,
+            LlavaHfNextModel,
+            LlavaHfNextForConditionalGeneration,
+            LlavaHfNextProcessor,
+            LlavaNextImageProcessorPil,
+        ),
     )
-    # LLaVA-1.6 (AnyRes): the same, its tiles counted by its own processor; the PIL backend is the original's pixels.
-    AutoConfig.register(LlavaHfNextConfig.model_type, LlavaHfNextConfig, exist_ok=True)
-    AutoModel.register(LlavaHfNextConfig, LlavaHfNextModel, exist_ok=True)
-    AutoModelForImageTextToText.register(LlavaHfNextConfig, LlavaHfNextForConditionalGeneration, exist_ok=True)
-    AutoModelForMultimodalLM.register(LlavaHfNextConfig, LlavaHfNextForConditionalGeneration, exist_ok=True)
-    AutoProcessor.register(LlavaHfNextConfig, LlavaHfNextProcessor, exist_ok=True)
-    AutoImageProcessor.register(
-        LlavaHfNextConfig,
-        image_processor_classes={"pil": LlavaNextImageProcessorPil, "torchvision": LlavaNextImageProcessorPil},
-        exist_ok=True,
-    )
+    for config_class, backbone, head, processor_class, image_processor_class in families:
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        AutoModel.register(config_class, backbone, exist_ok=True)
+        AutoModelForImageTextToText.register(config_class, head, exist_ok=True)
+        AutoModelForMultimodalLM.register(config_class, head, exist_ok=True)
+        AutoProcessor.register(config_class, processor_class, exist_ok=True)
+        AutoImageProcessor.register(
+            config_class,
+            image_processor_classes={"pil": image_processor_class, "torchvision": image_processor_class},
+            exist_ok=True,
+        )
     # Same on-disk layout as transformers' built-in llava / llava_next (`language_model.model.*`, `vision_tower.*`,
     # `image_newline`, ...): these mappings turn it into our in-memory names on load and back on save, so checkpoints
     # load both ways.

@@ -101,3 +101,23 @@ def test_generate_command_answers_with_a_saved_llava_next(tmp_path, tiny_next):
         model, processor, messages, [make_image(1, SIZES[1])], SamplingArguments(max_new_tokens=5, temperature=0.0)
     )
     assert result.stdout.strip() == expected.strip()
+
+
+@pytest.mark.slow
+def test_evaluate_command_runs_a_saved_llava_next_batched(tmp_path, tiny_next):
+    """`llava-hf evaluate` (POPE, batches of 5 images of different sizes) on a 1.6 checkpoint, answers as direct."""
+    from pathlib import Path
+
+    from llava_hf.cli import main
+
+    pope = Path(__file__).resolve().parents[1] / "assets" / "evaluation" / "pope"
+    model, processor = tiny_next
+    folder = tmp_path / "tiny-llava-next"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    arguments = ["evaluate", "--task", "pope", "--model", str(folder), "--data", str(pope)]
+    arguments += ["--image-folder", str(pope / "images"), "--pope-splits", "popular", "--output-dir", str(tmp_path)]
+    arguments += ["--max-new-tokens", "3", "--batch-size", "5", "--no-progress"]
+    assert main(arguments) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["num_answered"] > 0 and "f1" in results["metrics"]
