@@ -10,7 +10,8 @@ parent packages, and they import with transformers 5. Nothing of them is copied 
 What runs: the tiny LLaVA-1.6 of `llava_hf.testing.make_tiny_next_model` (seed 0; CLIP 32 px tiles, patch 8) has its
 weights put into the original's modules (a saved `CLIPVisionModel` folder loaded by the original `CLIPVisionTower`,
 `build_vision_projector` for mlp2x_gelu, `image_newline`, the tiny Llama), and for each test image the original
-- `process_anyres_image` gives the pixel tensor (CLIP preprocessing by transformers' PIL `CLIPImageProcessor`),
+- `process_anyres_image` gives the pixel tensor (CLIP preprocessing by transformers' PIL `CLIPImageProcessor`), also
+  for a few images at the released geometry (336 px tiles, the five pinpoints),
 - `prepare_inputs_labels_for_multimodal` (`image_aspect_ratio="anyres"`, `mm_patch_merge_type` "spatial_unpad" and
   "flat") gives `inputs_embeds` for prompts whose image placeholders are the original's -200,
 - a `LlamaForCausalLM` with the tiny model's LM weights gives the logits.
@@ -44,7 +45,18 @@ REAL_PINPOINTS_WH = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008
 # (width, height) of the images run through the whole model: ordinary, tiny, 1xN / Nx1, huge aspect ratios, square,
 # and sizes whose unpadding the built-in rounds differently (found below).
 FORWARD_SIZES = [(40, 48), (100, 20), (20, 100), (1, 1), (1, 300), (300, 1), (64, 64), (33, 95), (97, 31), (47, 188)]
-FLAT_FORWARD = 4  # "flat" (no unpadding) runs the first four only: its sequences are long and its layout simple
+FLAT_FORWARD = 4
+# (width, height) of images preprocessed at the released geometry (336 px tiles): pixel digests only.
+REAL_PIXEL_SIZES = [
+    (640, 480),
+    (47, 1128),
+    (88, 55),
+    (1000, 999),
+    (1, 40),
+    (300, 1),
+    (33, 65),
+    (1500, 200),
+]  # "flat" (no unpadding) runs the first four only: its sequences are long and its layout simple
 PROMPTS = [  # text around each image; one prompt holds two images (multi-image)
     ("USER: ", "\nWhat is this? ASSISTANT:"),
     ("A chat. USER: ", "\nDescribe it. ASSISTANT: It is"),
@@ -238,6 +250,13 @@ def main(original_dir: Path):
 
     OUT_DIR.mkdir(exist_ok=True)
     save_file(tensors, OUT_DIR / "reference.safetensors", metadata={"forward_sizes": json.dumps(FORWARD_SIZES)})
+    real_clip = CLIPImageProcessorPil(
+        size={"shortest_edge": REAL_TILE}, crop_size={"height": REAL_TILE, "width": REAL_TILE}
+    )
+    pixels_seen["real"] = {
+        f"{w}x{h}": pixel_digest(mm_utils.process_anyres_image(make_image(seed, (w, h)), real_clip, REAL_PINPOINTS_WH))
+        for seed, (w, h) in enumerate(REAL_PIXEL_SIZES)
+    }
     reference = {"pixel_values": pixels_seen, **counts}
     (OUT_DIR / "reference.json").write_text(json.dumps(reference, indent=1) + "\n")
     print({key: len(value["counts"]) for key, value in counts.items()}, "sizes counted")

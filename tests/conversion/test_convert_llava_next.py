@@ -124,3 +124,26 @@ def test_converted_folder_answers_identically_in_stock_transformers(converted, n
             tokens = model.generate(**inputs, max_new_tokens=4, do_sample=False)[0, inputs["input_ids"].shape[1] :]
         assert (logits - torch.tensor(theirs["logits"])).abs().max().item() <= 1e-5
         assert tokens.tolist() == theirs["tokens"]
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("mm_patch_merge_type", "spatial", "'spatial_unpad' and 'flat' convert with 'anyres'"),
+        ("image_aspect_ratio", "anyres_max_9", "image_aspect_ratio='anyres_max_9' is not supported"),
+        ("image_grid_pinpoints", None, "needs image_grid_pinpoints"),
+    ],
+)
+def test_unsupported_anyres_variants_are_refused_by_name(converted, tmp_path, field, value, message):
+    import shutil
+
+    from llava_hf.conversion.common import ConversionError
+
+    source = tmp_path / "source"
+    shutil.copytree(converted[0]["llava-v1.6-vicuna-tiny"], source)
+    config = json.loads((source / "config.json").read_text())
+    config[field] = value
+    (source / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConversionError, match=message):
+        convert_checkpoint(source, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -69,6 +69,22 @@ def test_pixel_values_are_the_originals_bit_for_bit(index):
         assert digest == expected["sha256"], f"image {number} of case {index}: pixel values differ from the original"
 
 
+def test_pixel_values_at_the_released_geometry_are_the_originals_bit_for_bit():
+    """336 px tiles and the five released pinpoints: transformers' PIL LlavaNextImageProcessor is the original."""
+    import hashlib
+
+    from llava_hf.processing import build_next_image_processor
+
+    image_processor = build_next_image_processor(336, REAL_PINPOINTS)
+    expected = REFERENCE["pixel_values"]["real"]
+    for seed, size in enumerate(expected):
+        width, height = (int(v) for v in size.split("x"))
+        pixels = image_processor(make_image(seed, (width, height)), return_tensors="pt")["pixel_values"][0]
+        assert list(pixels.shape) == expected[size]["shape"]
+        digest = hashlib.sha256(pixels.float().contiguous().numpy().tobytes()).hexdigest()
+        assert digest == expected[size]["sha256"], f"{size}: pixel values differ from the original"
+
+
 @pytest.mark.parametrize("merge", ["spatial_unpad", "flat"])
 def test_inputs_embeds_and_logits_match_the_original(merge):
     model = make_tiny_next_model(mm_patch_merge_type=merge)
