@@ -147,3 +147,17 @@ def test_unsupported_anyres_variants_are_refused_by_name(converted, tmp_path, fi
     with pytest.raises(ConversionError, match=message):
         convert_checkpoint(source, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_prepare_for_hub_keeps_a_converted_llava_next_in_the_builtin_format(converted, tmp_path):
+    import shutil
+
+    from llava_hf.conversion.hub import prepare_for_hub
+
+    folder = tmp_path / "hub"
+    shutil.copytree(converted[1]["llava-v1.6-mistral-tiny"].destination, folder)
+    prepare_for_hub(folder, "tiny-org/llava-v1.6-mistral-tiny")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "llava_next" and "auto_map" not in config
+    assert "tiny-org/llava-v1.6-mistral-tiny" in (folder / "README.md").read_text()
+    assert not list(folder.glob("*.py"))  # no code shipped: stock transformers loads it
