@@ -113,14 +113,17 @@ class LlavaHfProcessor(ProcessorMixin):
             # original's. Same settings, the exact (and faster) class.
             image_processor = LlavaHfImageProcessor(**image_processor.to_dict())
         super().__init__(image_processor, tokenizer, chat_template=chat_template, **kwargs)
-        self.image_seq_length, self.patch_size, self.vision_feature_select_strategy, self.num_additional_image_tokens = (
-            _image_token_settings(
-                self.image_processor,
-                image_seq_length,
-                patch_size,
-                vision_feature_select_strategy,
-                num_additional_image_tokens,
-            )
+        (
+            self.image_seq_length,
+            self.patch_size,
+            self.vision_feature_select_strategy,
+            self.num_additional_image_tokens,
+        ) = _image_token_settings(
+            self.image_processor,
+            image_seq_length,
+            patch_size,
+            vision_feature_select_strategy,
+            num_additional_image_tokens,
         )
 
     @classmethod
