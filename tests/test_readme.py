@@ -9,6 +9,7 @@ import pytest
 
 from conftest import make_image, make_tiny_model, make_tiny_processor
 from llava_hf.processing import get_chat_template
+from llava_hf.testing import make_tiny_next_model, make_tiny_next_processor
 
 ROOT = Path(__file__).parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -24,6 +25,9 @@ def workspace(tmp_path, monkeypatch):
     checkpoint = tmp_path / "checkpoint"
     make_tiny_model().save_pretrained(checkpoint)
     make_tiny_processor(chat_template=get_chat_template("vicuna_v1")).save_pretrained(checkpoint)
+    next_checkpoint = tmp_path / "next_checkpoint"  # a LLaVA-1.6 (AnyRes) one, saved in the built-in llava_next format
+    make_tiny_next_model().save_pretrained(next_checkpoint)
+    make_tiny_next_processor(chat_template=get_chat_template("vicuna_v1")).save_pretrained(next_checkpoint)
     make_image(0).save(tmp_path / "photo.png")
     images = tmp_path / "images"
     images.mkdir()
@@ -42,6 +46,7 @@ def workspace(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # what a snippet writes (output_dir="out") lands here
     return {
         '"llava_demo/model"': repr(str(checkpoint)),
+        '"llava-v1.6-vicuna-7b-hf"': repr(str(next_checkpoint)),
         '"photo.png"': repr(str(tmp_path / "photo.png")),
         '"llava_v1_5_mix665k.json"': repr(str(tmp_path / "data.json")),
         'image_folder="data/"': f"image_folder={str(images)!r}",

@@ -43,6 +43,11 @@ _LAZY_ATTRIBUTES = {
     "LlavaHfPreTrainedModel": ("modeling", "LlavaHfPreTrainedModel"),
     "LlavaHfProcessor": ("processing", "LlavaHfProcessor"),
     "LlavaHfImageProcessor": ("processing", "LlavaHfImageProcessor"),
+    "LlavaHfNextConfig": ("modeling", "LlavaHfNextConfig"),
+    "LlavaHfNextForConditionalGeneration": ("modeling", "LlavaHfNextForConditionalGeneration"),
+    "LlavaHfNextModel": ("modeling", "LlavaHfNextModel"),
+    "LlavaHfNextProcessor": ("processing", "LlavaHfNextProcessor"),
+    "build_next_image_processor": ("processing", "build_next_image_processor"),
     "LlavaConfig": ("modeling", "LlavaHfConfig"),
     "LlavaForConditionalGeneration": ("modeling", "LlavaHfForConditionalGeneration"),
     "LlavaModel": ("modeling", "LlavaHfModel"),
@@ -75,9 +80,9 @@ _registered = False
 
 
 def register_auto_classes() -> None:
-    """Register the `llava_hf` model type with transformers' Auto classes (idempotent).
+    """Register the `llava_hf` model types with transformers' Auto classes (idempotent).
 
-    Importing `llava_hf.modeling` registers the config and model classes and their checkpoint key mapping; this adds
+    Importing `llava_hf.modeling` registers the config and model classes and their checkpoint key mappings; this adds
     the processor classes, which folders saved in the older `llava_hf` format name. Runs by itself on the first access
     to one of the package's classes (`from llava_hf import LlavaProcessor`).
     """
@@ -85,16 +90,21 @@ def register_auto_classes() -> None:
     if _registered:
         return
     _registered = True
-    from transformers import AutoImageProcessor, AutoProcessor
+    from transformers import AutoImageProcessor, AutoProcessor, LlavaNextImageProcessorPil
 
-    from .modeling import LlavaHfConfig
-    from .processing import LlavaHfImageProcessor, LlavaHfProcessor
+    from .modeling import LlavaHfConfig, LlavaHfNextConfig
+    from .processing import LlavaHfImageProcessor, LlavaHfNextProcessor, LlavaHfProcessor
 
-    AutoProcessor.register(LlavaHfConfig, LlavaHfProcessor, exist_ok=True)
-    # One class for both backends: with torchvision installed, AutoImageProcessor would otherwise reload a saved
-    # processor as the torchvision one, whose bicubic resize does not give the original's pixel values.
-    AutoImageProcessor.register(
-        LlavaHfConfig,
-        image_processor_classes={"pil": LlavaHfImageProcessor, "torchvision": LlavaHfImageProcessor},
-        exist_ok=True,
+    # One image processor class for both backends: with torchvision installed, AutoImageProcessor would otherwise
+    # reload a saved processor as the torchvision one, whose bicubic resize does not give the original's pixel values.
+    families = (
+        (LlavaHfConfig, LlavaHfProcessor, LlavaHfImageProcessor),
+        (LlavaHfNextConfig, LlavaHfNextProcessor, LlavaNextImageProcessorPil),
     )
+    for config_class, processor_class, image_processor_class in families:
+        AutoProcessor.register(config_class, processor_class, exist_ok=True)
+        AutoImageProcessor.register(
+            config_class,
+            image_processor_classes={"pil": image_processor_class, "torchvision": image_processor_class},
+            exist_ok=True,
+        )

@@ -31,8 +31,13 @@ from transformers import LlavaConfig as BuiltinLlavaConfig
 from transformers import LlavaForConditionalGeneration as BuiltinLlava
 
 from .datagen.prompts import TASK_TYPES, TYPES_WITH_BOXES, format_context, load_prompt_set
-from .modeling import LlavaHfConfig, LlavaHfForConditionalGeneration
-from .processing import LlavaHfProcessor, build_image_processor
+from .modeling import (
+    LlavaHfConfig,
+    LlavaHfForConditionalGeneration,
+    LlavaHfNextConfig,
+    LlavaHfNextForConditionalGeneration,
+)
+from .processing import LlavaHfNextProcessor, LlavaHfProcessor, build_image_processor, build_next_image_processor
 
 TINY_TOKENIZER_DIR = Path(__file__).with_name("testing_assets") / "tiny_tokenizer"
 TINY_IMAGE_SIZE = 32
@@ -44,7 +49,8 @@ def load_tiny_tokenizer():
     return AutoTokenizer.from_pretrained(TINY_TOKENIZER_DIR)
 
 
-def make_tiny_config(tokenizer=None, **overrides) -> LlavaHfConfig:
+def make_tiny_config(tokenizer=None, config_class=LlavaHfConfig, **overrides) -> LlavaHfConfig:
+    """The tiny LLaVA-1.5 config; `config_class=LlavaHfNextConfig` for the LLaVA-1.6 one (pinpoints of 32 px tiles)."""
     tokenizer = tokenizer or load_tiny_tokenizer()
     vision_config = CLIPVisionConfig(
         hidden_size=32,
@@ -58,7 +64,7 @@ def make_tiny_config(tokenizer=None, **overrides) -> LlavaHfConfig:
     text_config = make_tiny_text_config(tokenizer)
     kwargs = dict(vision_config=vision_config, text_config=text_config, image_token_index=tokenizer.image_token_id)
     kwargs.update(overrides)
-    return LlavaHfConfig(**kwargs)
+    return config_class(**kwargs)
 
 
 def make_tiny_text_config(tokenizer, config_class=LlamaConfig):
@@ -99,7 +105,13 @@ def builtin_llava_twin(model: LlavaHfForConditionalGeneration) -> BuiltinLlava:
 
 def make_tiny_model(config=None, seed: int = 0) -> LlavaHfForConditionalGeneration:
     torch.manual_seed(seed)
-    model = LlavaHfForConditionalGeneration(config or make_tiny_config())
+    config = config or make_tiny_config()
+    model_class = (
+        LlavaHfNextForConditionalGeneration
+        if isinstance(config, LlavaHfNextConfig)
+        else LlavaHfForConditionalGeneration
+    )
+    model = model_class(config)
     model.generation_config.max_new_tokens = 8
     model.generation_config.pad_token_id = model.config.text_config.pad_token_id
     return model.eval()
@@ -115,6 +127,22 @@ def make_tiny_processor(tokenizer=None, image_aspect_ratio="pad", chat_template=
         patch_size=TINY_PATCH_SIZE,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,  # CLIP's CLS token, dropped by the "default" strategy
+    )
+
+
+def make_tiny_next_model(config=None, seed: int = 0, **overrides) -> LlavaHfNextForConditionalGeneration:
+    """The tiny LLaVA-1.6: the tiny LLaVA's towers with AnyRes over 32 px tiles (1x2 .. 3x1 grids)."""
+    return make_tiny_model(config or make_tiny_config(config_class=LlavaHfNextConfig, **overrides), seed)
+
+
+def make_tiny_next_processor(tokenizer=None, chat_template=None, config=None) -> LlavaHfNextProcessor:
+    config = config or make_tiny_config(tokenizer, config_class=LlavaHfNextConfig)
+    return LlavaHfNextProcessor(
+        image_processor=build_next_image_processor(config.vision_config.image_size, config.image_grid_pinpoints),
+        tokenizer=tokenizer or load_tiny_tokenizer(),
+        chat_template=chat_template,
+        mm_patch_merge_type=config.mm_patch_merge_type,
+        **config.image_token_settings,
     )
 
 

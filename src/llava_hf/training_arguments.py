@@ -39,7 +39,9 @@ class LlavaRunArguments:
     vision_feature_layer: int = field(
         default=-2, metadata={"help": "Vision hidden state fed to the projector (building only)."}
     )
-    image_aspect_ratio: Literal["pad", "square"] = field(default="pad", metadata={"help": "pad (v1.5) or square (v1)."})
+    image_aspect_ratio: Literal["pad", "square", "anyres"] = field(
+        default="pad", metadata={"help": "pad (v1.5), square (v1) or anyres (v1.6: base + grid tiles, spatial_unpad)."}
+    )
     projector_path: str | None = field(
         default=None,
         metadata={"help": "Stage-1 output (folder or projector.safetensors, or original mm_projector.bin)."},

@@ -14,6 +14,12 @@ Layouts (the original `llava/model/builder.py` and `llava/train/train.py`), each
 - `llava-stage1-tiny`: `config.json` + `mm_projector.bin` only (stage 1 output).
 - `llava-lora-tiny`: a PEFT adapter over `vicuna-tiny` + `non_lora_trainables.bin` (the projector).
 - `llava-hf-tiny`: transformers' built-in llava layout (`LlavaForConditionalGeneration` + `LlavaProcessor`).
+- `llava-v1.6-vicuna-tiny`, `llava-v1.6-mistral-tiny`, `llava-v1.6-34b-tiny` (`make_original_next`): the LLaVA-1.6
+  release layouts (liuhaotian/llava-v1.6-vicuna-7b, -mistral-7b, -34b): `image_aspect_ratio: "anyres"`,
+  `image_grid_pinpoints` as (width, height) pairs (the release's five, scaled to 32 px tiles),
+  `mm_patch_merge_type: "spatial_unpad"`, `model.image_newline`, the trained tower in the checkpoint
+  (`unfreeze_mm_vision_tower: true`), bf16; the Mistral one as `LlavaMistralForCausalLM` / "llava_mistral" with
+  Mistral's config fields; the 34b one is Llama-shaped (Yi) and converts with `--chat_template chatml_direct`.
 
 Tiny sizes: CLIP 32 px / patch 8 / hidden 32 / 3 layers (16 patches), Llama hidden 32 / 2 layers / vocab 400.
 """
@@ -306,6 +312,55 @@ def make_original(
     return folder
 
 
+def make_original_next(folder: Path, vision_tower: Path, base_model: Path, seed: int, language_model: str = "llama"):
+    """A LLaVA-1.6 release checkpoint (see the module docstring); `language_model` "llama" or "mistral"."""
+    folder.mkdir(parents=True, exist_ok=True)
+    scale = IMAGE_SIZE / 336
+    pinpoints = [
+        [int(w * scale), int(h * scale)] for w, h in [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+    ]
+    anyres = {
+        "image_grid_pinpoints": pinpoints,
+        "mm_patch_merge_type": "spatial_unpad",
+        "unfreeze_mm_vision_tower": True,
+        "mm_vision_tower_lr": 2e-6,
+        "mm_projector_lr": None,
+        "mm_resampler_type": None,
+        "image_crop_resolution": 224,
+        "image_split_resolution": 224,
+        "tokenizer_model_max_length": 4096,
+    }
+    if language_model == "mistral":
+        anyres.update(architectures=["LlavaMistralForCausalLM"], sliding_window=None, rope_theta=1000000.0)
+    model_type = "llava_mistral" if language_model == "mistral" else "llava"
+    config = original_config(vision_tower, base_model, "mlp2x_gelu", model_type, "anyres", "bfloat16", **anyres)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    state = random_llama_state(seed)
+    state.update(random_projector_state(seed + 100, "mlp2x_gelu"))
+    generator = torch.Generator().manual_seed(seed + 200)
+    state["model.image_newline"] = torch.randn(TEXT_HIDDEN, generator=generator) / TEXT_HIDDEN**0.5
+    tower = deepspeed_tower_state(seed + 300)
+    state.update({f"model.vision_tower.vision_tower.{name}": value for name, value in tower.items()})
+    state = {name: value.to(torch.bfloat16) for name, value in state.items()}
+    save_file(
+        {name: value.contiguous() for name, value in state.items()}, folder / "model.safetensors", {"format": "pt"}
+    )
+    write_generation_config(folder)
+    write_slow_llama_tokenizer(folder)
+    return folder
+
+
+def build_next(out_dir: Path, vision_tower: Path, base_model: Path) -> dict[str, Path]:
+    """The LLaVA-1.6 layouts under `out_dir`."""
+    return {
+        "llava-v1.6-vicuna-tiny": make_original_next(out_dir / "llava-v1.6-vicuna-tiny", vision_tower, base_model, 60),
+        "llava-v1.6-mistral-tiny": make_original_next(
+            out_dir / "llava-v1.6-mistral-tiny", vision_tower, base_model, 61, language_model="mistral"
+        ),
+        "llava-v1.6-34b-tiny": make_original_next(out_dir / "llava-v1.6-34b-tiny", vision_tower, base_model, 62),
+    }
+
+
 def deepspeed_tower_state(seed: int) -> dict[str, torch.Tensor]:
     """CLIPVisionModel weights under the old `vision_model.` prefix, as a DeepSpeed run saved the unfrozen tower."""
     from transformers import CLIPVisionConfig, CLIPVisionModel
@@ -452,6 +507,7 @@ def build_all(out_dir: Path) -> dict[str, Path]:
         "llava-stage1-tiny": make_stage1(out_dir / "llava-stage1-tiny", tower, base),
         "llava-lora-tiny": make_lora_run(out_dir / "llava-lora-tiny", tower, base),
         "llava-hf-tiny": make_builtin_llava(out_dir / "llava-hf-tiny"),
+        **build_next(out_dir, tower, base),
     }
 
 

@@ -178,7 +178,7 @@ def test_upload_path_failures_and_source_overrides(hub_cache, tmp_path, monkeypa
     good = make_original_checkpoints.make_original(tmp_path / "good", tower, "lmsys/vicuna-7b-v1.5", seed=10)
     bad = make_original_checkpoints.make_original(tmp_path / "bad", tower, "lmsys/vicuna-13b-v1.5", seed=20)
     config = json.loads((bad / "config.json").read_text())
-    (bad / "config.json").write_text(json.dumps({**config, "image_aspect_ratio": "anyres"}))
+    (bad / "config.json").write_text(json.dumps({**config, "image_aspect_ratio": "anyres_max_9"}))
     uploads = {}
 
     class LocalHub:
@@ -206,7 +206,7 @@ def test_upload_path_failures_and_source_overrides(hub_cache, tmp_path, monkeypa
     assert script.main(argv) == 1
     output = capsys.readouterr()
     assert "llava-v1.5-7b: released to https://huggingface.co/o/llava-v1.5-7b/commit/0" in output.out
-    assert "llava-v1.5-13b: FAILED: image_aspect_ratio='anyres' is not supported yet" in output.err
+    assert "llava-v1.5-13b: FAILED: image_aspect_ratio='anyres_max_9' is not supported" in output.err
     files, message = uploads["o/llava-v1.5-7b"]
     assert list(uploads) == ["o/llava-v1.5-7b"] and message == f"llava-v1.5-7b: converted from {good} with llava_hf"
     assert "model.safetensors" in files and "modeling_llava.py" not in files

@@ -245,7 +245,7 @@ def test_flag_conflicts_with_group_by_length(tmp_path):
 def test_recipes_parse_and_v15_stage2_groups_by_modality_length(tmp_path):
     for recipe in sorted((REPO / "examples" / "configs").glob("*.yaml")):
         settings = yaml.safe_load(recipe.read_text())
-        expected = recipe.name.startswith("llava_v1.5_7b_stage2")
+        expected = recipe.name.startswith(("llava_v1.5_7b_stage2", "llava_v1.6_7b_stage2"))
         assert settings.get("group_by_modality_length", False) is expected, recipe.name
         config_path = tmp_path / recipe.name
         config_path.write_text(recipe.read_text())

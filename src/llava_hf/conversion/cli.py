@@ -4,6 +4,7 @@
 parsed and the source checked before torch loads. A source that is neither a folder nor a Hub repo id is bad input
 (exit 2); a conversion that fails (unknown layout, failed --verify) exits 1."""
 
+import json
 import os
 import re
 import sys
@@ -63,9 +64,10 @@ def export(argv: list[str] | None = None) -> int:
     from .convert_transformers_checkpoint import export_to_transformers
 
     try:
-        export_to_transformers(positional.source, positional.destination)
+        exported = export_to_transformers(positional.source, positional.destination)
     except ConversionError as error:
         print(f"{prog}: {error}", file=sys.stderr)
         return 1
-    print(f"exported {positional.source} -> {positional.destination} (transformers LlavaForConditionalGeneration)")
+    architecture = json.loads((exported / "config.json").read_text())["architectures"][0]
+    print(f"exported {positional.source} -> {positional.destination} (transformers {architecture})")
     return 0

@@ -2,9 +2,11 @@
 """Original LLaVA checkpoints (and transformers' built-in llava layout) -> a complete llava_hf checkpoint folder.
 
 Source formats, detected from the files (never from the folder name, the original's most confusing habit):
-- `original`: a LlavaLlamaForCausalLM checkpoint (the original `llava/model/builder.py` and `llava/train/train.py`): `model.*` Llama keys, `model.mm_projector.*`,
+- `original`: a LlavaLlamaForCausalLM / LlavaMistralForCausalLM checkpoint (the original `llava/model/builder.py` and `llava/train/train.py`): `model.*` Llama keys, `model.mm_projector.*`,
   `.bin` or `.safetensors`, sharded or not. The vision tower comes from `mm_vision_tower` (or `--vision_tower`);
   DeepSpeed-saved `model.vision_tower.vision_tower.*` weights are used when `--use_checkpoint_vision_tower` asks.
+  LLaVA-1.6 releases (`image_aspect_ratio: "anyres"`, `mm_patch_merge_type`, `image_grid_pinpoints`,
+  `model.image_newline`, the trained tower in the checkpoint) become `LlavaHfNext*` (saved as the built-in llava_next).
 - `stage1`: `config.json` + `mm_projector.bin`; the LLM comes from the base model (`_name_or_path` or `--base_model`).
 - `lora`: a PEFT adapter + `non_lora_trainables.bin` (the projector); merged into the base model.
 - `transformers`: transformers' built-in `llava` layout (llava-hf/* repos), see `convert_transformers_checkpoint.py`.

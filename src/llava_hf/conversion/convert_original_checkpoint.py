@@ -61,11 +61,12 @@ def projector_checkpoint_keys(projector_state: dict, projector_type: str, config
 
 
 def llm_checkpoint_keys(llm_state: dict, text_config) -> dict[str, torch.Tensor]:
-    """Llama keys checked against a meta-device LlamaForCausalLM, renamed to `language_model.*` on disk."""
-    from transformers import LlamaForCausalLM
+    """Llama/Mistral keys checked against a meta-device causal LM of `text_config`, renamed to `language_model.*`."""
+    from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
-        expected = {name: tuple(t.shape) for name, t in LlamaForCausalLM(text_config).state_dict().items()}
+        lm = AutoModelForCausalLM.from_config(text_config)
+        expected = {name: tuple(t.shape) for name, t in lm.state_dict().items()}
     missing = sorted(set(expected) - set(llm_state))
     if missing:
         raise ConversionError(f"the LLM weights are incomplete: {len(missing)} missing, e.g. {missing[:3]}.")
@@ -120,15 +121,27 @@ def build_tokenizer(tokenizer_folder: Path, source_config: dict):
     return tokenizer
 
 
-def build_image_processor_for(tower_folder: Path, vision_config, aspect: str):
-    from llava_hf.processing import build_image_processor
+def build_image_processor_for(tower_folder: Path, vision_config, aspect: str, grid_pinpoints=None):
+    """The tower's CLIP preprocessing: LLaVA-1.5's ("pad"/"square") or LLaVA-1.6's AnyRes over `grid_pinpoints`."""
+    from llava_hf.processing import build_image_processor, build_next_image_processor
 
     preprocessor = tower_folder / "preprocessor_config.json"
     settings = read_json(preprocessor) if preprocessor.is_file() else {}
     crop = settings.get("crop_size", vision_config.image_size)
     image_size = crop["height"] if isinstance(crop, dict) else crop
     kwargs = {key: tuple(settings[key]) for key in ("image_mean", "image_std") if key in settings}
+    if aspect == "anyres":
+        return build_next_image_processor(image_size, grid_pinpoints, **kwargs)
     return build_image_processor(image_size, aspect, **kwargs)
+
+
+def anyres_config_fields(settings: dict) -> dict:
+    """LLaVA-1.6 fields of `LlavaHfNextConfig`: the original's (width, height) pinpoints as (height, width)."""
+    return {
+        "image_grid_pinpoints": [[height, width] for width, height in settings["image_grid_pinpoints"]],
+        "mm_patch_merge_type": settings["mm_patch_merge_type"],
+        "architectures": ["LlavaHfNextForConditionalGeneration"],
+    }
 
 
 def convert_original(
@@ -146,10 +159,10 @@ def convert_original(
     takes the tower weights a DeepSpeed run saved in the checkpoint. Returns (provenance for the model card, the
     inputs `verification.verify_conversion` needs to rerun the original computation).
     """
-    from transformers import GenerationConfig, LlamaConfig
+    from transformers import GenerationConfig, LlamaConfig, MistralConfig
 
-    from llava_hf.modeling import LlavaHfConfig
-    from llava_hf.processing import LlavaHfProcessor
+    from llava_hf.modeling import LlavaHfConfig, LlavaHfNextConfig
+    from llava_hf.processing import LlavaHfNextProcessor, LlavaHfProcessor
 
     source_config = read_json(source_folder / "config.json")
     settings = check_mm_fields(source_config)
@@ -188,9 +201,13 @@ def convert_original(
         has_tokenizer = (source_folder / "tokenizer.model").is_file() or (source_folder / "tokenizer.json").is_file()
         tokenizer_folder = source_folder if has_tokenizer else base_folder
 
+    image_newline = projector_state.pop("model.image_newline", None)
+    anyres = settings["image_aspect_ratio"] == "anyres"
+    if anyres and settings["mm_patch_merge_type"] == "spatial_unpad" and image_newline is None:
+        raise ConversionError("mm_patch_merge_type='spatial_unpad' but the checkpoint has no model.image_newline.")
     tower_state = {name: tensor.float() for name, tensor in tower.state_dict().items()}
     tower_origin = str(tower_name)
-    if use_checkpoint_vision_tower:
+    if use_checkpoint_vision_tower or (settings["unfreeze_mm_vision_tower"] and saved_tower):
         if not saved_tower:
             raise ConversionError("--use_checkpoint_vision_tower was given but the checkpoint holds no vision tower.")
         missing = sorted(set(tower_state) - set(saved_tower))
@@ -207,9 +224,10 @@ def convert_original(
         )
 
     tokenizer = build_tokenizer(tokenizer_folder, source_config)
-    text_fields = {f: source_config[f] for f in LlamaConfig.__dataclass_fields__ if f in source_config}
+    text_class = MistralConfig if settings["language_model"] == "mistral" else LlamaConfig
+    text_fields = {f: source_config[f] for f in text_class.__dataclass_fields__ if f in source_config}
     text_fields.pop("dtype", None)
-    text_config = LlamaConfig(**text_fields)
+    text_config = text_class(**text_fields)
     old_vocab = text_config.vocab_size
     llm_disk = llm_checkpoint_keys(llm_state, text_config)
     new_rows = len(tokenizer) - old_vocab
@@ -220,29 +238,37 @@ def convert_original(
     text_config.vocab_size = len(tokenizer)
     text_config.pad_token_id = tokenizer.pad_token_id
 
-    config = LlavaHfConfig(
+    config_class = LlavaHfNextConfig if anyres else LlavaHfConfig
+    layout = anyres_config_fields(settings) if anyres else {"image_aspect_ratio": settings["image_aspect_ratio"]}
+    config = config_class(
         vision_config=vision_config,
         text_config=text_config,
         image_token_index=tokenizer.image_token_id,
         projector_type=settings["projector_type"],
         vision_feature_layer=settings["vision_feature_layer"],
         vision_feature_select_strategy=settings["vision_feature_select_strategy"],
-        image_aspect_ratio=settings["image_aspect_ratio"],
         dtype=str(llm_dtype).removeprefix("torch."),
-        architectures=["LlavaHfForConditionalGeneration"],
+        **{"architectures": ["LlavaHfForConditionalGeneration"], **layout},
     )
     weights = dict(llm_disk)
     weights.update(projector_checkpoint_keys(projector_state, settings["projector_type"], config))
     weights.update({"vision_tower." + name: tensor for name, tensor in tower_state.items()})
+    if image_newline is not None and anyres and settings["mm_patch_merge_type"] == "spatial_unpad":
+        weights["image_newline"] = image_newline
     weights = {name: tensor.to(llm_dtype) for name, tensor in weights.items()}
     write_safetensors(weights, staging)
     config.save_pretrained(staging)
 
-    processor = LlavaHfProcessor(
-        image_processor=build_image_processor_for(tower_folder, vision_config, settings["image_aspect_ratio"]),
+    image_processor = build_image_processor_for(
+        tower_folder, vision_config, settings["image_aspect_ratio"], anyres and config.image_grid_pinpoints
+    )
+    processor_kwargs = {"mm_patch_merge_type": config.mm_patch_merge_type} if anyres else {}
+    processor = (LlavaHfNextProcessor if anyres else LlavaHfProcessor)(
+        image_processor=image_processor,
         tokenizer=tokenizer,
         chat_template=chat_template,
         **config.image_token_settings,
+        **processor_kwargs,
     )
     processor.save_pretrained(staging)
     # transformers does not write `legacy` back; without it the reloaded tokenizer drops the dummy prefix after
@@ -270,6 +296,7 @@ def convert_original(
         "vision_tower": tower_origin,
         "projector_type": settings["projector_type"],
         "image_aspect_ratio": settings["image_aspect_ratio"],
+        **({"mm_patch_merge_type": settings["mm_patch_merge_type"]} if anyres else {}),
         "vision_feature_layer": settings["vision_feature_layer"],
         "dtype": str(llm_dtype).removeprefix("torch."),
         "new_tokens": {"<image>": tokenizer.image_token_id, "<pad>": tokenizer.pad_token_id},
@@ -280,6 +307,7 @@ def convert_original(
     reference_inputs = {
         "llm_state": llm_state,
         "text_config_fields": text_fields,
+        "text_model": settings["language_model"],
         "projector_state": projector_state,
         # the original ran the tower in the checkpoint's dtype too (model.to(float16)), so compare with those values
         "tower_state": {name: tensor.to(llm_dtype).float() for name, tensor in tower_state.items()},
@@ -287,6 +315,7 @@ def convert_original(
         "settings": settings,
         "sentencepiece_model": tokenizer_folder / "tokenizer.model",
         "source_legacy": source_legacy,
+        "image_newline": None if image_newline is None else image_newline.float(),
         "image_mean": processor.image_processor.image_mean,
         "image_std": processor.image_processor.image_std,
     }

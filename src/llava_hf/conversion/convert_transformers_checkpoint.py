@@ -116,14 +116,26 @@ def verify_against_transformers(source: Path, converted: Path, tolerance: float)
     return result
 
 
+NEXT_MODEL_TYPES = ("llava_hf_next", "llava_next")  # LLaVA-1.6 (AnyRes): ours and the built-in's
+
+
 def write_builtin_files(source: Path, staging: Path):
     """config.json and the processor files of `source` (either format) in the built-in's format, into `staging`."""
     from transformers import GenerationConfig
 
-    from llava_hf.modeling import LlavaHfConfig
-    from llava_hf.processing import LlavaHfProcessor
+    from llava_hf.modeling import LlavaHfConfig, LlavaHfNextConfig
+    from llava_hf.processing import LlavaHfNextProcessor, LlavaHfProcessor
 
-    config = LlavaHfConfig.from_pretrained(source)
+    next_model = read_json(source / "config.json").get("model_type") in NEXT_MODEL_TYPES
+    config_class, processor_class = (
+        (LlavaHfNextConfig, LlavaHfNextProcessor) if next_model else (LlavaHfConfig, LlavaHfProcessor)
+    )
+    config = config_class.from_pretrained(source)
+    if next_model and not config.builtin_expressible:
+        raise ConversionError(
+            f"mm_patch_merge_type={config.mm_patch_merge_type!r} / projector_type={config.projector_type!r} cannot be "
+            "represented by transformers' LlavaNextForConditionalGeneration ('spatial_unpad', mlp2x_gelu only)."
+        )
     if not config.builtin_expressible:
         raise ConversionError(
             f"projector_type={config.projector_type!r} cannot be represented by transformers' "
@@ -131,8 +143,8 @@ def write_builtin_files(source: Path, staging: Path):
             "checkpoint with llava_hf instead, or share it with its code (llava_hf.conversion.hub.add_remote_code)."
         )
     config.save_pretrained(staging)
-    processor = LlavaHfProcessor.from_pretrained(source)
-    builtin = LlavaHfProcessor(processor.image_processor, processor.tokenizer, **config.image_token_settings)
+    processor = processor_class.from_pretrained(source)
+    builtin = processor.to_builtin()
     builtin.chat_template = processor.chat_template  # verbatim, as saved
     builtin.save_pretrained(staging)
     copy_tokenizer_legacy(source, staging)
@@ -150,8 +162,15 @@ def export_to_transformers(source: str | Path, destination: str | Path) -> Path:
     if destination.exists():
         raise ConversionError(f"{destination} already exists; remove it or choose another destination.")
     config_file = source / "config.json"
-    if not config_file.is_file() or read_json(config_file).get("model_type") not in ("llava_hf", "llava"):
-        raise ConversionError(f"{source} is not a llava_hf checkpoint (config.json model_type 'llava_hf' or 'llava').")
+    if not config_file.is_file() or read_json(config_file).get("model_type") not in (
+        "llava_hf",
+        "llava",
+        *NEXT_MODEL_TYPES,
+    ):
+        raise ConversionError(
+            f"{source} is not a llava_hf checkpoint (config.json model_type 'llava_hf', 'llava', 'llava_hf_next' or "
+            "'llava_next')."
+        )
 
     with staged_directory(destination) as staging:  # nothing at `destination` unless everything succeeds
         write_builtin_files(source, staging)

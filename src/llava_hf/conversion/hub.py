@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from ..utils.io import staged_directory
-from .common import read_json, write_safetensors
+from .common import ConversionError, read_json, write_safetensors
 from .convert_transformers_checkpoint import copy_tokenizer_legacy, write_builtin_files
 from .model_card import write_model_card
 
@@ -72,14 +72,22 @@ def prepare_for_hub(folder: str | Path, repo_id: str, **card_fields) -> Path:
     The built-in llava format when it can express the model, else the remote code (see the module docstring).
     `card_fields` go to `render_model_card`; provenance and verification recorded at conversion are kept.
     """
-    from llava_hf.modeling import LlavaHfConfig
+    from llava_hf.modeling import LlavaHfNextConfig
+    from llava_hf.utils.loading import checkpoint_classes
 
     folder = Path(folder)
-    remote_code = not LlavaHfConfig.from_pretrained(folder).builtin_expressible
+    config = checkpoint_classes(str(folder))[0].config_class.from_pretrained(folder)
+    builtin_type = "llava_next" if isinstance(config, LlavaHfNextConfig) else "llava"
+    remote_code = not config.builtin_expressible
+    if remote_code and builtin_type == "llava_next":
+        raise ConversionError(
+            "this LLaVA-1.6 model ('flat' merge or a projector other than mlp2x_gelu) has no built-in transformers "
+            "class and its code is not packaged for trust_remote_code; share it as a llava_hf checkpoint folder."
+        )
     if remote_code:
         if "auto_map" not in read_json(folder / "config.json"):
             add_remote_code(folder)
-    elif read_json(folder / "config.json").get("model_type") != "llava":
+    elif read_json(folder / "config.json").get("model_type") != builtin_type:
         write_builtin_format(folder)
     write_model_card(folder, repo_id=repo_id, remote_code=remote_code, **card_fields)
     return folder

@@ -5,12 +5,17 @@ Used by `llava-hf convert --verify` and the tests as the "source" side of a conv
   slow SentencePiece `LlamaTokenizer` (so the chunk after the image gets SentencePiece's dummy-prefix "▁"), chunks
   joined by the placeholder id -200, one BOS at the start.
 - `original_pixel_values`: "pad" = paste on a square of the integer mean colour, then CLIP resize/crop/normalise.
+- `original_anyres_pixel_values` / `original_anyres_merge` (LLaVA-1.6, `llava/mm_utils.py::process_anyres_image` and
+  `llava_arch.py`): the best (width, height) pinpoint, a `ceil` aspect-preserving resize pasted centred on black,
+  row-major tiles after the whole image squashed to one tile; tile features laid out on the grid, the rows/columns of
+  padding cut with `int()` truncation, the newline after every row ("spatial_unpad") or all tiles in order ("flat").
 - `original_forward`: CLIP hidden state `mm_vision_select_layer`, drop CLS for "patch", the projector as
   `nn.Sequential(Linear, GELU, Linear, ...)` over the original `model.mm_projector.*` keys, splice the features where
   -200 sits, run a plain `LlamaForCausalLM` on the embeddings.
 Nothing here imports llava_hf's model or processor, so a bug there cannot hide behind the same bug here.
 """
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +129,60 @@ def original_projector(projector_state: dict[str, torch.Tensor], projector_type:
     return hidden
 
 
+def original_best_resolution(size: tuple[int, int], pinpoints: list) -> tuple[int, int]:
+    """(width, height) of the pinpoint keeping most of the image's resolution, then wasting least; first on ties."""
+    width, height = size
+    best, best_kept, best_waste = None, -1, None
+    for target_width, target_height in pinpoints:
+        scale = min(target_width / width, target_height / height)
+        kept = min(int(width * scale) * int(height * scale), width * height)
+        waste = target_width * target_height - kept
+        if kept > best_kept or (kept == best_kept and waste < best_waste):
+            best, best_kept, best_waste = (target_width, target_height), kept, waste
+    return best
+
+
+def original_anyres_pixel_values(image: Image.Image, tile: int, pinpoints: list, image_mean, image_std) -> torch.Tensor:
+    """LLaVA-1.6 tiles `[1 + rows*cols, 3, tile, tile]`: base (whole image squashed), then the grid row by row."""
+    image = image.convert("RGB")
+    target_width, target_height = original_best_resolution(image.size, pinpoints)
+    if target_width / image.width < target_height / image.height:
+        size = (target_width, min(math.ceil(image.height * target_width / image.width), target_height))
+    else:
+        size = (min(math.ceil(image.width * target_height / image.height), target_width), target_height)
+    canvas = Image.new("RGB", (target_width, target_height), (0, 0, 0))
+    canvas.paste(image.resize(size), ((target_width - size[0]) // 2, (target_height - size[1]) // 2))
+    tiles = [image.resize((tile, tile))] + [
+        canvas.crop((left, top, left + tile, top + tile))
+        for top in range(0, target_height, tile)
+        for left in range(0, target_width, tile)
+    ]
+    return torch.cat([original_pixel_values(part, tile, image_mean, image_std, "square") for part in tiles])
+
+
+def original_anyres_merge(
+    features: torch.Tensor, size: tuple[int, int], tile: int, pinpoints: list, merge: str, newline
+) -> torch.Tensor:
+    """Tile features `[tiles, p*p, D]` of an image of `size` (width, height) -> its `[tokens, D]` sequence."""
+    if merge == "flat":
+        return features.flatten(0, 1)
+    side = math.isqrt(features.shape[1])
+    target_width, target_height = original_best_resolution(size, pinpoints)
+    rows, cols = target_height // tile, target_width // tile
+    grid = features[1:].reshape(rows, cols, side, side, -1)
+    feature_map = grid.permute(4, 0, 2, 1, 3).reshape(features.shape[-1], rows * side, cols * side)  # [D, H, W]
+    width, height = size
+    map_height, map_width = feature_map.shape[1:]
+    if width / height > map_width / map_height:
+        cut = (map_height - int(height * (map_width / width))) // 2
+        feature_map = feature_map[:, cut : map_height - cut]
+    else:
+        cut = (map_width - int(width * (map_height / height))) // 2
+        feature_map = feature_map[:, :, cut : map_width - cut]
+    rows_with_newline = torch.cat([feature_map, newline[:, None, None].expand(-1, feature_map.shape[1], 1)], dim=-1)
+    return torch.cat([features[0], rows_with_newline.flatten(1, 2).transpose(0, 1)])
+
+
 @torch.no_grad()
 def original_forward(
     language_model,
@@ -134,13 +193,18 @@ def original_forward(
     select_feature: str,
     input_ids: list[int],
     pixel_values: torch.Tensor,
+    merge=None,
 ) -> torch.Tensor:
-    """Logits `[1, T, vocab]` of the original model for one prompt with one image (-200 marks the image)."""
+    """Logits `[1, T, vocab]` of the original model for one prompt with one image (-200 marks the image).
+
+    `pixel_values` is `[1, 3, H, W]`, or LLaVA-1.6's tiles with `merge` turning their features into the sequence.
+    """
     hidden_states = vision_tower(pixel_values.to(vision_tower.dtype), output_hidden_states=True).hidden_states
     features = hidden_states[select_layer]  # [1, 1 + patches, D]
     if select_feature == "patch":
         features = features[:, 1:]
-    image_embeds = original_projector(projector_state, projector_type, features)[0]  # [patches, hidden]
+    projected = original_projector(projector_state, projector_type, features)  # [tiles, patches, hidden]
+    image_embeds = projected[0] if merge is None else merge(projected)  # [image tokens, hidden]
 
     embed = language_model.get_input_embeddings()
     pieces, current = [], []
@@ -161,6 +225,9 @@ def original_forward(
 __all__ = [
     "IMAGE_PLACEHOLDER_ID",
     "OriginalSentencePieceTokenizer",
+    "original_anyres_merge",
+    "original_anyres_pixel_values",
+    "original_best_resolution",
     "original_forward",
     "original_pixel_values",
     "original_projector",

@@ -5,6 +5,7 @@ Formats are detected from the files, never from the folder name (the original `l
 substrings of the name, its most confusing habit).
 """
 
+import ast
 from pathlib import Path
 
 import torch
@@ -22,8 +23,14 @@ TRAINING_ONLY_FIELDS = {
     "unfreeze_mm_vision_tower",
     "tune_mm_vision_resampler",
     "freeze_backbone",
+    "mm_resampler_type",
 }
-SUPPORTED_ASPECT_RATIOS = {"pad", "square"}
+SUPPORTED_ASPECT_RATIOS = {"pad", "square", "anyres"}
+# LLaVA-1.6's patch merges for AnyRes ("flat" is also every earlier model's: one tile, nothing to merge).
+PATCH_MERGE_TYPES = ("flat", "spatial_unpad")
+# Original model types / architectures with a Llama-style LLM (-34b is Yi, Llama-shaped) and with Mistral's.
+ORIGINAL_MODEL_TYPES = {"llava": "llama", "llava_llama": "llama", "llava_mistral": "mistral"}
+ORIGINAL_ARCHITECTURES = {"LlavaLlamaForCausalLM": "llama", "LlavaMistralForCausalLM": "mistral"}
 SELECT_FEATURE_TO_STRATEGY = {"patch": "default", "cls_patch": "full"}
 
 
@@ -91,8 +98,8 @@ def detect_source_format(folder: Path) -> str:
         raise ConversionError(f"{folder} has no config.json; is this a checkpoint folder?")
     config = read_json(folder / "config.json")
     architectures = config.get("architectures") or []
-    if config.get("model_type") == "llava_hf":
-        return "llava_hf"
+    if config.get("model_type") in ("llava_hf", "llava_hf_next", "llava_next"):
+        return "llava_hf"  # LLaVA-1.6 in the built-in llava_next layout loads into llava_hf's classes as it is
     if "LlavaForConditionalGeneration" in architectures:
         return "transformers"
     if (
@@ -101,14 +108,15 @@ def detect_source_format(folder: Path) -> str:
         and not any(folder.glob("pytorch_model*.bin"))
     ):
         return "stage1"
-    if config.get("model_type") in ("llava", "llava_llama") or "LlavaLlamaForCausalLM" in architectures:
+    if config.get("model_type") in ORIGINAL_MODEL_TYPES or set(architectures) & set(ORIGINAL_ARCHITECTURES):
         if "mm_vision_tower" not in config:
             raise ConversionError(f"{folder}/config.json looks like LLaVA but has no mm_vision_tower field.")
         return "original"
     if any(name.startswith("Llava") for name in architectures):
         raise ConversionError(
-            f"architecture {architectures[0]} is not supported; only Llama-based LLaVA (LlavaLlamaForCausalLM) and "
-            "transformers' LlavaForConditionalGeneration checkpoints convert."
+            f"architecture {architectures[0]} is not supported; only Llama- and Mistral-based LLaVA "
+            "(LlavaLlamaForCausalLM, LlavaMistralForCausalLM) and transformers' LlavaForConditionalGeneration "
+            "checkpoints convert."
         )
     raise ConversionError(
         f"{folder} is not a LLaVA checkpoint (model_type {config.get('model_type')!r}, architectures {architectures})."
@@ -130,12 +138,20 @@ def check_mm_fields(config: dict) -> dict:
     aspect = config.get("image_aspect_ratio") or "square"  # the original's default when the field is absent
     if aspect not in SUPPORTED_ASPECT_RATIOS:
         raise ConversionError(
-            f"image_aspect_ratio={aspect!r} is not supported yet (AnyRes / LLaVA-NeXT tiling needs a different model); "
-            "only 'pad' (LLaVA-1.5) and 'square' (LLaVA v1) convert."
+            f"image_aspect_ratio={aspect!r} is not supported; 'anyres' (LLaVA-1.6), 'pad' (LLaVA-1.5) and 'square' "
+            "(LLaVA v1) convert."
         )
     merge = config.get("mm_patch_merge_type", "flat")
-    if merge != "flat":
-        raise ConversionError(f"mm_patch_merge_type={merge!r} is not supported (AnyRes); only 'flat' converts.")
+    if merge not in PATCH_MERGE_TYPES or (merge != "flat" and aspect != "anyres"):
+        raise ConversionError(
+            f"mm_patch_merge_type={merge!r} with image_aspect_ratio={aspect!r} is not supported; 'spatial_unpad' and "
+            "'flat' convert with 'anyres', 'flat' with the others."
+        )
+    pinpoints = config.get("image_grid_pinpoints")
+    if isinstance(pinpoints, str):  # the original accepts the list written as a string (ast.literal_eval)
+        pinpoints = ast.literal_eval(pinpoints)
+    if aspect == "anyres" and not pinpoints:
+        raise ConversionError("image_aspect_ratio='anyres' needs image_grid_pinpoints in config.json.")
     feature = config.get("mm_vision_select_feature", "patch")
     if feature not in SELECT_FEATURE_TO_STRATEGY:
         raise ConversionError(f"mm_vision_select_feature={feature!r} is not supported; use 'patch' or 'cls_patch'.")
@@ -167,6 +183,16 @@ def check_mm_fields(config: dict) -> dict:
         "vision_feature_select_strategy": SELECT_FEATURE_TO_STRATEGY[feature],
         "image_aspect_ratio": aspect,
         "mm_hidden_size": config.get("mm_hidden_size"),
+        "mm_patch_merge_type": merge,
+        "image_grid_pinpoints": pinpoints,  # (width, height) pairs, as the original writes them
+        "language_model": ORIGINAL_MODEL_TYPES.get(config.get("model_type"))
+        or next(
+            (ORIGINAL_ARCHITECTURES[a] for a in config.get("architectures") or [] if a in ORIGINAL_ARCHITECTURES),
+            "llama",
+        ),
+        # LLaVA-1.6 trained the tower: with this flag the original builds it at load time and takes the checkpoint's
+        # `model.vision_tower.*` weights over the named tower's.
+        "unfreeze_mm_vision_tower": bool(config.get("unfreeze_mm_vision_tower")),
     }
 
 
@@ -178,6 +204,8 @@ def split_original_state(state: dict[str, torch.Tensor]) -> tuple[dict, dict, di
             projector[name] = tensor
         elif name.startswith("model.vision_tower.vision_tower."):
             tower[name.removeprefix("model.vision_tower.vision_tower.").removeprefix("vision_model.")] = tensor
+        elif name == "model.image_newline":  # LLaVA-1.6's learned row separator, part of the multimodal adapter
+            projector[name] = tensor
         elif name.endswith("rotary_emb.inv_freq"):
             continue  # a buffer transformers 4.31 saved; recomputed from rope_theta on load
         else:

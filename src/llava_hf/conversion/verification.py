@@ -15,48 +15,64 @@ def verify_conversion(converted: Path, reference: dict, tolerance: float) -> dic
     Returns {"max_abs_logit_diff", "greedy_agree", "token_ids_identical", "positions", "tolerance"}; raises
     ConversionError when the token ids differ or the logits differ by more than `tolerance`.
     """
-    from transformers import CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+    from transformers import CLIPVisionModel, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
-    from llava_hf.modeling import LlavaHfForConditionalGeneration
-    from llava_hf.processing import LlavaHfProcessor
+    from llava_hf.modeling import LlavaHfForConditionalGeneration, LlavaHfNextForConditionalGeneration
+    from llava_hf.processing import LlavaHfNextProcessor, LlavaHfProcessor
 
     from .reference import (
         IMAGE_PLACEHOLDER_ID,
         OriginalSentencePieceTokenizer,
+        original_anyres_merge,
+        original_anyres_pixel_values,
         original_forward,
         original_pixel_values,
         original_tokenizer_image_token,
     )
 
-    processor = LlavaHfProcessor.from_pretrained(converted)
-    model = LlavaHfForConditionalGeneration.from_pretrained(converted, dtype=torch.float32).eval()
+    settings = reference["settings"]
+    anyres = settings["image_aspect_ratio"] == "anyres"
+    processor = (LlavaHfNextProcessor if anyres else LlavaHfProcessor).from_pretrained(converted)
+    model_class = LlavaHfNextForConditionalGeneration if anyres else LlavaHfForConditionalGeneration
+    model = model_class.from_pretrained(converted, dtype=torch.float32).eval()
     image = verification_image()
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": VERIFY_QUESTION}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
     ours = processor(images=image, text=prompt, return_tensors="pt")
 
-    settings = reference["settings"]
     image_size = reference["vision_config"].image_size
+    if anyres:  # the original's tiles and their merge
+        pinpoints = settings["image_grid_pinpoints"]
+        pixel_values = original_anyres_pixel_values(
+            image, image_size, pinpoints, reference["image_mean"], reference["image_std"]
+        )
+        newline = reference["image_newline"]
+
+        def merge(features):
+            merge_type = settings["mm_patch_merge_type"]
+            return original_anyres_merge(features, image.size, image_size, pinpoints, merge_type, newline)
+
+    else:
+        pixel_values = original_pixel_values(
+            image, image_size, reference["image_mean"], reference["image_std"], settings["image_aspect_ratio"]
+        )
+        merge = None
     if reference["sentencepiece_model"].is_file():
         tokenizer = OriginalSentencePieceTokenizer(reference["sentencepiece_model"], legacy=reference["source_legacy"])
         bos = processor.tokenizer.bos_token
         original_ids = original_tokenizer_image_token(tokenizer, prompt.removeprefix(bos))
     else:  # no SentencePiece model to tokenize with independently: compare the computation on our ids
         ids = ours.input_ids[0].tolist()
-        first = ids.index(model.config.image_token_id)
-        original_ids = ids[:first] + [IMAGE_PLACEHOLDER_ID] + ids[first + model.config.image_seq_length :]
-    expanded = []
-    for token in original_ids:
-        expanded.extend([model.config.image_token_id] * model.config.image_seq_length if token == -200 else [token])
-    token_ids_identical = expanded == ours.input_ids[0].tolist()
+        first, last = ids.index(model.config.image_token_id), len(ids) - ids[::-1].index(model.config.image_token_id)
+        original_ids = ids[:first] + [IMAGE_PLACEHOLDER_ID] + ids[last:]
 
-    language_model = LlamaForCausalLM(LlamaConfig(**reference["text_config_fields"])).eval()
+    text_class = (
+        (MistralConfig, MistralForCausalLM) if reference["text_model"] == "mistral" else (LlamaConfig, LlamaForCausalLM)
+    )
+    language_model = text_class[1](text_class[0](**reference["text_config_fields"])).eval()
     language_model.load_state_dict({k: v.float() for k, v in reference["llm_state"].items()})
     tower = CLIPVisionModel(reference["vision_config"]).eval()
     tower.load_state_dict(reference["tower_state"])
-    pixel_values = original_pixel_values(
-        image, image_size, reference["image_mean"], reference["image_std"], settings["image_aspect_ratio"]
-    )
     reference_logits = original_forward(
         language_model,
         tower,
@@ -66,7 +82,14 @@ def verify_conversion(converted: Path, reference: dict, tolerance: float) -> dic
         "patch" if settings["vision_feature_select_strategy"] == "default" else "cls_patch",
         original_ids,
         pixel_values,
+        merge,
     )[0]
+    # the image's token count is the original's: the positions its features took in the sequence
+    image_tokens = reference_logits.shape[0] - (len(original_ids) - 1)
+    expanded = []
+    for token in original_ids:
+        expanded.extend([model.config.image_token_id] * image_tokens if token == IMAGE_PLACEHOLDER_ID else [token])
+    token_ids_identical = expanded == ours.input_ids[0].tolist()
     result = {"token_ids_identical": token_ids_identical, "tolerance": tolerance}
     if not token_ids_identical:
         raise ConversionError(
@@ -76,7 +99,9 @@ def verify_conversion(converted: Path, reference: dict, tolerance: float) -> dic
     logits = model(**ours).logits[0]
     old_vocab = reference_logits.shape[-1]
     result["max_abs_logit_diff"] = (logits[:, :old_vocab] - reference_logits).abs().max().item()
-    result["pixel_values_max_abs_diff"] = (ours.pixel_values - pixel_values).abs().max().item()
+    result["pixel_values_max_abs_diff"] = (
+        (ours.pixel_values.reshape(pixel_values.shape) - pixel_values).abs().max().item()
+    )
     result["greedy_agree"] = bool(torch.equal(logits.argmax(-1), reference_logits.argmax(-1)))
     result["positions"] = logits.shape[0]
     if result["max_abs_logit_diff"] > tolerance or not result["greedy_agree"]:

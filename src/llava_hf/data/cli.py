@@ -65,9 +65,10 @@ def run_check(argv: list[str]) -> int:
         return 2
     processor = None
     if args.processor:
-        from ..processing import LlavaHfProcessor
+        from ..utils.loading import checkpoint_classes
 
-        processor = LlavaHfProcessor.from_pretrained(args.processor)
+        # llava_hf's own processor class (LLaVA-1.5 or 1.6), whichever format the folder was saved in
+        processor = checkpoint_classes(args.processor)[1].from_pretrained(args.processor)
     report = check_rows(
         dataset,
         processor,

@@ -5,8 +5,9 @@ strings and counting tokens disagreed with the real tokenization, and whole samp
 Here the mask comes from the tokenizer itself: the chat template marks each answer and its end token with
 `{% generation %}`, and `return_assistant_tokens_mask` maps those character spans onto the real token offsets.
 The conversation is tokenized with one `<image>` token per image (a special token, so it is its own token boundary),
-then each one is expanded to `image_seq_length` copies, which is what `LlavaHfProcessor` produces (a test checks
-they agree). Image positions, padding, the system prompt, user turns and role prefixes get label -100.
+then each one is expanded to its image's token count, which is what the processor produces (a test checks they
+agree): `image_seq_length` for LLaVA-1.5, a count that depends on the image's size for LLaVA-1.6 (AnyRes,
+`LlavaHfNextProcessor.num_image_tokens`), read from the file header for undecoded images. Image positions, padding, the system prompt, user turns and role prefixes get label -100.
 
 A sample that cannot be masked correctly is an error that names it, never a sample silently trained on zero tokens.
 
@@ -22,8 +23,11 @@ Two batch layouts:
 """
 
 from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
 
 import torch
+from PIL import Image
 
 from ..processing import to_rgb
 from .formats import to_conversation
@@ -37,7 +41,7 @@ class SampleError(ValueError):
 
 @dataclass
 class EncodedSample:
-    input_ids: list[int]  # image placeholders already expanded to image_seq_length tokens each
+    input_ids: list[int]  # image placeholders already expanded to each image's token count
     labels: list[int]  # IGNORE_INDEX everywhere except the supervised answer tokens
     images: list  # the sample's PIL images, in placeholder order
 
@@ -82,6 +86,8 @@ class LlavaCollator:
         self.pad_to_multiple_of = pad_to_multiple_of
         self.image_token_id = processor.image_token_id
         self.image_seq_length = processor.image_seq_length
+        # LLaVA-1.6 processors count tokens per image size; LLaVA-1.5 ones spend image_seq_length on every image
+        self.count_image_tokens = getattr(processor, "num_image_tokens", None)
         pad_token_id = self.tokenizer.pad_token_id
         self.pad_token_id = self.tokenizer.eos_token_id if pad_token_id is None else pad_token_id
         self.special_prefix, self.special_suffix = _special_tokens_around(self.tokenizer)
@@ -112,10 +118,12 @@ class LlavaCollator:
             )
 
         input_ids, labels = [], []
+        counts = iter(self.image_token_counts(images))
         for token_id, supervised in zip(token_ids, assistant_mask):
             if token_id == self.image_token_id:  # image positions receive features, they are never predicted
-                input_ids.extend([token_id] * self.image_seq_length)
-                labels.extend([IGNORE_INDEX] * self.image_seq_length)
+                count = next(counts)
+                input_ids.extend([token_id] * count)
+                labels.extend([IGNORE_INDEX] * count)
             else:
                 input_ids.append(token_id)
                 labels.append(token_id if supervised else IGNORE_INDEX)
@@ -128,7 +136,12 @@ class LlavaCollator:
 
         if self.max_length is not None and len(input_ids) > self.max_length:
             cut = self.max_length
-            if input_ids[:cut].count(self.image_token_id) % self.image_seq_length:  # a partial image block is left
+            kept_tokens, kept_images = input_ids[:cut].count(self.image_token_id), 0
+            for count in self.image_token_counts(images):
+                if kept_tokens < count:
+                    break
+                kept_tokens, kept_images = kept_tokens - count, kept_images + 1
+            if kept_tokens:  # the cut leaves part of an image's tokens
                 raise SampleError(
                     f"sample {sample_id} is {len(input_ids)} tokens long and max_length={self.max_length} cuts "
                     "through an image's tokens; raise max_length or shorten the sample."
@@ -139,7 +152,6 @@ class LlavaCollator:
                     f"sample {sample_id}: truncation to max_length={self.max_length} removes every answer token, so "
                     "it would train on nothing; raise max_length or shorten the prompt."
                 )
-            kept_images = input_ids.count(self.image_token_id) // self.image_seq_length
             images = images[:kept_images]
         return EncodedSample(input_ids=input_ids, labels=labels, images=images)
 
@@ -175,22 +187,31 @@ class LlavaCollator:
                 for start, end in answer_spans
                 for token in map(encoding.char_to_token, range(start, end))
             )
-            if placeholders != len(row.get("images") or []) or not supervised:
+            images = list(row.get("images") or [])
+            if placeholders != len(images) or not supervised:
                 lengths.append(None)
-            else:
-                lengths.append(len(token_ids) + extra + placeholders * (self.image_seq_length - 1))
+            else:  # each placeholder becomes its image's tokens (LLaVA-1.6: a count that depends on the image size)
+                lengths.append(len(token_ids) + extra + sum(self.image_token_counts(images)) - placeholders)
         return lengths
 
-    def pixel_values(self, images: list) -> torch.Tensor:
+    def image_token_counts(self, images: list) -> list[int]:
+        """Tokens each image takes in the sequence (PIL images, paths or undecoded `{"path", "bytes"}` images)."""
+        if self.count_image_tokens is None:
+            return [self.image_seq_length] * len(images)
+        return [self.count_image_tokens(image_size(image)) for image in images]
+
+    def pixel_values(self, images: list) -> dict[str, torch.Tensor]:
+        """`pixel_values` ([num_images, 3, H, W]; LLaVA-1.6: [num_images, max tiles, 3, H, W]) and, for AnyRes,
+        `image_sizes` ((height, width) per image)."""
         processed = self.processor.image_processor(images=[to_rgb(image) for image in images], return_tensors="pt")
-        return processed["pixel_values"]  # [num_images, 3, H, W]
+        return {key: processed[key] for key in ("pixel_values", "image_sizes") if key in processed}
 
     def __call__(self, rows: list[dict]) -> dict:
         samples = [self.encode(row) for row in rows]
         batch = self.pack(samples) if self.padding_free else self.pad(samples)
         images = [image for sample in samples for image in sample.images]
         if images:
-            batch["pixel_values"] = self.pixel_values(images)
+            batch.update(self.pixel_values(images))
         return batch
 
     def pad(self, samples: list[EncodedSample]) -> dict[str, torch.Tensor]:
@@ -219,6 +240,29 @@ class LlavaCollator:
             "position_ids": position_ids[None],
             "use_cache": False,
         }
+
+
+# EXIF orientations that swap width and height (`to_rgb` applies them before the processor sees the image).
+TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+
+
+def image_size(image) -> tuple[int, int]:
+    """(height, width) of an image as the processor will see it (after EXIF rotation), from the header only."""
+    if isinstance(image, Image.Image):
+        opened, close = image, False
+    else:
+        if isinstance(image, (str, Path)):
+            image = {"path": str(image), "bytes": None}
+        source = BytesIO(image["bytes"]) if image.get("bytes") is not None else image["path"]
+        opened, close = Image.open(source), True
+    try:
+        width, height = opened.size
+        if opened.getexif().get(0x0112) in TRANSPOSING_ORIENTATIONS:
+            width, height = height, width
+    finally:
+        if close:
+            opened.close()
+    return height, width
 
 
 def _special_tokens_around(tokenizer) -> tuple[list[int], list[int]]:

@@ -1,14 +1,17 @@
 """LLaVA model and config classes (no other llava_hf imports: everything else builds on these).
 
-Importing this package registers them the ordinary way: the `llava_hf` config and model classes with transformers'
-Auto classes, and the on-disk key mapping (`CHECKPOINT_KEY_MAPPING`) that `from_pretrained` and `save_pretrained`
+Importing this package registers them the ordinary way: the `llava_hf` and `llava_hf_next` config and model classes
+with transformers' Auto classes, and the on-disk key mappings (`CHECKPOINT_KEY_MAPPING`, ...) that `from_pretrained` and `save_pretrained`
 apply, so every way to our classes loads and saves transformers' built-in llava key layout.
 
 - `configuration_llava.py`  LlavaHfConfig: towers, projector type, feature layer/selection, aspect ratio, image_seq_length
 - `modeling_llava.py`       projector -> PreTrainedModel -> Model (vision tower, splice, count check) -> ForConditionalGeneration
+- `configuration_llava_next.py`  LlavaHfNextConfig: LLaVA-1.6 AnyRes (grid pinpoints, patch merge type)
+- `modeling_llava_next.py`       LlavaHfNext{Model,ForConditionalGeneration}: tiles, unpad, image_newline
 """
 
 from .configuration_llava import LlavaHfConfig
+from .configuration_llava_next import LlavaHfNextConfig
 from .modeling_llava import (
     BASE_MODEL_KEY_MAPPING,
     CHECKPOINT_KEY_MAPPING,
@@ -19,6 +22,11 @@ from .modeling_llava import (
     LlavaHfMultiModalProjector,
     LlavaHfPreTrainedModel,
 )
+from .modeling_llava_next import (
+    NEXT_CHECKPOINT_KEY_MAPPING,
+    LlavaHfNextForConditionalGeneration,
+    LlavaHfNextModel,
+)
 
 
 def _register_with_transformers() -> None:
@@ -26,31 +34,32 @@ def _register_with_transformers() -> None:
     from transformers.conversion_mapping import register_checkpoint_conversion_mapping
     from transformers.core_model_loading import WeightRenaming
 
-    AutoConfig.register(LlavaHfConfig.model_type, LlavaHfConfig, exist_ok=True)
-    AutoModel.register(LlavaHfConfig, LlavaHfModel, exist_ok=True)
-    AutoModelForImageTextToText.register(LlavaHfConfig, LlavaHfForConditionalGeneration, exist_ok=True)
-    # a separate registry behind pipeline("any-to-any")
-    AutoModelForMultimodalLM.register(LlavaHfConfig, LlavaHfForConditionalGeneration, exist_ok=True)
-    # Same on-disk layout as transformers' built-in llava (`language_model.model.*`, `vision_tower.*`, ...): this
-    # mapping turns it into our in-memory names on load and back on save, so checkpoints load both ways.
-    register_checkpoint_conversion_mapping(
-        LlavaHfConfig.model_type,
-        [
-            WeightRenaming(source_patterns=disk, target_patterns=memory)
-            for disk, memory in CHECKPOINT_KEY_MAPPING.items()
-        ],
-        overwrite=True,
+    # (config, backbone, head model) of LLaVA-1.5 and LLaVA-1.6 (AnyRes)
+    families = (
+        (LlavaHfConfig, LlavaHfModel, LlavaHfForConditionalGeneration),
+        (LlavaHfNextConfig, LlavaHfNextModel, LlavaHfNextForConditionalGeneration),
     )
-    # Keyed by class name, so it also applies to the `model` inside the head model (transformers looks up class names
-    # before model types, exactly as for its `LlavaModel`).
-    register_checkpoint_conversion_mapping(
-        LlavaHfModel.__name__,
-        [
-            WeightRenaming(source_patterns=disk, target_patterns=memory)
-            for disk, memory in BASE_MODEL_KEY_MAPPING.items()
-        ],
-        overwrite=True,
-    )
+    for config_class, backbone, head in families:
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        AutoModel.register(config_class, backbone, exist_ok=True)
+        AutoModelForImageTextToText.register(config_class, head, exist_ok=True)
+        AutoModelForMultimodalLM.register(config_class, head, exist_ok=True)  # the registry behind "any-to-any"
+    # Same on-disk layout as transformers' built-in llava / llava_next (`language_model.model.*`, `vision_tower.*`,
+    # `image_newline`, ...): these mappings turn it into our in-memory names on load and back on save, so checkpoints
+    # load both ways. The backbone ones are keyed by class name, so they also apply to the `model` inside the head
+    # model (transformers looks up class names before model types, exactly as for its `LlavaModel`).
+    mappings = {
+        LlavaHfConfig.model_type: CHECKPOINT_KEY_MAPPING,
+        LlavaHfNextConfig.model_type: {**NEXT_CHECKPOINT_KEY_MAPPING, **CHECKPOINT_KEY_MAPPING},
+        LlavaHfModel.__name__: BASE_MODEL_KEY_MAPPING,
+        LlavaHfNextModel.__name__: BASE_MODEL_KEY_MAPPING,
+    }
+    for key, mapping in mappings.items():
+        register_checkpoint_conversion_mapping(
+            key,
+            [WeightRenaming(source_patterns=disk, target_patterns=memory) for disk, memory in mapping.items()],
+            overwrite=True,
+        )
 
 
 _register_with_transformers()
@@ -65,4 +74,8 @@ __all__ = [
     "LlavaHfModelOutputWithPast",
     "LlavaHfMultiModalProjector",
     "LlavaHfPreTrainedModel",
+    "LlavaHfNextConfig",
+    "LlavaHfNextForConditionalGeneration",
+    "LlavaHfNextModel",
+    "NEXT_CHECKPOINT_KEY_MAPPING",
 ]

@@ -146,11 +146,16 @@ class LlavaHfConfig(PreTrainedConfig):
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
         # A folder saved in the built-in format reads as ours before transformers compares model types.
         config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
-        return from_builtin_config_dict(config_dict), kwargs
+        return cls.from_builtin_dict(config_dict), kwargs
 
     @classmethod
     def from_dict(cls, config_dict: dict, **kwargs):
-        return super().from_dict(from_builtin_config_dict(config_dict), **kwargs)
+        return super().from_dict(cls.from_builtin_dict(config_dict), **kwargs)
+
+    @classmethod
+    def from_builtin_dict(cls, config_dict: dict) -> dict:
+        """A config.json dict in the built-in's format as ours (other dicts unchanged)."""
+        return from_builtin_config_dict(config_dict)
 
     @property
     def builtin_expressible(self) -> bool:

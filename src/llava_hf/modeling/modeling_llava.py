@@ -155,6 +155,7 @@ class LlavaHfModel(LlavaHfPreTrainedModel):
         """
         layer = self.config.vision_feature_layer if vision_feature_layer is None else vision_feature_layer
         strategy = vision_feature_select_strategy or self.config.vision_feature_select_strategy
+        kwargs.pop("image_sizes", None)  # every image is one square here: its size does not change its features
         return_dict = kwargs.pop("return_dict", None)
         return_dict = self.config.return_dict if return_dict is None else return_dict
         output_hidden_states = kwargs.pop("output_hidden_states", None)
@@ -185,9 +186,16 @@ class LlavaHfModel(LlavaHfPreTrainedModel):
         return outputs if return_dict else outputs.to_tuple()
 
     def get_placeholder_mask(
-        self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, image_features: torch.Tensor
+        self,
+        input_ids: torch.LongTensor | None,
+        inputs_embeds: torch.Tensor,
+        image_features: torch.Tensor | list[torch.Tensor],
     ) -> torch.Tensor:
-        """Boolean `[B, T]` mask of image-token positions, checked against the features computed for the batch."""
+        """Boolean `[B, T]` mask of image-token positions, checked against the features computed for the batch.
+
+        `image_features` is `[num_images, image_seq_length, D]`, or one `[tokens, D]` tensor per image when images
+        cost different numbers of tokens (LLaVA-1.6).
+        """
         if input_ids is None:
             image_embedding = self.get_input_embeddings()(
                 torch.tensor(self.config.image_token_id, device=inputs_embeds.device)
@@ -195,22 +203,23 @@ class LlavaHfModel(LlavaHfPreTrainedModel):
             mask = (inputs_embeds == image_embedding).all(-1)
         else:
             mask = input_ids == self.config.image_token_id
-        num_images, features_per_image = image_features.shape[:2]
+        lengths = [len(features) for features in image_features]
         tokens_per_sample = mask.sum(-1).tolist()
-        if sum(tokens_per_sample) != num_images * features_per_image:
+        if sum(tokens_per_sample) != sum(lengths):
+            uniform = len(set(lengths)) == 1
             detail = next(
                 (
-                    f"sample {index} has {count} image tokens, not a multiple of {features_per_image}"
+                    f"sample {index} has {count} image tokens, not a multiple of {lengths[0]}"
                     for index, count in enumerate(tokens_per_sample)
-                    if count % features_per_image
+                    if uniform and count % lengths[0]
                 ),
                 f"the batch has {sum(tokens_per_sample)} image tokens in all ({tokens_per_sample} per sample)",
             )
+            computed = f"{len(lengths)} image(s) x {lengths[0]}" if uniform else f"{len(lengths)} image(s) ({lengths})"
             raise ValueError(
-                f"Image features and image tokens do not match: {detail}, but {num_images} image(s) x "
-                f"{features_per_image} = {num_images * features_per_image} image features were computed. Build inputs "
-                "with LlavaHfProcessor (one <image> per image, expanded to image_seq_length tokens) and make sure "
-                "truncation (max_length) does not cut an image's tokens."
+                f"Image features and image tokens do not match: {detail}, but {computed} = {sum(lengths)} image "
+                "features were computed. Build inputs with the model's processor (one <image> per image, expanded to "
+                "that image's token count) and make sure truncation (max_length) does not cut an image's tokens."
             )
         return mask
 
@@ -229,6 +238,7 @@ class LlavaHfModel(LlavaHfPreTrainedModel):
         vision_feature_layer: int | list[int] | None = None,
         vision_feature_select_strategy: str | None = None,
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
+        image_sizes: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
@@ -238,6 +248,7 @@ class LlavaHfModel(LlavaHfPreTrainedModel):
 
         `mm_encoder_outputs={"image": get_image_features(...)}` reuses image features computed earlier (as the
         built-in Llava accepts) instead of `pixel_values`; `past_key_values` is accepted as the old name of `cache`.
+        `image_sizes` ((height, width) per image) is what AnyRes models need to tile and unpad; LLaVA-1.5 ignores it.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
@@ -257,16 +268,17 @@ class LlavaHfModel(LlavaHfPreTrainedModel):
         if image_outputs is None and pixel_values is not None and pixel_values.shape[0] > 0:
             image_outputs = self.get_image_features(
                 pixel_values,
-                vision_feature_layer,
-                vision_feature_select_strategy,
+                vision_feature_layer=vision_feature_layer,
+                vision_feature_select_strategy=vision_feature_select_strategy,
                 output_hidden_states=output_hidden_states,
                 output_attentions=output_attentions,
                 return_dict=True,
+                **({} if image_sizes is None else {"image_sizes": image_sizes}),
             )
         if image_outputs is not None:
-            image_features = torch.stack(image_outputs.pooler_output)  # [num_images, image_seq_length, D]
-            mask = self.get_placeholder_mask(input_ids, inputs_embeds, image_features)
-            image_features = image_features.reshape(-1, inputs_embeds.shape[-1]).to(inputs_embeds)
+            per_image = list(image_outputs.pooler_output)  # one [tokens, D] tensor per image
+            mask = self.get_placeholder_mask(input_ids, inputs_embeds, per_image)
+            image_features = torch.cat(per_image).to(inputs_embeds)  # [all image tokens, D]
             inputs_embeds = inputs_embeds.masked_scatter(mask.unsqueeze(-1).expand_as(inputs_embeds), image_features)
 
         outputs = self.language_model(
@@ -295,10 +307,11 @@ class LlavaHfForConditionalGeneration(LlavaHfPreTrainedModel, GenerationMixin):
 
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
     _tp_plan = {"lm_head": "colwise_gather_output"}
+    backbone_class = LlavaHfModel  # the model without head that `self.model` is
 
     def __init__(self, config: LlavaHfConfig):
         super().__init__(config)
-        self.model = LlavaHfModel(config)
+        self.model = self.backbone_class(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
 
@@ -348,6 +361,7 @@ class LlavaHfForConditionalGeneration(LlavaHfPreTrainedModel, GenerationMixin):
         vision_feature_layer: int | list[int] | None = None,
         vision_feature_select_strategy: str | None = None,
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
+        image_sizes: torch.Tensor | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> LlavaHfCausalLMOutputWithPast | tuple:
@@ -363,6 +377,7 @@ class LlavaHfForConditionalGeneration(LlavaHfPreTrainedModel, GenerationMixin):
             vision_feature_layer=vision_feature_layer,
             vision_feature_select_strategy=vision_feature_select_strategy,
             mm_encoder_outputs=mm_encoder_outputs,
+            image_sizes=image_sizes,
             return_dict=True,
             **kwargs,
         )

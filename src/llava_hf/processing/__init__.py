@@ -2,6 +2,7 @@
 
 - `image_processing_llava.py`  LLaVA's RGB conversion (alpha, EXIF, 16-bit) + LlavaHfImageProcessor (pad/square, exact)
 - `processing_llava.py`        LlavaHfProcessor: `<image>` expansion, per-sample count checks, templates by name
+- `processing_llava_next.py`   LlavaHfNextProcessor: LLaVA-1.6 AnyRes tiles (built-in PIL processor, exact) + token counts
 - `chat_templates`             vicuna_v1, llava_v1, llava_llama_2, mistral_instruct, chatml_direct, plain (`.jinja`)
 """
 
@@ -13,6 +14,7 @@ from .processing_llava import (
     get_chat_template,
     resolve_chat_template,
 )
+from .processing_llava_next import LlavaHfNextProcessor, anyres_num_image_tokens, build_next_image_processor
 
 __all__ = [
     "CHAT_TEMPLATE_NAMES",
@@ -20,6 +22,9 @@ __all__ = [
     "IMAGE_ASPECT_RATIOS",
     "LlavaHfImageProcessor",
     "LlavaHfProcessor",
+    "LlavaHfNextProcessor",
+    "anyres_num_image_tokens",
+    "build_next_image_processor",
     "build_image_processor",
     "get_chat_template",
     "resolve_chat_template",

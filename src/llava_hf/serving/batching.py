@@ -29,7 +29,8 @@ from llava_hf.serving.loading import pad_token_id
 
 @dataclass
 class GenerationJob:
-    """One request's prompt, sampling settings and progress. `input_ids` is `[T]`, `pixel_values` `[N, 3, H, W]`."""
+    """One request's prompt, sampling settings and progress. `input_ids` is `[T]`, `pixel_values` `[N, 3, H, W]`
+    (LLaVA-1.6: `[N, tiles, 3, H, W]` with `image_sizes` `[N, 2]`, (height, width) per image)."""
 
     input_ids: torch.Tensor
     pixel_values: torch.Tensor | None
@@ -44,6 +45,7 @@ class GenerationJob:
     tokens: list[int] = field(default_factory=list)
     emitted: str = ""
     finish_reason: str | None = None
+    image_sizes: torch.Tensor | None = None
 
     def sampling_key(self) -> tuple:
         """Jobs with equal keys can share a `generate` call."""
@@ -234,6 +236,13 @@ class BatchingEngine:
         images = [job.pixel_values for job in jobs if job.pixel_values is not None]
         inputs = dict(input_ids=input_ids.to(self.model.device), attention_mask=attention_mask.to(self.model.device))
         if images:
+            if any(job.image_sizes is not None for job in jobs):  # AnyRes: pad each image to the batch's most tiles
+                tiles = max(image.shape[1] for image in images)
+                images = [
+                    torch.nn.functional.pad(image, (0, 0, 0, 0, 0, 0, 0, tiles - image.shape[1])) for image in images
+                ]
+                sizes = [job.image_sizes for job in jobs if job.image_sizes is not None]
+                inputs["image_sizes"] = torch.cat(sizes).to(self.model.device)
             inputs["pixel_values"] = torch.cat(images).to(self.model.device, self.model.dtype)
         sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
         if jobs[0].temperature > 0:

@@ -140,7 +140,8 @@ class LlavaServer:
     def prepare(self, body: bytes) -> tuple[ChatRequest, torch.Tensor, torch.Tensor | None]:
         """Parse and validate the body, fetch and decode the images, render the chat template, check it, tokenize.
 
-        Returns `(request, input_ids [T], pixel_values [N, 3, H, W] or None)`. Runs in the prepare pool, off the
+        Returns `(request, input_ids [T], image inputs)`: `{"pixel_values": [N, 3, H, W]}` (LLaVA-1.6: `[N, tiles, 3,
+        H, W]` and `image_sizes` `[N, 2]`), empty without images. Runs in the prepare pool, off the
         event loop: one hop per request, because on a busy machine every thread hand-off waits for a free core.
         """
         chat = parse_chat_request(body, self.settings, self.model_name, self.max_text_chars)
@@ -182,15 +183,17 @@ class LlavaServer:
                 f"context of {self.context_length} tokens; shorten the conversation or lower max_tokens.",
                 "max_tokens",
             )
-        return chat, inputs["input_ids"][0], inputs.get("pixel_values")
+        image_inputs = {key: inputs[key] for key in ("pixel_values", "image_sizes") if key in inputs}
+        return chat, inputs["input_ids"][0], image_inputs
 
-    def submit(self, chat: ChatRequest, input_ids, pixel_values) -> tuple[GenerationJob, asyncio.Queue]:
+    def submit(self, chat: ChatRequest, input_ids, image_inputs: dict) -> tuple[GenerationJob, asyncio.Queue]:
         """Hand the request to the batcher; its events arrive on the returned queue."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         job = GenerationJob(
             input_ids=input_ids,
-            pixel_values=pixel_values,
+            pixel_values=image_inputs.get("pixel_values"),
+            image_sizes=image_inputs.get("image_sizes"),
             max_new_tokens=chat.max_tokens,
             emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
             temperature=chat.temperature,
@@ -220,8 +223,8 @@ class LlavaServer:
         try:
             deadline = time.monotonic() + self.settings.request_timeout
             prepared = asyncio.get_running_loop().run_in_executor(self.prepare_pool, self.prepare, body)
-            chat, input_ids, pixel_values = await self.before(deadline, prepared)
-            admission.job, events = self.submit(chat, input_ids, pixel_values)
+            chat, input_ids, image_inputs = await self.before(deadline, prepared)
+            admission.job, events = self.submit(chat, input_ids, image_inputs)
             completion_id = f"chatcmpl-{uuid.uuid4().hex}"
             if chat.stream:
                 # Released when the stream ends, or by the background task Starlette runs after the response even

@@ -49,6 +49,9 @@ def set_trainable(
     base.multi_modal_projector.requires_grad_(train_projector)
     base.language_model.requires_grad_(train_language_model)
     _unwrap(model).lm_head.requires_grad_(train_language_model)
+    if getattr(base, "image_newline", None) is not None:
+        # LLaVA-1.6's newline trains with the LLM, at its LR: the original's projector LR matches "mm_projector" only
+        base.image_newline.requires_grad_(train_language_model)
     return trainable_counts(model)
 
 
@@ -256,13 +259,19 @@ def build_from_parts(
     the mean of the others);
     a tokenizer without a pad token pads with `unk` (LLaVA-1.5's choice) or else `eos`. `quantization_config`
     (QLoRA) applies to the language model only; the vision tower and the projector stay in `dtype`.
-    Returns `(model, processor)`.
+    `image_aspect_ratio="anyres"` builds LLaVA-1.6 (`LlavaHfNext*`: the released pinpoints scaled to the tower's size,
+    "spatial_unpad", `image_newline` drawn as the original draws it). Returns `(model, processor)`.
     """
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-    from ..modeling import LlavaHfConfig, LlavaHfForConditionalGeneration
+    from ..modeling import (
+        LlavaHfConfig,
+        LlavaHfForConditionalGeneration,
+        LlavaHfNextConfig,
+        LlavaHfNextForConditionalGeneration,
+    )
     from ..modeling.modeling_llava import LlavaHfMultiModalProjector
-    from ..processing import LlavaHfProcessor, build_image_processor
+    from ..processing import LlavaHfNextProcessor, LlavaHfProcessor, build_image_processor, build_next_image_processor
 
     dtype = dtype or torch.float32  # not the checkpoints' own dtypes: Vicuna is fp16 on disk, CLIP fp32
     tokenizer = load_tokenizer_with_image_token(language_model)
@@ -288,33 +297,47 @@ def build_from_parts(
     vision = AutoModel.from_pretrained(vision_tower, dtype=dtype)
     vision_state = (vision.vision_model if hasattr(vision, "vision_model") else vision).state_dict()
 
-    config = LlavaHfConfig(
+    anyres = image_aspect_ratio == "anyres"
+    config = (LlavaHfNextConfig if anyres else LlavaHfConfig)(
         vision_config=vision_config,
         text_config=language.config,
         image_token_index=tokenizer.convert_tokens_to_ids(tokenizer.image_token),
         projector_type=projector_type,
         vision_feature_layer=vision_feature_layer,
         vision_feature_select_strategy=vision_feature_select_strategy,
-        image_aspect_ratio=image_aspect_ratio,
+        **({} if anyres else {"image_aspect_ratio": image_aspect_ratio}),
     )
     # Build the shell on the meta device (no second copy of a 7B LLM in memory), then move the loaded towers in.
     with torch.device("meta"):
-        model = LlavaHfForConditionalGeneration(config)
+        model = (LlavaHfNextForConditionalGeneration if anyres else LlavaHfForConditionalGeneration)(config)
     model.model.language_model = language.model
     model.lm_head = language.lm_head
     model.model.vision_tower = AutoModel.from_config(vision_config, dtype=dtype)
     model.model.vision_tower.load_state_dict(vision_state)
     model.model.vision_tower.requires_grad_(False)
     model.model.multi_modal_projector = LlavaHfMultiModalProjector(config).to(dtype)
+    if anyres:  # N(0, 1/sqrt(hidden)), as the original creates it
+        hidden = config.text_config.hidden_size
+        model.model.image_newline = torch.nn.Parameter((torch.randn(hidden) / hidden**0.5).to(dtype))
     on_meta = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()] if tensor.is_meta]
     if on_meta:
         raise RuntimeError(f"tensors left on the meta device after assembling the model: {on_meta[:5]}")
     model.generation_config.pad_token_id = tokenizer.pad_token_id
 
+    normalisation = tower_normalisation(vision_tower)
+    if anyres:
+        processor = LlavaHfNextProcessor(
+            image_processor=build_next_image_processor(
+                vision_config.image_size, config.image_grid_pinpoints, *normalisation
+            ),
+            tokenizer=tokenizer,
+            chat_template=chat_template,
+            mm_patch_merge_type=config.mm_patch_merge_type,
+            **config.image_token_settings,
+        )
+        return model, processor
     processor = LlavaHfProcessor(
-        image_processor=build_image_processor(
-            vision_config.image_size, image_aspect_ratio, *tower_normalisation(vision_tower)
-        ),
+        image_processor=build_image_processor(vision_config.image_size, image_aspect_ratio, *normalisation),
         tokenizer=tokenizer,
         chat_template=chat_template,
         **config.image_token_settings,

@@ -74,6 +74,22 @@ def bitsandbytes_config(bits: int | None, compute_dtype=None):
     )
 
 
+NEXT_MODEL_TYPES = ("llava_next", "llava_hf_next")  # LLaVA-1.6 (AnyRes): the built-in's format and ours
+
+
+def checkpoint_classes(path: str, revision: str | None = None) -> tuple[type, type]:
+    """llava_hf's (model, processor) classes for a checkpoint: LLaVA-1.6 (AnyRes) or LLaVA-1.5, by its config."""
+    from transformers import PretrainedConfig
+
+    from ..modeling import LlavaHfForConditionalGeneration, LlavaHfNextForConditionalGeneration
+    from ..processing import LlavaHfNextProcessor, LlavaHfProcessor
+
+    model_type = PretrainedConfig.get_config_dict(path, revision=revision)[0].get("model_type")
+    if model_type in NEXT_MODEL_TYPES:
+        return LlavaHfNextForConditionalGeneration, LlavaHfNextProcessor
+    return LlavaHfForConditionalGeneration, LlavaHfProcessor
+
+
 def load_checkpoint(
     model: str,
     *,
@@ -91,8 +107,7 @@ def load_checkpoint(
     it (training: the Trainer places it). Raises ValueError
     naming the fix when the checkpoint cannot be found, has no chat template (inference), or an option is unavailable.
     """
-    from ..modeling import LlavaHfForConditionalGeneration
-    from ..processing import LlavaHfProcessor, resolve_chat_template
+    from ..processing import resolve_chat_template
 
     if not model:
         raise ValueError("--model is required: a checkpoint folder or a Hub repo id such as org/name.")
@@ -114,8 +129,9 @@ def load_checkpoint(
         if device is not None:
             kwargs["device_map"] = {"": device}
     try:
-        processor = LlavaHfProcessor.from_pretrained(path, revision=revision)
-        loaded = LlavaHfForConditionalGeneration.from_pretrained(path, **kwargs)
+        model_class, processor_class = checkpoint_classes(path, revision)
+        processor = processor_class.from_pretrained(path, revision=revision)
+        loaded = model_class.from_pretrained(path, **kwargs)
     except OSError as error:
         raise ValueError(
             f"could not load --model {model!r}: it is neither a checkpoint folder nor a Hub repo available "
