@@ -116,3 +116,11 @@ def test_preflight_counts_real_per_image_tokens(tmp_path):
     assert lengths[1] > lengths[0] + 2 * 88 - 42 - 10  # two 88-token images against one 42-token image
     report = check_rows(rows, processor, max_length=lengths[0])
     assert report.problems["too_long"] == [1] and report.bad_rows == {1}
+
+
+def test_preflight_lengths_are_what_encode_builds_for_anyres_images():
+    """The preflight's fast path (`encoded_lengths`, no per-token mask loop) gives each row exactly `encode`'s length,
+    with every image expanded to its own size-dependent count."""
+    collator = LlavaCollator(make_tiny_next_processor())
+    rows = [row(0, SIZES[:2]), row(1, SIZES[2:5]), row(2, SIZES[5:])]
+    assert collator.encoded_lengths(rows) == [len(collator.encode(sample).input_ids) for sample in rows]
