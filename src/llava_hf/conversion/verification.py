@@ -49,17 +49,19 @@ def verify_conversion(converted: Path, reference: dict, tolerance: float) -> dic
         expanded.extend([model.config.image_token_id] * model.config.image_seq_length if token == -200 else [token])
     token_ids_identical = expanded == ours.input_ids[0].tolist()
 
+    llm_state, projector_state, tower_state = reference["read_weights"]()
     language_model = LlamaForCausalLM(LlamaConfig(**reference["text_config_fields"])).eval()
-    language_model.load_state_dict({k: v.float() for k, v in reference["llm_state"].items()})
+    language_model.load_state_dict({k: v.float() for k, v in llm_state.items()})
+    del llm_state
     tower = CLIPVisionModel(reference["vision_config"]).eval()
-    tower.load_state_dict(reference["tower_state"])
+    tower.load_state_dict(tower_state)
     pixel_values = original_pixel_values(
         image, image_size, reference["image_mean"], reference["image_std"], settings["image_aspect_ratio"]
     )
     reference_logits = original_forward(
         language_model,
         tower,
-        {k: v.float() for k, v in reference["projector_state"].items()},
+        {k: v.float() for k, v in projector_state.items()},
         settings["projector_type"],
         settings["vision_feature_layer"],
         "patch" if settings["vision_feature_select_strategy"] == "default" else "cls_patch",
