@@ -4,8 +4,15 @@ A checkpoint is a folder or a Hub repo id holding a model and its processor; our
 both load, through `AutoModelForImageTextToText` and `AutoProcessor`. The policy:
 
 - device `auto`: cuda, then mps, then cpu.
-- dtype `auto`: the checkpoint's own dtype on an accelerator, float32 on CPU (bf16/fp16 matmuls on CPU are slow or
-  unsupported, and a released checkpoint is usually fp16). `float32`, `bfloat16`, `float16` force one.
+- dtype `auto` (`choose_dtype`): the checkpoint's own dtype on an accelerator. On CPU: float32 when the weights are
+  small (under SMALL_WEIGHTS_BYTES at float32, and a quarter of the available memory), else bfloat16 when the CPU
+  computes it natively (AVX512-BF16 or AMX), else the checkpoint's own dtype (a 7B checkpoint is 27 GiB at float32:
+  more than most machines have). The choice and its reason are printed in one line. `float32`, `bfloat16`,
+  `float16` force one.
+- memory (`check_memory`): before anything is loaded, the weights' size at the chosen dtype (from the safetensors
+  headers) is compared with the available memory (MemAvailable, or the GPU's free memory); a model that cannot fit
+  is a ValueError naming the options, not a kill by the OOM killer. LLAVA_HF_AVAILABLE_MEMORY (e.g. `20GiB`)
+  replaces the measured figure: to plan for a smaller machine, or to test.
 - quantization (`bits=4` or `8`, bitsandbytes, GPU only): the language model only. The vision tower, the projector
   and `lm_head` stay unquantized (`QUANTIZATION_SKIP_MODULES`): transformers' default skip list holds only lm_head,
   and quantizing the small projector costs accuracy for no memory; LLaVA's QLoRA recipe keeps them out too
@@ -19,7 +26,11 @@ both load, through `AutoModelForImageTextToText` and `AutoProcessor`. The policy
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import struct
+import sys
+from dataclasses import dataclass
 
 QUANTIZATION_SKIP_MODULES = ["vision_tower", "multi_modal_projector", "lm_head"]
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
@@ -41,15 +52,157 @@ def resolve_device(device: str = "auto") -> str:
     return "cpu"
 
 
-def resolve_dtype(dtype: str, device: str):
-    """The `dtype` argument for `from_pretrained`: a torch dtype, or "auto" (the checkpoint's) off the CPU."""
+SMALL_WEIGHTS_BYTES = 2 * 2**30  # float32 weights under this load as float32 on CPU (exact, and fast enough)
+MEMORY_HEADROOM = 1.1  # the weights plus 10% (activations, KV cache, the processor, Python) must fit
+SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn"}
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@dataclass
+class WeightsSize:
+    """The weights of a checkpoint as its safetensors headers describe them, without reading the weights."""
+
+    floating: dict[str, int]  # dtype name -> number of elements
+    other_bytes: int  # integer tensors (kept as they are by a dtype cast)
+
+    @property
+    def dtype(self) -> str:
+        """The checkpoint's dtype: the floating dtype holding the most elements."""
+        return max(self.floating, key=self.floating.get)
+
+    def bytes_at(self, dtype: str | None = None) -> int:
+        """Bytes in memory with every floating tensor cast to `dtype` (None: as saved)."""
+        import torch
+
+        def size(name):
+            return torch.finfo(getattr(torch, name)).bits // 8
+
+        if dtype is None:
+            return self.other_bytes + sum(count * size(name) for name, count in self.floating.items())
+        return self.other_bytes + sum(self.floating.values()) * size(dtype)
+
+
+def read_weights_size(folder: str) -> WeightsSize | None:
+    """Sizes from the `.safetensors` headers of a checkpoint folder (8-byte length + JSON: no weight is read);
+    None when the folder holds no safetensors files."""
+    names = sorted(name for name in os.listdir(folder) if name.endswith(".safetensors"))
+    if not names:
+        return None
+    floating, other = {}, 0
+    for name in names:
+        with open(os.path.join(folder, name), "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length))
+        for key, entry in header.items():
+            if key == "__metadata__":
+                continue
+            count = 1
+            for dimension in entry["shape"]:
+                count *= dimension
+            dtype = SAFETENSORS_DTYPES.get(entry["dtype"])
+            if dtype is None:
+                start, end = entry["data_offsets"]
+                other += end - start
+            else:
+                floating[dtype] = floating.get(dtype, 0) + count
+    return WeightsSize(floating, other) if floating else None
+
+
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU has bfloat16 matrix instructions (AVX512-BF16 or AMX), from /proc/cpuinfo's flags; without
+    them bfloat16 is emulated and no faster than the checkpoint's dtype."""
+    try:
+        with open(cpuinfo) as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return any(flag in line.split() for flag in CPU_BF16_FLAGS)
+    except OSError:
+        pass
+    return False
+
+
+def parse_bytes(text: str) -> int:
+    """`20GiB`, `512MiB`, `16GB` or a plain number of bytes."""
+    units = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "kb": 10**3, "mb": 10**6, "gb": 10**9, "b": 1}
+    value = text.strip().lower()
+    for unit, factor in units.items():
+        if value.endswith(unit):
+            return int(float(value[: -len(unit)]) * factor)
+    return int(float(value))
+
+
+def available_memory(device: str = "cpu") -> int | None:
+    """Bytes that a model can still take: LLAVA_HF_AVAILABLE_MEMORY when set, else the free memory of the CUDA
+    device, else MemAvailable of /proc/meminfo (None where neither can be read)."""
+    override = os.environ.get("LLAVA_HF_AVAILABLE_MEMORY")
+    if override:
+        try:
+            return parse_bytes(override)
+        except ValueError as error:
+            raise ValueError(
+                f"LLAVA_HF_AVAILABLE_MEMORY={override!r} is not a size; write it like 20GiB or 16000000000."
+            ) from error
+    if device.startswith("cuda"):
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return free
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB"
+
+
+def choose_dtype(dtype: str, device: str, weights: WeightsSize | None, available: int | None):
+    """(the `dtype` for `from_pretrained`, the reason in words) following the policy in the module docstring."""
     import torch
 
     if dtype != "auto" and dtype not in DTYPE_NAMES:
         raise ValueError(f"--dtype {dtype!r} is not one of auto, {', '.join(DTYPE_NAMES)}.")
     if dtype != "auto":
-        return getattr(torch, dtype)
-    return torch.float32 if device == "cpu" else "auto"
+        return getattr(torch, dtype), f"--dtype {dtype}"
+    saved = weights.dtype if weights is not None else None
+    if device != "cpu":
+        return "auto", f"the checkpoint's own dtype ({saved or 'as saved'}) on {device}"
+    if weights is not None:
+        fp32 = weights.bytes_at("float32")
+        if fp32 < SMALL_WEIGHTS_BYTES and (available is None or fp32 * 4 < available):
+            return torch.float32, f"the weights are small ({gib(fp32)} at float32)"
+    if cpu_has_native_bf16():
+        return torch.bfloat16, "this CPU computes bfloat16 natively (AVX512-BF16/AMX)"
+    if saved is not None:
+        return getattr(torch, saved), "the checkpoint's own dtype: this CPU has no native bfloat16"
+    return "auto", "the checkpoint's own dtype: its size is unknown and this CPU has no native bfloat16"
+
+
+def check_memory(model: str, weights: WeightsSize | None, torch_dtype, device: str, available: int | None):
+    """Raise ValueError, naming the options, when the weights at `torch_dtype` cannot fit in `available` bytes."""
+    if weights is None or available is None:
+        return
+    dtype = None if torch_dtype == "auto" else str(torch_dtype).removeprefix("torch.")
+    needed = weights.bytes_at(dtype)
+    if needed * MEMORY_HEADROOM <= available:
+        return
+    where = "GPU memory" if device.startswith("cuda") else "memory"
+    smaller = [
+        f"--dtype {name} ({gib(weights.bytes_at(name))})"
+        for name in ("bfloat16", "float16")
+        if name != (dtype or weights.dtype) and weights.bytes_at(name) * MEMORY_HEADROOM <= available
+    ]
+    options = smaller + ["--load_in_4bit (a CUDA GPU, about a quarter of the 16-bit size)"]
+    options.append("a device map that offloads layers (from_pretrained(..., device_map='auto'))")
+    raise ValueError(
+        f"{model} needs {gib(needed)} for its weights at {dtype or weights.dtype} (+10% to run) but {gib(available)} "
+        f"of {where} is available; use {', or '.join(options)}."
+    )
 
 
 def bitsandbytes_config(bits: int | None, compute_dtype=None):
@@ -71,6 +224,20 @@ def bitsandbytes_config(bits: int | None, compute_dtype=None):
         bnb_4bit_compute_dtype=compute_dtype or torch.bfloat16,
         llm_int8_skip_modules=QUANTIZATION_SKIP_MODULES,
     )
+
+
+def resolve_dtype_within_memory(model: str, path: str, dtype: str, device: str, quantization=None):
+    """`choose_dtype` for a checkpoint, printed in one line, after `check_memory` (skipped for quantized loads, whose
+    size depends on the quantization)."""
+    weights = read_weights_size(path) if os.path.isdir(path) else None
+    available = available_memory(device)
+    torch_dtype, reason = choose_dtype(dtype, device, weights, available)
+    name = "as saved" if torch_dtype == "auto" else str(torch_dtype).removeprefix("torch.")
+    size = f", weights {gib(weights.bytes_at(None if torch_dtype == 'auto' else name))}" if weights else ""
+    print(f"llava-hf: dtype {name} on {device} ({reason}{size})", file=sys.stderr)
+    if quantization is None:
+        check_memory(model, weights, torch_dtype, device, available)
+    return torch_dtype
 
 
 def load_checkpoint(
@@ -104,7 +271,7 @@ def load_checkpoint(
     if looks_like_path and not os.path.isdir(path):
         raise ValueError(f"--model {model!r} is not a folder; give a checkpoint folder or a Hub repo id (org/name).")
     device = resolve_device(device) if device is not None else None
-    torch_dtype = resolve_dtype(dtype, device or "cpu")
+    torch_dtype = resolve_dtype_within_memory(model, path, dtype, device or "cpu", quantization)
     kwargs = dict(revision=revision, dtype=torch_dtype)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
