@@ -26,11 +26,17 @@ both load, through `AutoModelForImageTextToText` and `AutoProcessor`. The policy
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
-import struct
 import sys
-from dataclasses import dataclass
+
+from .memory import (
+    WeightsSize,
+    available_memory,
+    cast_parameters_releasing_pages,
+    cpu_has_native_bf16,
+    gib,
+    read_weights_size,
+)
 
 QUANTIZATION_SKIP_MODULES = ["vision_tower", "multi_modal_projector", "lm_head"]
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
@@ -54,111 +60,6 @@ def resolve_device(device: str = "auto") -> str:
 
 SMALL_WEIGHTS_BYTES = 2 * 2**30  # float32 weights under this load as float32 on CPU (exact, and fast enough)
 MEMORY_HEADROOM = 1.1  # the weights plus 10% (activations, KV cache, the processor, Python) must fit
-SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn"}
-CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-@dataclass
-class WeightsSize:
-    """The weights of a checkpoint as its safetensors headers describe them, without reading the weights."""
-
-    floating: dict[str, int]  # dtype name -> number of elements
-    other_bytes: int  # integer tensors (kept as they are by a dtype cast)
-
-    @property
-    def dtype(self) -> str:
-        """The checkpoint's dtype: the floating dtype holding the most elements."""
-        return max(self.floating, key=self.floating.get)
-
-    def bytes_at(self, dtype: str | None = None) -> int:
-        """Bytes in memory with every floating tensor cast to `dtype` (None: as saved)."""
-        import torch
-
-        def size(name):
-            return torch.finfo(getattr(torch, name)).bits // 8
-
-        if dtype is None:
-            return self.other_bytes + sum(count * size(name) for name, count in self.floating.items())
-        return self.other_bytes + sum(self.floating.values()) * size(dtype)
-
-
-def read_weights_size(folder: str) -> WeightsSize | None:
-    """Sizes from the `.safetensors` headers of a checkpoint folder (8-byte length + JSON: no weight is read);
-    None when the folder holds no safetensors files."""
-    names = sorted(name for name in os.listdir(folder) if name.endswith(".safetensors"))
-    if not names:
-        return None
-    floating, other = {}, 0
-    for name in names:
-        with open(os.path.join(folder, name), "rb") as handle:
-            (length,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(length))
-        for key, entry in header.items():
-            if key == "__metadata__":
-                continue
-            count = 1
-            for dimension in entry["shape"]:
-                count *= dimension
-            dtype = SAFETENSORS_DTYPES.get(entry["dtype"])
-            if dtype is None:
-                start, end = entry["data_offsets"]
-                other += end - start
-            else:
-                floating[dtype] = floating.get(dtype, 0) + count
-    return WeightsSize(floating, other) if floating else None
-
-
-def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether the CPU has bfloat16 matrix instructions (AVX512-BF16 or AMX), from /proc/cpuinfo's flags; without
-    them bfloat16 is emulated and no faster than the checkpoint's dtype."""
-    try:
-        with open(cpuinfo) as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    return any(flag in line.split() for flag in CPU_BF16_FLAGS)
-    except OSError:
-        pass
-    return False
-
-
-def parse_bytes(text: str) -> int:
-    """`20GiB`, `512MiB`, `16GB` or a plain number of bytes."""
-    units = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "kb": 10**3, "mb": 10**6, "gb": 10**9, "b": 1}
-    value = text.strip().lower()
-    for unit, factor in units.items():
-        if value.endswith(unit):
-            return int(float(value[: -len(unit)]) * factor)
-    return int(float(value))
-
-
-def available_memory(device: str = "cpu") -> int | None:
-    """Bytes that a model can still take: LLAVA_HF_AVAILABLE_MEMORY when set, else the free memory of the CUDA
-    device, else MemAvailable of /proc/meminfo (None where neither can be read)."""
-    override = os.environ.get("LLAVA_HF_AVAILABLE_MEMORY")
-    if override:
-        try:
-            return parse_bytes(override)
-        except ValueError as error:
-            raise ValueError(
-                f"LLAVA_HF_AVAILABLE_MEMORY={override!r} is not a size; write it like 20GiB or 16000000000."
-            ) from error
-    if device.startswith("cuda"):
-        import torch
-
-        free, _ = torch.cuda.mem_get_info(torch.device(device))
-        return free
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def gib(nbytes: int) -> str:
-    return f"{nbytes / 2**30:.1f} GiB"
 
 
 def choose_dtype(dtype: str, device: str, weights: WeightsSize | None, available: int | None):
@@ -227,17 +128,23 @@ def bitsandbytes_config(bits: int | None, compute_dtype=None):
 
 
 def resolve_dtype_within_memory(model: str, path: str, dtype: str, device: str, quantization=None):
-    """`choose_dtype` for a checkpoint, printed in one line, after `check_memory` (skipped for quantized loads, whose
-    size depends on the quantization)."""
+    """(the dtype to run in, the dtype to pass to `from_pretrained`): `choose_dtype` for a checkpoint, printed in one
+    line, after `check_memory` (skipped for quantized loads, whose size depends on the quantization). The two differ
+    when a CPU load casts a single-dtype checkpoint: it then loads lazily as saved and casts in place afterwards
+    (`cast_parameters_releasing_pages`), which never holds two copies."""
     weights = read_weights_size(path) if os.path.isdir(path) else None
     available = available_memory(device)
     torch_dtype, reason = choose_dtype(dtype, device, weights, available)
     name = "as saved" if torch_dtype == "auto" else str(torch_dtype).removeprefix("torch.")
     size = f", weights {gib(weights.bytes_at(None if torch_dtype == 'auto' else name))}" if weights else ""
     print(f"llava-hf: dtype {name} on {device} ({reason}{size})", file=sys.stderr)
-    if quantization is None:
-        check_memory(model, weights, torch_dtype, device, available)
-    return torch_dtype
+    if quantization is not None:
+        return torch_dtype, torch_dtype
+    check_memory(model, weights, torch_dtype, device, available)
+    casts = torch_dtype != "auto" and weights is not None and [name] != list(weights.floating)
+    if device == "cpu" and casts and len(weights.floating) == 1:
+        return torch_dtype, "auto"
+    return torch_dtype, torch_dtype
 
 
 def load_checkpoint(
@@ -271,8 +178,8 @@ def load_checkpoint(
     if looks_like_path and not os.path.isdir(path):
         raise ValueError(f"--model {model!r} is not a folder; give a checkpoint folder or a Hub repo id (org/name).")
     device = resolve_device(device) if device is not None else None
-    torch_dtype = resolve_dtype_within_memory(model, path, dtype, device or "cpu", quantization)
-    kwargs = dict(revision=revision, dtype=torch_dtype)
+    torch_dtype, load_dtype = resolve_dtype_within_memory(model, path, dtype, device or "cpu", quantization)
+    kwargs = dict(revision=revision, dtype=load_dtype)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if quantization is not None:
@@ -285,6 +192,9 @@ def load_checkpoint(
     try:
         processor = AutoProcessor.from_pretrained(path, revision=revision)
         loaded = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+        if load_dtype != torch_dtype:
+            cast_parameters_releasing_pages(loaded, torch_dtype)
+            loaded.config.dtype = torch_dtype
     except OSError as error:
         raise ValueError(
             f"could not load --model {model!r}: it is neither a checkpoint folder nor a Hub repo available "
