@@ -303,9 +303,19 @@ def convert_original(
             check_llm_complete({name for name in names if original_weight_kind(name) == "llm"}, expected)
         pieces = iter_state_dict_files(llm_folder)
     writer = StreamingSafetensorsWriter(staging)
-    seen, saved_tower, llm_dtype = set(), {}, None
+    seen, saved_tower, llm_dtype, to_grow = set(), {}, None, {}
+
+    def write_grown():
+        # The matrices that gain rows are grown once the rest of their shard is written: growing copies the matrix,
+        # and that copy next to a whole shard would be the conversion's peak.
+        if to_grow:
+            writer.flush(min_bytes=CARRY_BYTES)
+        for name in list(to_grow):
+            writer.add("language_model." + name, add_new_token_rows(to_grow.pop(name), new_rows).to(llm_dtype))
+
     for _, name, tensor in pieces:
         if name is None:  # a source file is done: write what came from it before the next is read
+            write_grown()
             writer.flush(min_bytes=CARRY_BYTES)
             continue
         kind = original_weight_kind(name)
@@ -318,10 +328,12 @@ def convert_original(
             check_llm_weight(name, tensor, expected)
             llm_dtype = llm_dtype or tensor.dtype
             if new_rows and name in ("model.embed_tokens.weight", "lm_head.weight"):
-                tensor = add_new_token_rows(tensor, new_rows)
-            writer.add("language_model." + name, tensor.to(llm_dtype))
+                to_grow[name] = tensor
+            else:
+                writer.add("language_model." + name, tensor.to(llm_dtype))
             seen.add(name)
         del tensor
+    write_grown()
     check_llm_complete(seen, expected)
     config.dtype = str(llm_dtype).removeprefix("torch.")
     for name, tensor in projector_checkpoint_keys(projector_state, settings["projector_type"], config).items():
