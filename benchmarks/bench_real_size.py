@@ -1,4 +1,4 @@
-# flock /work/locks/bigmem python benchmarks/bench_real_size.py --ours /work/standins/llava-1.5-7b-hf --builtin /work/standins/llava-1.5-7b-builtin --json real_size.json
+# python benchmarks/bench_real_size.py --ours /work/standins/llava-1.5-7b-hf --builtin /work/standins/llava-1.5-7b-builtin --release /work/standins/llava-1.5-7b-release --lock /work/locks/bigmem --json real_size.json --markdown real_size.md
 """Real-size CPU figures: LLaVA-1.5-7B-shaped weights, ours vs transformers' built-in Llava, each step in its own
 process so every peak RSS is that step's alone.
 
@@ -38,10 +38,13 @@ def vm_hwm_gib() -> float:
     return float("nan")
 
 
+LOCK = []  # ["flock", PATH] with --lock: each step waits for the shared big-memory lock, holding it only while it runs
+
+
 def timed_command(command: list[str]) -> dict:
     """Run `command` under /usr/bin/time -v: exit status, wall seconds, peak RSS (GiB), the last stderr line."""
     start = time.perf_counter()
-    result = subprocess.run(["/usr/bin/time", "-v", *command], capture_output=True, text=True, env=environment())
+    result = subprocess.run([*LOCK, "/usr/bin/time", "-v", *command], capture_output=True, text=True, env=environment())
     peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr)
     messages = [line for line in result.stderr.splitlines() if line.startswith("llava-hf")]
     return {
@@ -122,7 +125,7 @@ def worker(implementation: str, model: str, dtype: str, new_tokens: int) -> dict
 def run_worker(implementation: str, model: str, dtype: str, new_tokens: int) -> dict:
     command = [sys.executable, __file__, "--worker", implementation, "--model", model, "--dtype", dtype]
     result = subprocess.run(
-        [*command, "--new_tokens", str(new_tokens)], capture_output=True, text=True, env=environment()
+        [*LOCK, *command, "--new_tokens", str(new_tokens)], capture_output=True, text=True, env=environment()
     )
     if result.returncode != 0:
         return {"implementation": implementation, "dtype": dtype, "error": result.stderr.strip()[-500:]}
@@ -186,6 +189,7 @@ def main(argv=None):
     parser.add_argument("--new_tokens", type=int, default=8)
     parser.add_argument("--json", type=Path, default=Path("real_size.json"))
     parser.add_argument("--markdown", type=Path, help="also write the tables to this file")
+    parser.add_argument("--lock", help="run each step under `flock LOCK` (a machine shared by memory-hungry jobs)")
     parser.add_argument("--worker", choices=["ours", "builtin"], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--dtype", help=argparse.SUPPRESS)
@@ -197,6 +201,8 @@ def main(argv=None):
     import torch
     import transformers
 
+    if args.lock:
+        LOCK.extend(["flock", args.lock])
     cli = [sys.executable, "-m", "llava_hf.cli"]
     commands = {}
     if not Path(args.builtin).exists():

@@ -15,8 +15,13 @@ pytest.importorskip("google.protobuf")
 import torch
 from safetensors.torch import load_file
 
-from llava_hf.conversion import ConversionError, ConvertArguments, convert_checkpoint
-from llava_hf.conversion import convert_original_checkpoint, sources
+from llava_hf.conversion import (
+    ConversionError,
+    ConvertArguments,
+    convert_checkpoint,
+    convert_original_checkpoint,
+    sources,
+)
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "assets"))
 import make_original_checkpoints  # noqa: E402
@@ -115,3 +120,10 @@ def test_vocabulary_mismatches_say_which_side_is_short(tiny_sources, tmp_path):
     with pytest.raises(ConversionError, match="has 416 rows but config.json says vocab_size=400"):
         convert_checkpoint(config_disagrees, tmp_path / "out" / "b")
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_verify_that_cannot_fit_says_so_before_loading(tiny_sources, tmp_path, monkeypatch):
+    monkeypatch.setenv("LLAVA_HF_AVAILABLE_MEMORY", "10KiB")
+    with pytest.raises(ConversionError, match=r"--verify needs .* but 0.0 GiB of memory is available; convert without"):
+        convert_checkpoint(tiny_sources["v15"], tmp_path / "out", ConvertArguments(verify=True))
+    assert not (tmp_path / "out").exists()

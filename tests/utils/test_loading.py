@@ -90,3 +90,17 @@ def test_generate_exits_2_before_loading_a_model_that_does_not_fit(checkpoint):
     errors = [line for line in result.stderr.splitlines() if line.startswith("llava-hf generate: error:")]
     assert len(errors) == 1 and "Traceback" not in result.stderr
     assert "of memory is available; use" in errors[0] and "--load_in_4bit" in errors[0]
+
+
+def test_docs_snippet_runs(checkpoint, capsys):
+    """The python block of docs/real_size.md, as written, on the tiny checkpoint."""
+    import re
+    from pathlib import Path
+
+    docs = (Path(__file__).parents[2] / "docs" / "real_size.md").read_text()
+    (block,) = re.findall(r"^```python\n(.*?)^```", docs, flags=re.DOTALL | re.MULTILINE)
+    folder, _ = checkpoint
+    namespace = {}
+    exec(block.replace('"llava_demo/model"', repr(str(folder))), namespace)
+    assert namespace["dtype"] == torch.float32 and namespace["pipe"].model.dtype == torch.float32
+    assert "llava-hf: dtype float32 on cpu (the weights are small" in capsys.readouterr().err

@@ -8,6 +8,24 @@ import torch
 from .common import VERIFY_QUESTION, ConversionError, verification_image
 
 
+def check_verification_memory(converted: Path):
+    """The verification holds the converted model and the reference computation side by side in float32; raise
+    before loading either when that cannot fit, instead of being killed halfway."""
+    from llava_hf.utils.memory import available_memory, gib, read_weights_size
+
+    weights = read_weights_size(str(converted))
+    available = available_memory("cpu")
+    if weights is None or available is None:
+        return
+    needed = 2 * weights.bytes_at("float32")
+    if needed > available:
+        raise ConversionError(
+            f"--verify needs {gib(needed)} (the converted model and the original computation, both in float32) but "
+            f"{gib(available)} of memory is available; convert without --verify on this machine (nothing was "
+            "written), and verify on one with more memory."
+        )
+
+
 @torch.no_grad()
 def verify_conversion(converted: Path, reference: dict, tolerance: float) -> dict:
     """Original computation (reference.py) vs the converted checkpoint on one image + prompt, in float32.
@@ -27,6 +45,7 @@ def verify_conversion(converted: Path, reference: dict, tolerance: float) -> dic
         original_tokenizer_image_token,
     )
 
+    check_verification_memory(converted)
     processor = AutoProcessor.from_pretrained(converted)
     model = LlavaHfForConditionalGeneration.from_pretrained(converted, dtype=torch.float32).eval()
     image = verification_image()

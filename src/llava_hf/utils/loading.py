@@ -147,6 +147,12 @@ def resolve_dtype_within_memory(model: str, path: str, dtype: str, device: str, 
     return torch_dtype, torch_dtype
 
 
+def checkpoint_dtype(model: str, dtype: str = "auto", device: str = "auto"):
+    """The dtype the `llava-hf` commands load `model` in on `device` (printed with its reason, after the memory
+    check), for your own `from_pretrained(..., dtype=...)` or `pipeline(..., dtype=...)`."""
+    return resolve_dtype_within_memory(model, os.path.expanduser(model), dtype, resolve_device(device))[0]
+
+
 def load_checkpoint(
     model: str,
     *,
