@@ -3,8 +3,8 @@
 process so every peak RSS is that step's alone.
 
 Steps (each a subprocess, its peak RSS read by /usr/bin/time -v or, for the in-process workers, VmHWM):
-- export: `llava-hf export --to transformers OURS BUILTIN` when BUILTIN does not exist yet (the built-in's weights).
 - convert (with --release SRC): `llava-hf convert SRC TMP`, output deleted afterwards.
+- export: `llava-hf export --to transformers OURS BUILTIN` when BUILTIN does not exist yet (the built-in's weights).
 - per dtype (bfloat16, float16) and implementation: load, then one image question with greedy decoding: time to
   first token (prefill + first token), decode tokens/s over the next tokens, peak RSS after loading and after
   generating, and the generated ids (ours and the built-in must agree). Ours loads through `load_checkpoint` (the
@@ -205,11 +205,11 @@ def main(argv=None):
         LOCK.extend(["flock", args.lock])
     cli = [sys.executable, "-m", "llava_hf.cli"]
     commands = {}
-    if not Path(args.builtin).exists():
-        commands["export"] = timed_command([*cli, "export", "--to", "transformers", args.ours, args.builtin])
-    if args.release:
+    if args.release:  # first: its output is deleted before the export takes the same room on disk
         with tempfile.TemporaryDirectory(dir=Path(args.ours).parent) as scratch:
             commands["convert"] = timed_command([*cli, "convert", args.release, str(Path(scratch) / "converted")])
+    if not Path(args.builtin).exists():
+        commands["export"] = timed_command([*cli, "export", "--to", "transformers", args.ours, args.builtin])
     image = Path(tempfile.mkdtemp()) / "photo.png"
     from PIL import Image
 
