@@ -214,17 +214,6 @@ def main(argv=None):
     from PIL import Image
 
     Image.new("RGB", (640, 480), (120, 60, 30)).save(image)
-    question = ["--image", str(image), "--prompt", QUESTION, "--max_new_tokens", "4"]
-    commands["generate (default flags)"] = timed_command([*cli, "generate", "--model", args.ours, *question])
-    commands["generate --dtype float32"] = timed_command(
-        [*cli, "generate", "--model", args.ours, "--dtype", "float32", *question]
-    )
-    generation = {}
-    for dtype in args.dtypes.split(","):
-        generation[dtype] = {
-            name: run_worker(name, folder, dtype, args.new_tokens)
-            for name, folder in (("ours", args.ours), ("builtin", args.builtin))
-        }
     report = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.1f} GiB RAM",
@@ -232,13 +221,25 @@ def main(argv=None):
         "transformers": transformers.__version__,
         "weights_gib": weights_gib(args.ours),
         "commands": commands,
-        "generation": generation,
+        "generation": {},
     }
-    args.json.write_text(json.dumps(report, indent=2))
-    table = markdown(report)
-    if args.markdown:
-        args.markdown.write_text(table)
-    print(table)
+
+    def save():  # after every step, so a run cut short still leaves what it measured
+        args.json.write_text(json.dumps(report, indent=2))
+        if args.markdown:
+            args.markdown.write_text(markdown(report))
+
+    question = ["--image", str(image), "--prompt", QUESTION, "--max_new_tokens", "4"]
+    commands["generate --dtype float32"] = timed_command(
+        [*cli, "generate", "--model", args.ours, "--dtype", "float32", *question]
+    )
+    commands["generate (default flags)"] = timed_command([*cli, "generate", "--model", args.ours, *question])
+    save()
+    for dtype in args.dtypes.split(","):
+        for name, folder in (("ours", args.ours), ("builtin", args.builtin)):
+            report["generation"].setdefault(dtype, {})[name] = run_worker(name, folder, dtype, args.new_tokens)
+            save()
+    print(markdown(report))
     shutil.rmtree(image.parent, ignore_errors=True)
 
 
