@@ -153,7 +153,9 @@ def markdown(report: dict) -> str:
     for dtype, pair in report["generation"].items():
         builtin = pair.get("builtin", {})
         for name in ("ours", "builtin"):
-            row = pair.get(name, {})
+            row = pair.get(name)
+            if row is None:  # not measured (yet)
+                continue
             if "error" in row:
                 lines.append(f"| {dtype} | {name} | failed: {row['error'][-120:]} | | | | | | |")
                 continue
