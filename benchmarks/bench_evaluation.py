@@ -1,4 +1,4 @@
-# /work/venv/bin/python benchmarks/bench_evaluation.py --preset tiny
+# python benchmarks/bench_evaluation.py --preset tiny
 """Batched evaluation generation vs a one-at-a-time loop, on the same model and the same questions.
 
 What is timed: `llava_hf.evaluation.generation.generate_answers` (processor + left-padded greedy `generate` + decode) over
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
             f"{speed / anchor_batch[batch_size]:.2f}x | {same}/{args.examples} |"
         )
     table = "\n".join(lines)
-    command = "/work/venv/bin/python benchmarks/bench_evaluation.py " + " ".join(
+    command = "python benchmarks/bench_evaluation.py " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
     machine = (

@@ -204,7 +204,7 @@ def sft_config(output_dir: str, steps: int, preset: dict, device: str, **extra) 
         report_to=[],
         logging_steps=1,
         save_strategy="no",
-        gradient_checkpointing=device != "cpu",
+        activation_checkpointing=device != "cpu",
         max_length=4096,
         disable_tqdm=True,
         seed=0,

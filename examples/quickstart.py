@@ -11,7 +11,9 @@ import argparse
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
 
-import llava_hf  # noqa: F401  registers the llava_hf model type with transformers' Auto classes
+# What llava_hf saves is transformers' built-in llava format and loads without this import; it registers the
+# llava_hf model type, which checkpoints with a projector the built-in cannot express (linear, deeper) keep.
+import llava_hf  # noqa: F401
 from llava_hf.utils.loading import checkpoint_dtype
 
 
@@ -38,7 +40,7 @@ def main():
 
     # 2. The classes: render the checkpoint's chat template, process, generate.
     model = AutoModelForImageTextToText.from_pretrained(args.model, dtype=dtype)
-    processor = AutoProcessor.from_pretrained(args.model)
+    processor = AutoProcessor.from_pretrained(args.model, backend="pil")  # PIL's bicubic: LLaVA's exact pixels
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": args.question}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
     inputs = processor(images=image, text=prompt, return_tensors="pt").to(model.device, model.dtype)

@@ -147,10 +147,6 @@ class ReleaseArguments:
         default=True, metadata={"help": "Check logits against the original computation (see RAM above)."}
     )
     tolerance: float = field(default=1e-3, metadata={"help": "Largest accepted max |Δlogit| of the verification."})
-    remote_code: bool = field(
-        default=True,
-        metadata={"help": "Ship the modeling code (trust_remote_code) so users without llava_hf can load it."},
-    )
     private: bool = field(default=False, metadata={"help": "Create the Hub repos as private."})
     work_dir: str | None = field(
         default=None, metadata={"help": "Where converted copies wait for upload (default: a temporary folder)."}
@@ -198,13 +194,12 @@ def release_one(name: str, release: Release, source: str, arguments: ReleaseArgu
             )
         fields = card_fields(name, release, source, result)
         if arguments.push_to_folder:
-            prepare_for_hub(converted, repo_id, arguments.remote_code, **fields)
+            prepare_for_hub(converted, repo_id, **fields)
             os.replace(converted, destination)
             return str(destination)
         return push_to_hub(
             converted,
             repo_id,
-            remote_code=arguments.remote_code,
             private=arguments.private,
             commit_message=f"{name}: converted from {source} with llava_hf",
             **fields,

@@ -36,30 +36,48 @@ def checkpoint(tmp_path, model, processor):
     return folder
 
 
-def test_saved_files_never_name_builtin_classes(checkpoint):
+def test_saved_files_name_only_builtin_classes(checkpoint):
+    """A model transformers' built-in llava can express saves in its format: nothing names a llava_hf class."""
     config = json.loads((checkpoint / "config.json").read_text())
     processor_config = json.loads((checkpoint / "processor_config.json").read_text())
-    assert config["model_type"] == "llava_hf"
-    assert config["architectures"] == ["LlavaHfForConditionalGeneration"]
-    assert processor_config["processor_class"] == "LlavaHfProcessor"
-    assert processor_config["image_seq_length"] == 16
+    assert config["model_type"] == "llava"
+    assert config["architectures"] == ["LlavaForConditionalGeneration"]
+    assert processor_config["processor_class"] == "LlavaProcessor"
+    assert processor_config["image_processor"]["image_processor_type"] == "LlavaImageProcessor"
+    # what the built-in processor counts 4 x 4 + 1 - 1 = 16 image tokens from (the tiny model's image_seq_length)
+    assert (processor_config["patch_size"], processor_config["num_additional_image_tokens"]) == (8, 1)
+    assert processor_config["vision_feature_select_strategy"] == "default"
+    for path in checkpoint.iterdir():
+        if path.suffix in (".json", ".jinja"):
+            assert "LlavaHf" not in path.read_text() and "llava_hf" not in path.read_text(), path.name
     assert (checkpoint / "chat_template.jinja").read_text().startswith("{#- LLaVA-1.5's `vicuna_v1`")
 
 
-def test_round_trip_through_auto_classes(checkpoint, model, processor):
-    assert type(AutoConfig.from_pretrained(checkpoint)) is LlavaHfConfig
-    reloaded, info = AutoModelForImageTextToText.from_pretrained(checkpoint, output_loading_info=True)
-    assert type(reloaded) is LlavaHfForConditionalGeneration
+def test_auto_classes_give_the_builtin_and_llava_hf_classes_give_ours(checkpoint, model, processor):
+    from transformers import LlavaConfig, LlavaModel
+    from transformers import LlavaProcessor as BuiltinLlavaProcessor
+
+    # With llava_hf imported, the Auto classes still give transformers' own classes for a built-in folder.
+    assert type(AutoConfig.from_pretrained(checkpoint)) is LlavaConfig
+    builtin, info = AutoModelForImageTextToText.from_pretrained(checkpoint, output_loading_info=True)
+    assert type(builtin) is BuiltinLlava and not info["missing_keys"] and not info["unexpected_keys"]
+    assert type(AutoModelForMultimodalLM.from_pretrained(checkpoint)) is BuiltinLlava
+    assert type(AutoModel.from_pretrained(checkpoint)) is LlavaModel
+    assert type(AutoProcessor.from_pretrained(checkpoint)) is BuiltinLlavaProcessor
+
+    # llava_hf's classes read it into ours, with our extras.
+    assert type(LlavaHfConfig.from_pretrained(checkpoint)) is LlavaHfConfig
+    reloaded, info = LlavaHfForConditionalGeneration.from_pretrained(checkpoint, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
-    assert type(AutoModelForMultimodalLM.from_pretrained(checkpoint)) is LlavaHfForConditionalGeneration
-    assert type(AutoModel.from_pretrained(checkpoint)) is LlavaHfModel
+    assert reloaded.config.projector_type == "mlp2x_gelu" and reloaded.config.image_aspect_ratio == "pad"
+    assert reloaded.config.architectures == ["LlavaHfForConditionalGeneration"]
+    assert type(LlavaHfModel.from_pretrained(checkpoint)) is LlavaHfModel
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, reloaded.state_dict()[name]), name
     # the frozen vision tower stays frozen after loading
     assert not any(p.requires_grad for p in reloaded.model.vision_tower.parameters())
 
-    loaded_processor = AutoProcessor.from_pretrained(checkpoint)
-    assert type(loaded_processor) is LlavaHfProcessor
+    loaded_processor = LlavaHfProcessor.from_pretrained(checkpoint)
     assert loaded_processor.image_seq_length == processor.image_seq_length
     assert loaded_processor.chat_template == processor.chat_template
     image = make_image(3)
@@ -70,7 +88,19 @@ def test_round_trip_through_auto_classes(checkpoint, model, processor):
     )
     assert torch.equal(before.input_ids, after.input_ids)
     torch.testing.assert_close(before.pixel_values, after.pixel_values)
-    assert torch.equal(model.generate(**before, do_sample=False), reloaded.generate(**after, do_sample=False))
+    expected = model.generate(**before, do_sample=False)
+    assert torch.equal(expected, reloaded.generate(**after, do_sample=False))
+    assert torch.equal(expected, builtin.generate(**after, do_sample=False))
+
+
+def test_loading_the_builtin_format_into_ours_warns_about_nothing(checkpoint, capfd):
+    import transformers
+
+    transformers.logging.set_verbosity_warning()
+    LlavaHfConfig.from_pretrained(checkpoint)
+    LlavaHfForConditionalGeneration.from_pretrained(checkpoint)
+    LlavaHfProcessor.from_pretrained(checkpoint)
+    assert "model of type" not in capfd.readouterr().err
 
 
 def test_disk_layout_is_builtin_llava_layout_and_loads_both_ways(checkpoint, model, tmp_path):
@@ -80,24 +110,16 @@ def test_disk_layout_is_builtin_llava_layout_and_loads_both_ways(checkpoint, mod
     assert any(key.startswith("vision_tower.") for key in keys)
     assert "multi_modal_projector.linear_2.weight" in keys
 
-    # ours -> built-in: the built-in class reads our folder (its own config class, our weights)
-    builtin_folder = tmp_path / "as-builtin"
-    builtin_folder.mkdir()
-    (builtin_folder / "model.safetensors").write_bytes((checkpoint / "model.safetensors").read_bytes())
-    config = json.loads((checkpoint / "config.json").read_text())
-    config.update(model_type="llava", architectures=["LlavaForConditionalGeneration"])
-    for field in ("projector_type", "image_aspect_ratio"):
-        config.pop(field)
-    (builtin_folder / "config.json").write_text(json.dumps(config))
-    builtin, info = BuiltinLlava.from_pretrained(builtin_folder, output_loading_info=True)
+    # ours -> built-in: the built-in class reads our folder as it is
+    builtin, info = BuiltinLlava.from_pretrained(checkpoint, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
 
     # built-in -> ours: a folder saved by the built-in class loads into ours without missing/unexpected keys
     saved_by_builtin = tmp_path / "saved-by-builtin"
     builtin.save_pretrained(saved_by_builtin)
-    ours, info = LlavaHfForConditionalGeneration.from_pretrained(
-        saved_by_builtin, config=model.config, output_loading_info=True
-    )
+    with safe_open(saved_by_builtin / "model.safetensors", "pt") as handle:
+        assert set(handle.keys()) == keys  # the same on-disk layout
+    ours, info = LlavaHfForConditionalGeneration.from_pretrained(saved_by_builtin, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, ours.state_dict()[name]), name
@@ -122,7 +144,7 @@ def test_bf16_save_reloads_as_bf16(tmp_path, model):
 OFFLINE_SCRIPT = textwrap.dedent(
     """
     import sys, torch
-    import llava_hf  # registers the llava_hf model type
+    import llava_hf
     from huggingface_hub import constants
     from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
     from PIL import Image
@@ -134,6 +156,8 @@ OFFLINE_SCRIPT = textwrap.dedent(
     image = Image.new("RGB", (40, 30), (200, 10, 10))
     messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "What?"}]}]
     print(type(model).__name__, type(processor).__name__, repr(pipe(text=messages, max_new_tokens=2)[0]["generated_text"][-1]))
+    ours = llava_hf.LlavaHfForConditionalGeneration.from_pretrained(repo), llava_hf.LlavaHfProcessor.from_pretrained(repo)
+    print("ours", *(type(item).__name__ for item in ours))
     try:
         AutoModelForImageTextToText.from_pretrained("tiny-org/not-in-cache")
     except OSError as error:
@@ -154,7 +178,8 @@ def test_from_pretrained_by_repo_id_from_offline_cache(checkpoint, tmp_path):
     populate_hf_cache(checkpoint, "tiny-org/llava-tiny", cache)
     result = run_offline(OFFLINE_SCRIPT, cache, "tiny-org/llava-tiny")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "LlavaHfForConditionalGeneration LlavaHfProcessor" in result.stdout
+    assert "LlavaForConditionalGeneration LlavaProcessor" in result.stdout
+    assert "ours LlavaHfForConditionalGeneration LlavaHfProcessor" in result.stdout
     assert "uncached: OSError" in result.stdout
 
 
@@ -196,8 +221,8 @@ PUSH_SCRIPT = textwrap.dedent(
     transformers_hub.hf_api = lambda *a, **k: hub
     transformers_hub.create_and_tag_model_card = lambda *a, **k: type("Card", (), {"save": lambda self, path: Path(path).write_text("card")})()
     folder = sys.argv[1]
-    AutoModelForImageTextToText.from_pretrained(folder).push_to_hub("me/pushed")
-    AutoProcessor.from_pretrained(folder).push_to_hub("me/pushed")
+    llava_hf.LlavaHfForConditionalGeneration.from_pretrained(folder).push_to_hub("me/pushed")
+    llava_hf.LlavaHfProcessor.from_pretrained(folder).push_to_hub("me/pushed")
     model = AutoModelForImageTextToText.from_pretrained("me/pushed")
     processor = AutoProcessor.from_pretrained("me/pushed")
     print("commits", hub.commits)
@@ -212,7 +237,8 @@ def test_push_to_hub_then_load_by_repo_id(checkpoint, tmp_path):
     result = run_offline(PUSH_SCRIPT, cache, str(checkpoint), str(TESTS_DIR))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "model.safetensors" in result.stdout and "processor_config.json" in result.stdout
-    assert "loaded LlavaHfForConditionalGeneration LlavaHfProcessor" in result.stdout
+    # pushed by llava_hf's classes, loaded by plain transformers' Auto classes as its own
+    assert "loaded LlavaForConditionalGeneration LlavaProcessor" in result.stdout
 
 
 def test_processor_with_square_images_saves_its_mode(tmp_path, tokenizer):
@@ -223,9 +249,17 @@ def test_processor_with_square_images_saves_its_mode(tmp_path, tokenizer):
     assert "stage-1 `plain`" in reloaded.chat_template
 
 
-def test_model_loads_without_processor_registration_for_builtin_names(checkpoint):
-    # A checkpoint's JSON must never resolve to transformers' built-in llava classes.
-    for path in checkpoint.glob("*.json"):
-        text = path.read_text()
-        assert '"LlavaProcessor"' not in text and '"LlavaForConditionalGeneration"' not in text, path.name
-    assert make_tiny_model() is not None
+def test_a_model_the_builtin_cannot_express_keeps_the_llava_hf_type(tmp_path, processor):
+    """A linear projector is out of the built-in's reach: the llava_hf format, which `import llava_hf` registers with
+    the Auto classes (and which is shared with its code, see conversion/hub.py)."""
+    from conftest import make_tiny_config
+
+    model = make_tiny_model(make_tiny_config(projector_type="linear"))
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert (config["model_type"], config["architectures"]) == ("llava_hf", ["LlavaHfForConditionalGeneration"])
+    assert type(AutoConfig.from_pretrained(tmp_path)) is LlavaHfConfig
+    reloaded = AutoModelForImageTextToText.from_pretrained(tmp_path)
+    assert type(reloaded) is LlavaHfForConditionalGeneration and reloaded.config.projector_type == "linear"
+    assert type(AutoModel.from_pretrained(tmp_path)) is LlavaHfModel

@@ -1,4 +1,5 @@
-"""`import llava_hf` is cheap and still registers the Auto classes; commands answer --help and bad flags at once.
+"""`import llava_hf` is cheap, the first use of its classes registers the Auto classes, and commands answer --help and
+bad flags at once.
 
 Each check runs in a fresh interpreter (a subprocess), because what matters is what one import pulls in."""
 
@@ -37,10 +38,12 @@ def test_package_datagen_scorers_and_cli_import_no_torch():
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from conftest import make_tiny_model, make_tiny_processor
+    from conftest import make_tiny_config, make_tiny_model, make_tiny_processor
 
+    # a linear projector: the `llava_hf` model type (built-in llava's projector is always mlp2x_gelu), which only the
+    # Auto registration makes loadable; the processor is transformers' own LlavaProcessor either way
     folder = tmp_path_factory.mktemp("tiny_checkpoint")
-    make_tiny_model().save_pretrained(folder)
+    make_tiny_model(make_tiny_config(projector_type="linear")).save_pretrained(folder)
     make_tiny_processor(chat_template="vicuna_v1").save_pretrained(folder)
     return folder
 
@@ -48,9 +51,9 @@ def checkpoint(tmp_path_factory):
 @pytest.mark.parametrize(
     "first_import",
     [
-        "import llava_hf",  # then transformers' Auto classes
-        "from transformers import AutoConfig; import llava_hf",  # Auto classes already imported
-        "from llava_hf.processing import LlavaHfProcessor",  # the Auto package loads inside our own import
+        "import llava_hf; llava_hf.register_auto_classes()",  # registering explicitly
+        "from transformers import AutoConfig; from llava_hf import LlavaForConditionalGeneration",  # Auto loaded first
+        "import llava_hf.modeling",  # the model classes register when their package is imported
         "from llava_hf import LlavaConfig",
     ],
 )
@@ -62,7 +65,7 @@ def test_auto_classes_load_a_saved_checkpoint_after_any_first_import(checkpoint,
         f"processor = AutoProcessor.from_pretrained({str(checkpoint)!r})\n"
         "print(type(model).__name__, type(processor).__name__, model.config.model_type)"
     )
-    assert run_python(code) == "LlavaHfForConditionalGeneration LlavaHfProcessor llava_hf"
+    assert run_python(code) == "LlavaHfForConditionalGeneration LlavaProcessor llava_hf"
 
 
 def test_public_names_resolve_lazily():
@@ -143,7 +146,7 @@ def test_datagen_and_scoring_runs_import_no_torch(tmp_path):
     code = (
         "import sys\nfrom llava_hf.cli import main\n"
         f"statuses = [main(argv) for argv in {runs!r}]\n"
-        "print(statuses, sorted({'torch', 'transformers', 'trl', 'datasets'} & set(sys.modules)))"
+        "print(statuses, sorted({'torch', 'transformers.modeling_utils', 'trl', 'datasets'} & set(sys.modules)))"
     )
     assert run_python(code).splitlines()[-1] == "[0, 0] []"
     assert json.loads((tmp_path / "scores" / "results.json").read_text())["num_answered"] == len(rows)

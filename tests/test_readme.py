@@ -1,5 +1,6 @@
-"""Every ```python block of README.md runs as written, in order and in one namespace (later blocks use what earlier
-ones define, as a reader would), on the tiny model: only the model and data paths are substituted."""
+"""Every ```python block of README.md and docs/*.md runs as written, on the tiny model: only the model and data paths
+are substituted. The blocks of one file run in order and in one namespace (later blocks use what earlier ones define,
+as a reader would); each file starts a fresh namespace."""
 
 import re
 from pathlib import Path
@@ -9,11 +10,12 @@ import pytest
 from conftest import make_image, make_tiny_model, make_tiny_processor
 from llava_hf.processing import get_chat_template
 
-README = Path(__file__).parents[1] / "README.md"
+ROOT = Path(__file__).parents[1]
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
-def python_blocks() -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```", README.read_text(), flags=re.DOTALL | re.MULTILINE)
+def python_blocks(document: Path) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", document.read_text(), flags=re.DOTALL | re.MULTILINE)
 
 
 @pytest.fixture
@@ -46,22 +48,26 @@ def workspace(tmp_path, monkeypatch):
     }
 
 
-def test_readme_has_python_snippets():
-    assert len(python_blocks()) >= 2
+def test_readme_and_docs_have_python_snippets():
+    assert python_blocks(ROOT / "README.md")
+    assert python_blocks(ROOT / "docs" / "training.md")
 
 
 @pytest.mark.slow  # generation twice and a short TRL training run: ~40 s on a loaded 2-core machine
 def test_every_python_snippet_runs_as_written(workspace):
-    namespace: dict = {"__name__": "__readme__"}
     used = set()
-    for number, block in enumerate(python_blocks(), start=1):
-        for literal, substitute in workspace.items():
-            if literal in block:
-                block = block.replace(literal, substitute)
-                used.add(literal)
-        exec(compile(block, f"README.md python block {number}", "exec"), namespace)
-    # every substitution still matches the README (a renamed path would otherwise go untested)
+    namespaces = {}
+    for document in DOCUMENTS:
+        namespace: dict = {"__name__": "__readme__"}
+        for number, block in enumerate(python_blocks(document), start=1):
+            for literal, substitute in workspace.items():
+                if literal in block:
+                    block = block.replace(literal, substitute)
+                    used.add(literal)
+            exec(compile(block, f"{document.name} python block {number}", "exec"), namespace)
+        namespaces[document.name] = namespace
+    # every substitution still matches a snippet (a renamed path would otherwise go untested)
     assert used == set(workspace)
     # the TRL snippet trained on the substituted data, with loss only where LlavaCollator puts it
-    history = namespace["trainer"].state.log_history
-    assert namespace["trainer"].state.global_step > 0 and history[-1]["train_loss"] > 0
+    trainer = namespaces["training.md"]["trainer"]
+    assert trainer.state.global_step > 0 and trainer.state.log_history[-1]["train_loss"] > 0

@@ -58,7 +58,7 @@ def test_sft_trainer_trains_projector_and_llm_not_vision_tower(tmp_path, model, 
         report_to=[],
         logging_steps=1,
         save_strategy="no",
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         dataset_kwargs={"skip_prepare_dataset": True},
         remove_unused_columns=False,
     )

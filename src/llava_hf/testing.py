@@ -112,6 +112,9 @@ def make_tiny_processor(tokenizer=None, image_aspect_ratio="pad", chat_template=
         tokenizer=tokenizer,
         chat_template=chat_template,
         image_seq_length=TINY_IMAGE_TOKENS,
+        patch_size=TINY_PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's CLS token, dropped by the "default" strategy
     )
 
 

@@ -13,8 +13,8 @@ pytest.importorskip("sentencepiece")
 pytest.importorskip("google.protobuf")
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from llava_hf import LlavaHfForConditionalGeneration, LlavaHfProcessor
 from llava_hf.cli import main as cli_main
 from llava_hf.conversion import ConversionError, ConvertArguments, convert_checkpoint, detect_source_format
 from llava_hf.conversion.reference import OriginalSentencePieceTokenizer, original_tokenizer_image_token
@@ -64,12 +64,12 @@ def test_v15_sharded_fp16_bin_converts_to_a_complete_verified_checkpoint(convert
     check = converted_v15.verification
     assert check["token_ids_identical"] and check["greedy_agree"] and check["max_abs_logit_diff"] <= 1e-3
 
-    model, info = AutoModelForImageTextToText.from_pretrained(folder, output_loading_info=True)
+    model, info = LlavaHfForConditionalGeneration.from_pretrained(folder, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     assert model.dtype == torch.float16
     config = model.config
     assert (config.projector_type, config.vision_feature_layer, config.image_aspect_ratio) == ("mlp2x_gelu", -2, "pad")
-    processor = AutoProcessor.from_pretrained(folder)
+    processor = LlavaHfProcessor.from_pretrained(folder)
     assert processor.tokenizer.convert_ids_to_tokens([400, 401]) == ["<image>", "<pad>"]
     assert (config.image_token_id, config.text_config.pad_token_id, config.text_config.vocab_size) == (400, 401, 402)
     assert processor.chat_template.startswith("{#- LLaVA-1.5's `vicuna_v1`")
@@ -102,7 +102,7 @@ def test_other_layouts_convert_and_match_the_original_computation(
 ):
     result = convert_checkpoint(sources[name], tmp_path / name, ConvertArguments(verify=True))
     assert result.verification["max_abs_logit_diff"] <= 1e-3 and result.verification["greedy_agree"]
-    model = AutoModelForImageTextToText.from_pretrained(tmp_path / name)
+    model = LlavaHfForConditionalGeneration.from_pretrained(tmp_path / name)
     assert (model.config.projector_type, model.config.image_aspect_ratio, model.dtype) == (
         projector_type,
         aspect,
@@ -159,7 +159,7 @@ CONVERSATIONS = {
 @pytest.mark.parametrize("conversation", sorted(CONVERSATIONS))
 def test_prompt_ids_around_the_image_match_the_original_tokenizer_image_token(converted_v15, conversation):
     """the original `llava/train/train.py` `preprocess_v1` and `llava/mm_utils.py` `tokenizer_image_token`: split on <image>, tokenize each chunk with SentencePiece (dummy prefix after the image)."""
-    processor = AutoProcessor.from_pretrained(converted_v15.destination)
+    processor = LlavaHfProcessor.from_pretrained(converted_v15.destination)
     prompt = processor.apply_chat_template(CONVERSATIONS[conversation], add_generation_prompt=True)
     ours = processor(images=make_original_checkpoints_image(), text=prompt).input_ids[0]
 
@@ -172,7 +172,7 @@ def test_prompt_ids_around_the_image_match_the_original_tokenizer_image_token(co
 
 def test_legacy_false_source_matches_in_single_turn_prompts(converted_v15):
     """A legacy=False slow tokenizer drops the prefix after </s> only; single-turn prompts are identical."""
-    processor = AutoProcessor.from_pretrained(converted_v15.destination)
+    processor = LlavaHfProcessor.from_pretrained(converted_v15.destination)
     prompt = processor.apply_chat_template(CONVERSATIONS["single turn"], add_generation_prompt=True)
     ours = processor(images=make_original_checkpoints_image(), text=prompt).input_ids[0]
     original = OriginalSentencePieceTokenizer(SENTENCEPIECE_MODEL, legacy=False)

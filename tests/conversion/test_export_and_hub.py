@@ -2,8 +2,6 @@
 
 import filecmp
 import json
-import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -18,6 +16,7 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 from transformers import LlavaProcessor as BuiltinLlavaProcessor
 
 from conftest import make_image, make_tiny_model
+from helpers.without_llava_hf import run_without_llava_hf
 from hub_cache import populate_hf_cache
 from llava_hf import LlavaHfForConditionalGeneration
 from llava_hf.cli import main as cli_main
@@ -49,6 +48,9 @@ def test_export_loads_in_builtin_llava_and_round_trips_bit_exact(converted, tmp_
     assert not info["missing_keys"] and not info["unexpected_keys"]
     processor = AutoProcessor.from_pretrained(tmp_path / "hf")
     assert type(processor) is BuiltinLlavaProcessor
+    for path in (tmp_path / "hf").iterdir():  # every file names only transformers' own classes
+        if path.suffix in (".json", ".jinja"):
+            assert "LlavaHf" not in path.read_text() and '"llava_hf"' not in path.read_text(), path.name
     ours = LlavaHfForConditionalGeneration.from_pretrained(converted)
     ours_processor = AutoProcessor.from_pretrained(converted)
     prompt = ours_processor.apply_chat_template(MESSAGES, add_generation_prompt=True)
@@ -65,6 +67,34 @@ def test_export_loads_in_builtin_llava_and_round_trips_bit_exact(converted, tmp_
     assert (
         AutoProcessor.from_pretrained(tmp_path / "back").tokenizer._tokenizer.pre_tokenizer.prepend_scheme == "always"
     )
+
+
+def test_a_folder_in_the_llava_hf_format_is_rewritten_for_the_hub_and_export(converted, tmp_path):
+    """A folder saved in the `llava_hf` format (the base classes' own save, as older llava_hf versions wrote it) is
+    rewritten into the built-in format by `prepare_for_hub` and `export`; the weights stay the same bytes."""
+    import shutil
+
+    from transformers import PreTrainedConfig
+    from transformers.processing_utils import ProcessorMixin
+
+    from llava_hf import LlavaHfConfig, LlavaHfProcessor
+    from llava_hf.conversion.hub import prepare_for_hub
+
+    old = shutil.copytree(converted, tmp_path / "old")
+    PreTrainedConfig.save_pretrained(LlavaHfConfig.from_pretrained(converted), old)
+    ProcessorMixin.save_pretrained(LlavaHfProcessor.from_pretrained(converted), old)
+    assert json.loads((old / "config.json").read_text())["model_type"] == "llava_hf"
+    assert json.loads((old / "processor_config.json").read_text())["processor_class"] == "LlavaHfProcessor"
+
+    export_to_transformers(old, tmp_path / "exported")
+    prepare_for_hub(old, "org/tiny")
+    for folder in (old, tmp_path / "exported"):
+        assert json.loads((folder / "config.json").read_text())["model_type"] == "llava"
+        assert json.loads((folder / "processor_config.json").read_text())["processor_class"] == "LlavaProcessor"
+        assert filecmp.cmp(converted / "model.safetensors", folder / "model.safetensors", shallow=False)
+        model, info = LlavaForConditionalGeneration.from_pretrained(folder, output_loading_info=True)
+        assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert "trust_remote_code" not in (old / "README.md").read_text()
 
 
 def test_export_refuses_what_the_builtin_cannot_represent(tmp_path, capsys):
@@ -157,19 +187,9 @@ def test_model_card_details_come_from_config_and_unattributed_numbers_are_refuse
         render_model_card(evaluation=[{"benchmark": "GQA", "score": 62.0}])
 
 
-BLOCK_LLAVA_HF = textwrap.dedent(
+REMOTE_SCRIPT = textwrap.dedent(
     """
     import sys
-    class Block:
-        def find_spec(self, name, path=None, target=None):
-            if name == "llava_hf" or name.startswith("llava_hf."):
-                raise ImportError("llava_hf is not installed here")
-    sys.meta_path.insert(0, Block())
-    """
-)
-
-REMOTE_SCRIPT = BLOCK_LLAVA_HF + textwrap.dedent(
-    """
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from PIL import Image
     repo = sys.argv[1]
@@ -183,7 +203,6 @@ REMOTE_SCRIPT = BLOCK_LLAVA_HF + textwrap.dedent(
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
     inputs = processor(images=Image.new("RGB", (40, 30), (9, 99, 200)), text=prompt, return_tensors="pt")
     print(type(model).__name__, type(processor).__name__, model.generate(**inputs, max_new_tokens=3, do_sample=False)[0, -3:].tolist())
-    print("llava_hf imported:", "llava_hf" in sys.modules)
     """
 )
 
@@ -205,18 +224,9 @@ def test_remote_code_checkpoint_loads_by_repo_id_without_llava_hf(converted, tmp
 
     cache = tmp_path / "hub_cache"
     populate_hf_cache(folder, "tiny-org/llava-remote", cache)
-    env = dict(os.environ, HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
-    result = subprocess.run(
-        [sys.executable, "-c", REMOTE_SCRIPT, "tiny-org/llava-remote"],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "refused without trust_remote_code" in result.stdout
-    assert "LlavaHfForConditionalGeneration LlavaHfProcessor" in result.stdout
-    assert "llava_hf imported: False" in result.stdout
+    stdout = run_without_llava_hf(REMOTE_SCRIPT, tmp_path, "tiny-org/llava-remote", env={"HF_HUB_CACHE": str(cache)})
+    assert "refused without trust_remote_code" in stdout
+    assert "LlavaHfForConditionalGeneration LlavaHfProcessor" in stdout
 
     model = LlavaHfForConditionalGeneration.from_pretrained(converted)
     processor = AutoProcessor.from_pretrained(converted)
@@ -228,7 +238,7 @@ def test_remote_code_checkpoint_loads_by_repo_id_without_llava_hf(converted, tmp
 
     inputs = processor(images=Image.new("RGB", (40, 30), (9, 99, 200)), text=prompt, return_tensors="pt")
     expected = model.generate(**inputs, max_new_tokens=3, do_sample=False)[0, -3:].tolist()
-    assert str(expected) in result.stdout
+    assert str(expected) in stdout
 
 
 def test_push_to_hub_uploads_the_folder_with_a_filled_card(converted, tmp_path, monkeypatch):

@@ -16,10 +16,10 @@ pytest.importorskip("sentencepiece")
 pytest.importorskip("google.protobuf")
 import torch
 from huggingface_hub import ModelCard
-from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from conftest import make_image
 from hub_cache import populate_hf_cache
+from llava_hf import LlavaHfForConditionalGeneration, LlavaHfProcessor
 
 TESTS_DIR = Path(__file__).parents[1]
 SCRIPT = TESTS_DIR.parent / "examples" / "release_checkpoints.py"
@@ -105,8 +105,11 @@ def test_all_three_releases_are_verified_and_pushed_as_complete_folders(released
             "chat_template.jinja",
             "generation_config.json",
             "README.md",
-            "modeling_llava.py",  # remote code: loadable without llava_hf
         } <= files, name
+        # loadable without llava_hf: transformers' built-in format for mlp2x_gelu, the code for the linear projector
+        model_type = json.loads((folder / name / "config.json").read_text())["model_type"]
+        linear = name == "llava-v1-llama-2-13b-chat"
+        assert (model_type, "modeling_llava.py" in files) == (("llava_hf", True) if linear else ("llava", False)), name
         # readable like any folder the user creates (mkdtemp staging is 0700, safetensors writes 0600)
         umask = os.umask(0)
         os.umask(umask)
@@ -125,7 +128,8 @@ def test_v15_cards_carry_the_published_numbers_labelled_as_the_authors(released,
     assert f"| GQA | {gqa} | original authors (LLaVA-1.5 paper) |" in text
     assert f"| MME | {mme} | original authors (LLaVA-1.5 paper) |" in text
     assert text.count("| original authors (LLaVA-1.5 paper) |") == 11
-    assert f'from_pretrained("test-org/llava-v1.5-{size}")' in text and "trust_remote_code=True" in text
+    assert f'from_pretrained("test-org/llava-v1.5-{size}")' in text and "trust_remote_code=True" not in text
+    assert "import llava_hf" not in text and 'backend="pil"' in text
     assert f"- source: `liuhaotian/llava-v1.5-{size}`" in text and "- source_revision: `" in text
     assert "initialised to the mean of the existing rows" in text
     assert "max |Δlogit| = 0 over" in text and "token ids identical: True" in text
@@ -138,6 +142,7 @@ def test_v1_card_records_no_numbers_it_was_not_given(released):
     assert "No evaluation results recorded for this checkpoint." in text
     assert "original authors (LLaVA-1.5 paper)" not in text
     assert "| Projector | `linear` |" in text and "`square`: CLIP resize" in text
+    assert "trust_remote_code=True" in text and "import llava_hf" not in text
     assert "| Chat template | `llava_llama_2` |" in text and f"- source: `{V1_REPO}`" in text
 
 
@@ -148,12 +153,12 @@ def test_v1_card_records_no_numbers_it_was_not_given(released):
         ("llava-v1-llama-2-13b-chat", "linear", "square", "[INST] <<SYS>>\n"),
     ],
 )
-def test_pushed_folders_load_with_the_auto_classes(released, name, projector_type, aspect, template_start):
+def test_pushed_folders_load_into_llava_hf(released, name, projector_type, aspect, template_start):
     folder = released["folder"] / name
-    model, info = AutoModelForImageTextToText.from_pretrained(folder, output_loading_info=True)
+    model, info = LlavaHfForConditionalGeneration.from_pretrained(folder, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     assert (model.config.projector_type, model.config.image_aspect_ratio) == (projector_type, aspect)
-    processor = AutoProcessor.from_pretrained(folder)
+    processor = LlavaHfProcessor.from_pretrained(folder)
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is this?"}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
     assert template_start in prompt
@@ -189,7 +194,7 @@ def test_upload_path_failures_and_source_overrides(hub_cache, tmp_path, monkeypa
     monkeypatch.setattr(huggingface_hub, "HfApi", LocalHub)
     script = load_release_script()
     work_dir = tmp_path / "work"
-    argv = ["--org", "o", "--private", "--no_remote_code", "--work_dir", str(work_dir)]
+    argv = ["--org", "o", "--private", "--work_dir", str(work_dir)]
     argv += [
         "--models",
         "llava-v1.5-7b",

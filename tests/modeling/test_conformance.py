@@ -445,14 +445,14 @@ def test_resize_token_embeddings(model_class, few_case, processor):
 
 
 @pytest.mark.parametrize("model_class", MODEL_CLASSES)
-def test_gradient_checkpointing_gives_the_same_gradients(model_class, few_case, processor):
+def test_activation_checkpointing_gives_the_same_gradients(model_class, few_case, processor):
     inputs = case_inputs(processor, few_case)
     gradients = []
     for checkpointing in (False, True):
         model = build(model_class, few_case).train()
         if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            assert model.is_gradient_checkpointing
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            assert model.is_activation_checkpointing
         outputs = model(**inputs, use_cache=False)
         main_output(outputs).float().pow(2).mean().backward()
         gradients.append({name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad})
@@ -523,18 +523,33 @@ def test_generation_does_not_apply_to_the_base_model():
     )
 
 
-def test_pipeline_round_trip(tokenizer, tmp_path):
-    """Saved model + processor -> `pipeline("image-text-to-text")` -> the same text as generate() on the originals."""
+@pytest.mark.parametrize("projector_type", ["mlp2x_gelu", "linear"])
+def test_pipeline_round_trip(tokenizer, tmp_path, projector_type):
+    """Saved model + processor -> `pipeline("image-text-to-text")` -> the same text as generate() on the originals.
+
+    A model transformers' built-in llava expresses is saved in its format and runs as transformers' own classes; one
+    it cannot express (a linear projector) keeps the llava_hf type, which `import llava_hf` registers."""
+    from transformers import LlavaForConditionalGeneration as BuiltinLlava
+    from transformers import LlavaProcessor as BuiltinLlavaProcessor
+
     config = case_config(tokenizer, "siglip", "qwen2")
+    config.projector_type = projector_type
     model = build(LlavaHfForConditionalGeneration, config)
     processor = make_tiny_processor(tokenizer)
-    processor.image_seq_length = config.image_seq_length
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
     image = make_image(5)
     messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "What?"}]}]
     pipe = pipeline("image-text-to-text", model=str(tmp_path))
-    assert type(pipe.model) is LlavaHfForConditionalGeneration and type(pipe.processor) is LlavaHfProcessor
+    expected = (
+        (BuiltinLlava, BuiltinLlavaProcessor)
+        if projector_type == "mlp2x_gelu"
+        else (
+            LlavaHfForConditionalGeneration,
+            BuiltinLlavaProcessor,
+        )
+    )
+    assert (type(pipe.model), type(pipe.processor)) == expected
     generated = pipe(text=messages, max_new_tokens=4, do_sample=False, return_full_text=False)[0]["generated_text"]
 
     prompt = processor.apply_chat_template(
@@ -555,17 +570,20 @@ IMAGE_SIZES = [(100, 100), (300, 100), (500, 30)]  # (height, width)
 def test_processor_save_load_and_multimodal_token_counts(image_aspect_ratio, tokenizer, tmp_path):
     """`_get_num_multimodal_tokens` (the hook vLLM's Transformers backend sizes image placeholders with) predicts the
     tokens the processor really emits, before and after save -> `AutoProcessor.from_pretrained`."""
+    from transformers import LlavaProcessor as BuiltinLlavaProcessor
+
     processor = make_tiny_processor(tokenizer, image_aspect_ratio=image_aspect_ratio)
     processor.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "processor_config.json").read_text())
-    assert saved["processor_class"] == "LlavaHfProcessor"
-    loaded = AutoProcessor.from_pretrained(tmp_path)
-    assert type(loaded) is LlavaHfProcessor
+    assert saved["processor_class"] == "LlavaProcessor"  # transformers' own: loads without llava_hf
+    builtin = AutoProcessor.from_pretrained(tmp_path)
+    assert type(builtin) is BuiltinLlavaProcessor and builtin.chat_template == processor.chat_template
+    loaded = LlavaHfProcessor.from_pretrained(tmp_path)
     assert loaded.image_seq_length == processor.image_seq_length and loaded.chat_template == processor.chat_template
 
     images = [make_image(index, size=(width, height)) for index, (height, width) in enumerate(IMAGE_SIZES)]
     text = [f"{processor.image_token}\nwhat is in picture {index}?" for index in range(len(images))]
-    for candidate in (processor, loaded):
+    for candidate in (processor, loaded, builtin):
         counts = candidate._get_num_multimodal_tokens(image_sizes=IMAGE_SIZES)
         assert "num_image_tokens" in counts and "num_image_patches" in counts
         assert counts["num_image_patches"] == [1, 1, 1]
@@ -576,8 +594,10 @@ def test_processor_save_load_and_multimodal_token_counts(image_aspect_ratio, tok
     assert "num_image_tokens" not in processor._get_num_multimodal_tokens()
     before = processor(images=images[0], text=text[0], return_tensors="pt")
     after = loaded(images=images[0], text=text[0], return_tensors="pt")
-    assert torch.equal(before.input_ids, after.input_ids)
-    torch.testing.assert_close(before.pixel_values, after.pixel_values, atol=0, rtol=0)
+    from_builtin = builtin(images=images[0], text=text[0], return_tensors="pt")
+    for reloaded in (after, from_builtin):
+        assert torch.equal(before.input_ids, reloaded.input_ids)
+        torch.testing.assert_close(before.pixel_values, reloaded.pixel_values, atol=0, rtol=0)
 
 
 # --- deliberate differences -------------------------------------------------------------------------------------------

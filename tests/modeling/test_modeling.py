@@ -126,14 +126,14 @@ def test_vision_tower_gets_no_gradient_unless_unfrozen(model, processor):
 
 
 @pytest.mark.parametrize("use_reentrant", [False, True])
-def test_gradient_checkpointing_gives_the_same_gradients(processor, use_reentrant):
+def test_activation_checkpointing_gives_the_same_gradients(processor, use_reentrant):
     inputs = chat_inputs(processor, ["what?"], [[make_image(3)]], padding_side="right")
     gradients = []
     for checkpointing in (False, True):
         model = make_tiny_model().train()
         model.config.text_config.attention_dropout = 0.0
         if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": use_reentrant})
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": use_reentrant})
             model.enable_input_require_grads()
         model(**inputs, labels=inputs.input_ids).loss.backward()
         gradients.append(model.model.multi_modal_projector.linear_1.weight.grad.clone())

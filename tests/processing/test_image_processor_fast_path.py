@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoImageProcessor, AutoProcessor, LlavaImageProcessorPil
+from transformers import AutoImageProcessor, LlavaImageProcessorPil
 
 from conftest import make_image
-from llava_hf import LlavaHfImageProcessor, LlavaHfProcessor, build_image_processor
+from llava_hf import LlavaHfImageProcessor, LlavaHfProcessor, build_image_processor, to_rgb
 from llava_hf.conversion.reference import original_pixel_values
 from llava_hf.processing.image_processing_llava import _resize_padded_landscape
 
@@ -116,32 +116,87 @@ def test_split_resize_is_pixel_identical_to_resizing_the_padded_canvas(resample)
         np.testing.assert_array_equal(split, expected, err_msg=f"{width}x{height} -> {side}")
 
 
-def test_saved_processor_reloads_as_ours_for_either_backend(tmp_path, tokenizer):
+def test_saved_processor_is_the_builtin_one_and_reloads_as_ours(tmp_path, tokenizer):
+    from transformers import LlavaImageProcessorPil
+
     image_processor = build_image_processor(32, "pad")
     LlavaHfProcessor(image_processor=image_processor, tokenizer=tokenizer, image_seq_length=16).save_pretrained(
         tmp_path
     )
-    saved = json.loads((tmp_path / "processor_config.json").read_text())["image_processor"]
-    assert saved["image_processor_type"] == "LlavaHfImageProcessor"
-    # backend="torchvision" is what AutoImageProcessor picks by itself when torchvision is installed.
-    for backend in ("torchvision", "pil", None):
-        assert type(AutoImageProcessor.from_pretrained(tmp_path, backend=backend)) is LlavaHfImageProcessor
-    reloaded = AutoProcessor.from_pretrained(tmp_path).image_processor
+    saved = json.loads((tmp_path / "processor_config.json").read_text())
+    assert (saved["processor_class"], saved["image_processor"]["image_processor_type"]) == (
+        "LlavaProcessor",
+        "LlavaImageProcessor",
+    )
+    # Plain transformers reads it with its own classes; backend="pil" is its exact one.
+    assert type(AutoImageProcessor.from_pretrained(tmp_path, backend="pil")) is LlavaImageProcessorPil
+    # llava_hf's class reads it back into the exact, fast image processor whichever backend transformers would pick.
+    reloaded = LlavaHfProcessor.from_pretrained(tmp_path).image_processor
     assert type(reloaded) is LlavaHfImageProcessor and reloaded.to_dict() == image_processor.to_dict()
     image = make_image(8, (64, 48))
     original = original_pixel_values(image, 32, image_processor.image_mean, image_processor.image_std, "pad")
     torch.testing.assert_close(reloaded(image, return_tensors="pt")["pixel_values"], original, atol=1e-5, rtol=0)
 
 
-def test_checkpoint_saved_with_the_builtin_class_loads_ours(tmp_path, tokenizer):
+def test_processor_saved_with_its_code_reloads_as_ours_for_either_backend(tmp_path, tokenizer):
+    """The llava_hf format (what a checkpoint shipped with its code holds) names our classes; `import llava_hf`
+    registers them, so the Auto classes give ours for either backend."""
+    from transformers.processing_utils import ProcessorMixin
+
     image_processor = build_image_processor(32, "pad")
-    LlavaHfProcessor(image_processor=image_processor, tokenizer=tokenizer, image_seq_length=16).save_pretrained(
-        tmp_path
+    processor = LlavaHfProcessor(image_processor=image_processor, tokenizer=tokenizer, image_seq_length=16)
+    ProcessorMixin.save_pretrained(processor, tmp_path)  # the base class's save: this class as itself
+    saved = json.loads((tmp_path / "processor_config.json").read_text())["image_processor"]
+    assert saved["image_processor_type"] == "LlavaHfImageProcessor"
+    # backend="torchvision" is what AutoImageProcessor picks by itself when torchvision is installed.
+    for backend in ("torchvision", "pil", None):
+        assert type(AutoImageProcessor.from_pretrained(tmp_path, backend=backend)) is LlavaHfImageProcessor
+    reloaded = LlavaHfProcessor.from_pretrained(tmp_path)
+    assert type(reloaded.image_processor) is LlavaHfImageProcessor and reloaded.image_seq_length == 16
+    assert reloaded.image_processor.to_dict() == image_processor.to_dict()
+
+
+def test_where_stock_preprocessing_differs_from_llava_hf(tokenizer):
+    """The images transformers' own `LlavaImageProcessor` treats differently (docs/loading_everywhere.md): alpha is
+    composited over white (LLaVA's `convert("RGB")` drops it), 16-bit greyscale is clipped (llava_hf scales it to
+    8 bits) and EXIF orientation is ignored (llava_hf rotates). RGB and 8-bit greyscale are identical (equality with
+    stock transformers: tests/test_loads_without_llava_hf.py)."""
+    from transformers import LlavaImageProcessorPil
+
+    processor = LlavaHfProcessor(
+        image_processor=build_image_processor(32, "pad"), tokenizer=tokenizer, image_seq_length=16
     )
-    config_path = tmp_path / "processor_config.json"
-    config = json.loads(config_path.read_text())
-    config["image_processor"]["image_processor_type"] = "LlavaImageProcessor"  # as saved before this class existed
-    config_path.write_text(json.dumps(config))
-    reloaded = AutoProcessor.from_pretrained(tmp_path).image_processor
-    assert type(reloaded) is LlavaHfImageProcessor
-    assert reloaded.to_dict() == image_processor.to_dict()
+    stock = processor.to_builtin().image_processor
+    assert type(stock) is LlavaImageProcessorPil
+
+    def ours(image):
+        return processor.image_processor(to_rgb(image), return_tensors="np")["pixel_values"]
+
+    def theirs(image):
+        return stock(image, return_tensors="np")["pixel_values"]
+
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, (30, 50, 3), dtype=np.uint8))
+    for same in (rgb, rgb.convert("L"), rgb.convert("RGBA")):  # an opaque alpha channel changes nothing
+        np.testing.assert_array_equal(ours(same), theirs(same))
+
+    rgba = np.dstack([np.asarray(rgb), rng.integers(0, 256, (30, 50), dtype=np.uint8)])
+    translucent = Image.fromarray(rgba, mode="RGBA")
+    on_white = Image.alpha_composite(Image.new("RGBA", translucent.size, "white"), translucent)
+    assert np.abs(ours(translucent) - theirs(translucent)).max() > 0.5
+    np.testing.assert_array_equal(ours(translucent), theirs(translucent.convert("RGB")))  # LLaVA: alpha dropped
+    np.testing.assert_allclose(theirs(translucent), ours(on_white), atol=0.02)  # stock: composited on white
+
+    deep = Image.fromarray(rng.integers(0, 65536, (30, 50), dtype=np.uint16))
+    assert deep.mode == "I;16"
+    np.testing.assert_array_equal(theirs(deep), ours(deep.convert("RGB")))  # clipped at 255, like convert("RGB")
+    assert np.abs(ours(deep) - theirs(deep)).max() > 0.5
+
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    rgb.save(buffer, "JPEG", exif=exif)
+    rotated = Image.open(buffer)
+    as_stored = Image.fromarray(np.asarray(rotated))  # the same pixels without the EXIF tag
+    np.testing.assert_array_equal(theirs(rotated), ours(as_stored))  # stock: the stored orientation
+    assert ours(rotated).shape == theirs(rotated).shape and np.abs(ours(rotated) - theirs(rotated)).max() > 0.5

@@ -1,9 +1,11 @@
 """The processor expands `<image>`, checks counts per sample and never lets truncation cut an image silently."""
 
 import pytest
+import torch
 from transformers import TokenizersBackend
 
 from conftest import TINY_IMAGE_TOKENS, make_image, make_tiny_processor
+from llava_hf import LlavaHfProcessor
 
 
 def test_each_placeholder_becomes_image_seq_length_tokens(processor):
@@ -47,13 +49,37 @@ def test_template_selection_by_name(tokenizer):
     assert make_tiny_processor(tokenizer, chat_template=custom).chat_template == custom
 
 
-def test_add_special_tokens_false_is_kept_unless_padding_side_says_trl_training(processor):
-    """A plain call keeps `add_special_tokens=False` (no BOS); TRL's explicit right padding raises, its left-padded
-    prompts get the BOS (the processor's guard for SFTTrainer without a data_collator)."""
+def test_ordinary_calls_behave_as_the_builtin_processor(processor):
+    """No guessing of the caller: `add_special_tokens` / `padding_side` and tokenizing a whole conversation give what
+    transformers' built-in LlavaProcessor gives for the same settings."""
+    builtin = processor.to_builtin()
     bos = processor.tokenizer.bos_token_id
-    plain = processor(images=make_image(0), text="<image>\nWhat is it?", add_special_tokens=False)
-    assert plain["input_ids"][0][0] != bos
-    with pytest.raises(ValueError, match="LlavaCollator"):
-        processor(images=[make_image(0)], text=["<image> hi"], add_special_tokens=False, padding_side="right")
-    left = processor(images=[make_image(0)], text=["<image> hi"], add_special_tokens=False, padding_side="left")
-    assert left["input_ids"][0][0] == bos
+    for settings in ({}, {"add_special_tokens": False}, {"add_special_tokens": False, "padding_side": "right"}):
+        for padding_side in ("left", "right"):
+            settings = {**settings, "padding_side": settings.get("padding_side", padding_side)}
+            texts = ["<image> hi", "<image>\nWhat is it? A longer question."]
+            images = [make_image(0), make_image(1)]
+            ours = processor(images=images, text=texts, padding=True, return_tensors="pt", **settings)
+            theirs = builtin(images=images, text=texts, padding=True, return_tensors="pt", **settings)
+            assert torch.equal(ours["input_ids"], theirs["input_ids"]) and torch.equal(
+                ours["attention_mask"], theirs["attention_mask"]
+            )
+            assert (ours["input_ids"] == bos).any() == (settings.get("add_special_tokens") is not False)
+    conversation = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Noise."}]},
+    ]
+    for processor_kwargs in ({}, {"add_special_tokens": False}):
+        arguments = dict(tokenize=True, return_dict=True, processor_kwargs=processor_kwargs)
+        ours = processor.apply_chat_template(conversation, images=[make_image(2)], **arguments)
+        theirs = builtin.apply_chat_template(conversation, images=[make_image(2)], **arguments)
+        assert ours["input_ids"] == theirs["input_ids"]
+
+
+@pytest.mark.parametrize("template", ["test template", "vicuna_v1", "{{ 'x' }}"])
+def test_saved_chat_template_reloads_verbatim(processor, tmp_path, template):
+    processor.chat_template = template
+    processor.save_pretrained(tmp_path)
+    assert LlavaHfProcessor.from_pretrained(tmp_path).chat_template == template
+    # a template the caller passes is still resolved by name
+    assert "USER:" in LlavaHfProcessor.from_pretrained(tmp_path, chat_template="vicuna_v1").chat_template

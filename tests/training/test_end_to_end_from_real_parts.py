@@ -13,10 +13,10 @@ import pytest
 import torch
 from peft import PeftModel
 from PIL import Image
-from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from conftest import REAL_SHAPED
 from helpers.processes import run_to_exit
+from llava_hf import LlavaHfForConditionalGeneration, LlavaHfProcessor
 from llava_hf.testing import make_tiny_data
 from llava_hf.training import load_lora_base
 
@@ -62,10 +62,10 @@ def test_stage1_stage2_generate_evaluate(stage1):
     config = CONFIGS / "llava_v1.5_7b_stage2_finetune.yaml"
     stage2 = ["--projector_path", "stage1", "--output_dir", "stage2", "--per_device_train_batch_size", "4"]
     assert "trained 2 steps" in llava_hf("train", "--config", str(config), *common, *stage2, cwd=work)
-    processor = AutoProcessor.from_pretrained(work / "stage2")
+    processor = LlavaHfProcessor.from_pretrained(work / "stage2")
     # <image> was added to Vicuna's 400 pieces, and the tokenizer pads with unk, as LLaVA-1.5 did
     assert processor.image_token_id == 400 and processor.tokenizer.pad_token == "<unk>"
-    model = AutoModelForImageTextToText.from_pretrained(work / "stage2")
+    model = LlavaHfForConditionalGeneration.from_pretrained(work / "stage2")
     assert model.config.image_token_id == 400 and model.get_input_embeddings().weight.shape[0] == 401
 
     image = SCIENCEQA / "test" / "1" / "image.png"
@@ -99,8 +99,8 @@ def test_stage2_lora_adapter_names_its_base(stage1):
 
     # The base rebuilt from that name + the adapter is the merged model the run saved.
     peft_model = PeftModel.from_pretrained(load_lora_base(adapter), adapter).eval()
-    merged = AutoModelForImageTextToText.from_pretrained(adapter / "merged").eval()
-    processor = AutoProcessor.from_pretrained(adapter)
+    merged = LlavaHfForConditionalGeneration.from_pretrained(adapter / "merged").eval()
+    processor = LlavaHfProcessor.from_pretrained(adapter)
     prompt = processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]}],
         add_generation_prompt=True,
@@ -116,5 +116,5 @@ def test_stage2_lora_adapter_names_its_base(stage1):
     assert "trained 2 steps" in llava_hf("train", "--config", str(config), *data, *from_checkpoint, cwd=work)
     name = json.loads((work / "lora2" / "adapter_config.json").read_text())["base_model_name_or_path"]
     assert name == str(adapter / "merged")
-    base = AutoModelForImageTextToText.from_pretrained(name)
+    base = LlavaHfForConditionalGeneration.from_pretrained(name)
     assert isinstance(PeftModel.from_pretrained(base, work / "lora2"), PeftModel)

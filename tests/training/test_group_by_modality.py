@@ -184,7 +184,7 @@ def sft_config(tmp_path, **overrides) -> SFTConfig:
         report_to=[],
         logging_steps=1,
         save_strategy="no",
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         disable_tqdm=True,
         seed=3,
     )

@@ -6,9 +6,10 @@ from pathlib import Path
 import torch
 import yaml
 from safetensors.torch import load_file
-from transformers import AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoModel, AutoModelForCausalLM
 
 from conftest import REAL_SHAPED
+from llava_hf import LlavaHfForConditionalGeneration, LlavaHfProcessor
 from llava_hf.cli import main as llava_hf
 from llava_hf.testing import make_tiny_data, make_tiny_parts
 from llava_hf.training import build_from_parts
@@ -73,8 +74,8 @@ def test_tiny_recipes_run_from_the_command_line(tmp_path, capsys):
     ]
     status = llava_hf(["train", "--config", str(CONFIGS / "tiny_stage2_finetune.yaml"), *common, *overrides])
     assert status == 0 and "trained 4 steps" in capsys.readouterr().out
-    model = AutoModelForImageTextToText.from_pretrained(stage2)
-    processor = AutoProcessor.from_pretrained(stage2)
+    model = LlavaHfForConditionalGeneration.from_pretrained(stage2)
+    processor = LlavaHfProcessor.from_pretrained(stage2)
     assert type(model).__name__ == "LlavaHfForConditionalGeneration" and type(processor).__name__ == "LlavaHfProcessor"
     # stage 2 started from stage 1's projector and moved away from it
     assert not torch.equal(

@@ -1,7 +1,8 @@
 """TRL's `SFTTrainer` given only the model, the processor and rows (no `data_collator`) uses TRL's own vision
-collator. Without `assistant_only_loss` that collator trains on every token (system prompt, questions, image
-placeholders) and, told the template writes BOS, drops it: our processor stops it with an error naming
-`LlavaCollator`. With `assistant_only_loss=True` it builds exactly LlavaCollator's batch (answers only, BOS)."""
+collator, which calls the processor as transformers' contract says (`apply_chat_template`, `add_special_tokens=False`,
+an explicit `padding_side`). Our processor does not guess its caller: TRL's collator builds exactly the batch it builds
+with transformers' built-in `LlavaProcessor` for the same settings, for TRL's three dataset shapes. With
+`assistant_only_loss=True` only the answers are supervised; LLaVA's own masking stays `LlavaCollator`'s."""
 
 from pathlib import Path
 
@@ -25,38 +26,11 @@ def parts():
 def sft_trainer(model, processor, rows, output_dir, **config):
     args = SFTConfig(
         output_dir=str(output_dir), max_steps=2, per_device_train_batch_size=2, learning_rate=1e-3, use_cpu=True,
-        bf16=False, report_to=[], save_strategy="no", gradient_checkpointing=False, max_length=None,
+        bf16=False, report_to=[], save_strategy="no", activation_checkpointing=False, max_length=None,
         disable_tqdm=True, **config,
     )  # fmt: skip
     dataset = Dataset.from_list(rows, features=ROW_FEATURES)
     return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor), dataset
-
-
-def test_default_collator_stops_with_an_error_naming_llava_collator(tmp_path, parts):
-    model, processor = parts
-    trainer, _ = sft_trainer(model, processor, make_shape_rows(4, seed=2, image_size=32), tmp_path)
-    with pytest.raises(ValueError, match="LlavaCollator") as error:
-        trainer.train()
-    assert "assistant_only_loss=True" in str(error.value)
-
-
-def test_default_collator_with_assistant_only_loss_trains_answers_only_with_bos(tmp_path, parts):
-    model, processor = parts
-    rows = make_shape_rows(4, seed=2, image_size=32)
-    trainer, dataset = sft_trainer(model, processor, rows, tmp_path, assistant_only_loss=True)
-    batch = trainer.data_collator([dataset[0], dataset[1]])
-    ours = LlavaCollator(processor)([dataset[0], dataset[1]])
-    assert (batch["input_ids"][:, 0] == processor.tokenizer.bos_token_id).all()
-    for key in ("input_ids", "attention_mask", "labels"):
-        assert torch.equal(batch[key], ours[key]), key
-    supervised = processor.tokenizer.decode(batch["labels"][0][batch["labels"][0] != -100])
-    answer = rows[0]["messages"][-1]["content"][0]["text"]
-    assert supervised.strip() == f"{answer}</s>"
-    projector = model.model.multi_modal_projector.linear_1.weight.detach().clone()
-    trainer.train()
-    assert trainer.state.global_step == 2 and not torch.equal(
-        projector, model.model.multi_modal_projector.linear_1.weight
-    )
 
 
 def text_and_prompt_completion_rows(rows):
@@ -70,35 +44,62 @@ def text_and_prompt_completion_rows(rows):
     return text_rows, prompt_rows
 
 
-def test_plain_text_dataset_stops_with_an_error_naming_llava_collator(tmp_path, parts):
-    model, processor = parts
-    text_rows, _ = text_and_prompt_completion_rows(make_shape_rows(4, seed=2, image_size=32))
-    # remove_unused_columns=False: with its default TRL drops the `text` column before its collator sees it (KeyError)
-    args = SFTConfig(
-        output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2, use_cpu=True, bf16=False, report_to=[],
-        save_strategy="no", max_length=None, disable_tqdm=True, remove_unused_columns=False,
-    )  # fmt: skip
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(text_rows), processing_class=processor)
-    with pytest.raises(ValueError, match="LlavaCollator"):
-        trainer.train()
+def trl_batches(model, processor, rows, output_dir, **config):
+    """TRL's default collator on the first two rows, with our processor and with transformers' built-in one."""
+    batches = []
+    for processing_class in (processor, processor.to_builtin()):
+        args = SFTConfig(
+            output_dir=str(output_dir), max_steps=1, per_device_train_batch_size=2, learning_rate=1e-3, use_cpu=True,
+            bf16=False, report_to=[], save_strategy="no", gradient_checkpointing=False, max_length=None,
+            disable_tqdm=True, **config,
+        )  # fmt: skip
+        features = ROW_FEATURES if "messages" in rows[0] else None
+        dataset = Dataset.from_list(rows, features=features)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processing_class)
+        batches.append(trainer.data_collator([dataset[0], dataset[1]]))
+    return trainer, batches
 
 
-def test_prompt_completion_dataset_trains_on_the_completion_with_bos(tmp_path, parts):
+@pytest.mark.parametrize("shape", ["messages", "messages, assistant_only_loss", "text", "prompt-completion"])
+def test_trl_collator_gets_what_the_builtin_processor_gives(tmp_path, parts, shape):
     model, processor = parts
-    _, prompt_rows = text_and_prompt_completion_rows(make_shape_rows(4, seed=2, image_size=32))
-    args = SFTConfig(
-        output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2, use_cpu=True, bf16=False, report_to=[],
-        save_strategy="no", max_length=None, disable_tqdm=True,
-    )  # fmt: skip
-    dataset = Dataset.from_list(prompt_rows)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
-    batch = trainer.data_collator([dataset[0], dataset[1]])
+    rows = make_shape_rows(4, seed=2, image_size=32)
+    text_rows, prompt_rows = text_and_prompt_completion_rows(rows)
+    config = {"assistant_only_loss": True} if "assistant_only_loss" in shape else {}
+    if shape == "text":
+        # remove_unused_columns=False: with its default TRL drops the `text` column before its collator sees it
+        config["remove_unused_columns"] = False
+    data = {"text": text_rows, "prompt-completion": prompt_rows}.get(shape, rows)
+    trainer, (ours, builtin) = trl_batches(model, processor, data, tmp_path, **config)
+    assert set(ours) == set(builtin)
+    for key in ("input_ids", "attention_mask", "labels"):
+        assert torch.equal(ours[key], builtin[key]), key
+    torch.testing.assert_close(ours["pixel_values"], builtin["pixel_values"], atol=0, rtol=0)
+
     tokenizer = processor.tokenizer
-    for row in range(2):
-        ids = batch["input_ids"][row][batch["attention_mask"][row] == 1]
-        assert ids[0] == tokenizer.bos_token_id  # the tokenizer's BOS, which TRL's add_special_tokens=False dropped
-        labels = batch["labels"][row][batch["labels"][row] != -100]
-        assert processor.image_token_id not in labels.tolist()
-        assert tokenizer.decode(labels).strip() == prompt_rows[row]["completion"].strip()
+    if shape in ("messages, assistant_only_loss", "prompt-completion"):  # answers only, never the image positions
+        for row in range(2):
+            labels = ours["labels"][row][ours["labels"][row] != -100]
+            assert processor.image_token_id not in labels.tolist()
+            answer = (
+                rows[row]["messages"][-1]["content"][0]["text"] + tokenizer.eos_token
+                if shape != "prompt-completion"
+                else prompt_rows[row]["completion"].strip()
+            )
+            assert tokenizer.decode(labels).strip() == answer
     trainer.train()
     assert trainer.state.global_step == 1
+
+
+def test_llava_collator_supervises_the_same_answers(tmp_path, parts):
+    """LLaVA's masking (`LlavaCollator`: BOS, answers + EOS, image positions ignored) and TRL's
+    `assistant_only_loss=True` supervise the same answer tokens."""
+    model, processor = parts
+    rows = make_shape_rows(4, seed=2, image_size=32)
+    _, (trl_batch, _) = trl_batches(model, processor, rows, tmp_path, assistant_only_loss=True)
+    dataset = Dataset.from_list(rows, features=ROW_FEATURES)
+    ours = LlavaCollator(processor)([dataset[0], dataset[1]])
+    assert (ours["input_ids"][:, 0] == processor.tokenizer.bos_token_id).all()
+    for row in range(2):
+        supervised = [batch["labels"][row][batch["labels"][row] != -100].tolist() for batch in (ours, trl_batch)]
+        assert supervised[0] == supervised[1]

@@ -1,5 +1,18 @@
 """Checkpoint conversion: original LLaVA / stage-1 / LoRA / transformers' llava -> llava_hf, llava_hf -> transformers,
-and the model card written next to every converted checkpoint."""
+and the model card written next to every converted checkpoint.
+
+- `cli.py`                              `llava-hf convert` and `llava-hf export`: arguments and source checked before torch loads
+- `arguments.py`                        ConvertArguments, ExportArguments
+- `convert.py`                          convert_checkpoint(): detect the source, pick the direction, stage atomically, verify, card
+- `sources.py`                          reading original sources: folder or Hub, format detection, mm_* checks, weights
+- `convert_original_checkpoint.py`      original / stage-1 / LoRA -> llava_hf checkpoint (weights, token rows, tokenizer, processor)
+- `convert_transformers_checkpoint.py`  export to transformers' built-in layout, and import of it
+- `verification.py`                     `--verify` for original sources: `reference.py`'s computation vs the converted checkpoint
+- `reference.py`                        the original computation (tokenizer_image_token, pad + CLIP, projector, splice, Llama)
+- `common.py`                           what both directions share: ConversionError, JSON/safetensors writing, the verification input
+- `model_card.py`                       README.md of a checkpoint rendered through `model_card_template.md`
+- `hub.py`                              prepare_for_hub / push_to_hub (filled card, trust_remote_code files when needed)
+"""
 
 from ..utils.lazy import lazy_attributes
 

@@ -356,7 +356,7 @@ def convert_original(
         image_processor=build_image_processor_for(tower_folder, vision_config, settings["image_aspect_ratio"]),
         tokenizer=tokenizer,
         chat_template=chat_template,
-        image_seq_length=config.image_seq_length,
+        **config.image_token_settings,
     )
     processor.save_pretrained(staging)
     # transformers does not write `legacy` back; without it the reloaded tokenizer drops the dummy prefix after

@@ -1,10 +1,11 @@
 # llava-hf export --to transformers SRC DST
 """llava_hf <-> transformers' built-in `llava` layout (what llava-hf/* repos, vLLM, SGLang and TGI load).
 
-Both layouts store the same tensors under the same on-disk names (`language_model.model.*`, `vision_tower.*`,
-`multi_modal_projector.linear_{1,2}.*`), so weights files are copied byte for byte; only config.json and the
-processor files differ. The built-in model only knows a 2-layer projector (Linear, act, Linear), so a llava_hf
-checkpoint with a linear, identity or deeper projector is refused instead of being exported wrongly.
+Both store the same tensors under the same on-disk names (`language_model.model.*`, `vision_tower.*`,
+`multi_modal_projector.linear_{1,2}.*`), so weights files are copied byte for byte. llava_hf's own saves already
+write the built-in's config.json and processor files whenever the built-in can express the model, so exporting
+rewrites only folders saved in the `llava_hf` format; the built-in model only knows a 2-layer projector (Linear,
+act, Linear), so a checkpoint with a linear, identity or deeper projector is refused instead of being exported wrongly.
 """
 
 import json
@@ -76,10 +77,7 @@ def import_transformers_checkpoint(source: Path, staging: Path, chat_template: s
     copy_weights(source, staging)
     config.save_pretrained(staging)
     LlavaHfProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        chat_template=template,
-        image_seq_length=config.image_seq_length,
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=template, **config.image_token_settings
     ).save_pretrained(staging)
     copy_tokenizer_legacy(source, staging)
     if (source / "generation_config.json").is_file():
@@ -90,13 +88,14 @@ def import_transformers_checkpoint(source: Path, staging: Path, chat_template: s
 @torch.no_grad()
 def verify_against_transformers(source: Path, converted: Path, tolerance: float) -> dict:
     """transformers' LlavaForConditionalGeneration on `source` vs LlavaHfForConditionalGeneration on `converted`."""
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
+    from transformers import LlavaForConditionalGeneration
 
     from llava_hf.modeling import LlavaHfForConditionalGeneration
+    from llava_hf.processing import LlavaHfProcessor
 
     from .common import VERIFY_QUESTION, verification_image
 
-    processor = AutoProcessor.from_pretrained(converted)
+    processor = LlavaHfProcessor.from_pretrained(converted)
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": VERIFY_QUESTION}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
     inputs = processor(images=verification_image(), text=prompt, return_tensors="pt")
@@ -117,59 +116,46 @@ def verify_against_transformers(source: Path, converted: Path, tolerance: float)
     return result
 
 
+def write_builtin_files(source: Path, staging: Path):
+    """config.json and the processor files of `source` (either format) in the built-in's format, into `staging`."""
+    from transformers import GenerationConfig
+
+    from llava_hf.modeling import LlavaHfConfig
+    from llava_hf.processing import LlavaHfProcessor
+
+    config = LlavaHfConfig.from_pretrained(source)
+    if not config.builtin_expressible:
+        raise ConversionError(
+            f"projector_type={config.projector_type!r} cannot be represented by transformers' "
+            "LlavaForConditionalGeneration, which always builds Linear -> act -> Linear (mlp2x_gelu); serve this "
+            "checkpoint with llava_hf instead, or share it with its code (llava_hf.conversion.hub.add_remote_code)."
+        )
+    config.save_pretrained(staging)
+    processor = LlavaHfProcessor.from_pretrained(source)
+    builtin = LlavaHfProcessor(processor.image_processor, processor.tokenizer, **config.image_token_settings)
+    builtin.chat_template = processor.chat_template  # verbatim, as saved
+    builtin.save_pretrained(staging)
+    copy_tokenizer_legacy(source, staging)
+    if (source / "generation_config.json").is_file():
+        GenerationConfig.from_pretrained(source).save_pretrained(staging)
+
+
 def export_to_transformers(source: str | Path, destination: str | Path) -> Path:
-    """Write the llava_hf checkpoint `source` in transformers' built-in llava layout at `destination`.
+    """Write the checkpoint `source` in transformers' built-in llava format at `destination`: every file names only
+    transformers' own classes (`LlavaForConditionalGeneration`, `LlavaProcessor`, `LlavaImageProcessor`).
 
     Raises ConversionError (nothing written) when the model cannot be represented by the built-in class.
     """
-    from transformers import AutoTokenizer, GenerationConfig, LlavaConfig
-    from transformers import LlavaProcessor as BuiltinLlavaProcessor
-
-    from llava_hf.modeling import LlavaHfConfig
-
     source, destination = Path(source), Path(destination)
     if destination.exists():
         raise ConversionError(f"{destination} already exists; remove it or choose another destination.")
-    if not (source / "config.json").is_file() or read_json(source / "config.json").get("model_type") != "llava_hf":
-        raise ConversionError(f"{source} is not a llava_hf checkpoint (config.json model_type must be 'llava_hf').")
-    config = LlavaHfConfig.from_pretrained(source)
-    if config.projector_type != "mlp2x_gelu":
-        raise ConversionError(
-            f"projector_type={config.projector_type!r} cannot be represented by transformers' LlavaForConditionalGeneration, "
-            "which always builds Linear -> act -> Linear (mlp2x_gelu); serve this checkpoint with llava_hf instead."
-        )
-    if config.image_aspect_ratio == "pad" and config.vision_config.model_type not in ("clip_vision_model", "clip"):
-        raise ConversionError("only CLIP vision towers are exported (the built-in processor's padding assumes CLIP).")
+    config_file = source / "config.json"
+    if not config_file.is_file() or read_json(config_file).get("model_type") not in ("llava_hf", "llava"):
+        raise ConversionError(f"{source} is not a llava_hf checkpoint (config.json model_type 'llava_hf' or 'llava').")
 
     with staged_directory(destination) as staging:  # nothing at `destination` unless everything succeeds
-        builtin = LlavaConfig(
-            vision_config=config.vision_config,
-            text_config=config.text_config,
-            image_token_index=config.image_token_index,
-            image_seq_length=config.image_seq_length,
-            projector_hidden_act=config.projector_hidden_act,
-            vision_feature_select_strategy=config.vision_feature_select_strategy,
-            vision_feature_layer=config.vision_feature_layer,
-            multimodal_projector_bias=config.multimodal_projector_bias,
-            tie_word_embeddings=config.tie_word_embeddings,
-            dtype=config.dtype,
-            architectures=["LlavaForConditionalGeneration"],
-        )
+        write_builtin_files(source, staging)
         copy_weights(source, staging)
-        builtin.save_pretrained(staging)
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        template = (source / "chat_template.jinja").read_text() if (source / "chat_template.jinja").is_file() else None
-        BuiltinLlavaProcessor(
-            image_processor=load_image_processor(source),
-            tokenizer=tokenizer,
-            patch_size=config.vision_config.patch_size,
-            vision_feature_select_strategy=config.vision_feature_select_strategy,
-            num_additional_image_tokens=1,  # CLIP's CLS token; the built-in subtracts it again for "default"
-            chat_template=template,
-        ).save_pretrained(staging)
-        copy_tokenizer_legacy(source, staging)
-        if (source / "generation_config.json").is_file():
-            GenerationConfig.from_pretrained(source).save_pretrained(staging)
         if (source / "README.md").is_file():
             shutil.copyfile(source / "README.md", staging / "README.md")
     return destination

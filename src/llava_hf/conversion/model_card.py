@@ -41,10 +41,13 @@ def model_details(config: dict) -> dict:
     llava_hf config.json dict."""
     vision, text = config.get("vision_config", {}), config.get("text_config", {})
     strategy = config.get("vision_feature_select_strategy")
+    # transformers' built-in llava config has no projector_type: its projector is always mlp2x_gelu
+    projector_type = config.get("projector_type") or ("mlp2x_gelu" if config.get("model_type") == "llava" else None)
+    architecture = (config.get("architectures") or ["LlavaForConditionalGeneration"])[0]
     details = {
         "architecture": (
-            f"`LlavaHfForConditionalGeneration`: {vision.get('model_type', 'vision')} tower -> "
-            f"{config.get('projector_type')} projector -> {text.get('model_type', 'causal')} LM"
+            f"`{architecture}`: {vision.get('model_type', 'vision')} tower -> "
+            f"{projector_type} projector -> {text.get('model_type', 'causal')} LM"
         ),
         "vision_tower": (
             f"{vision.get('num_hidden_layers')} layers, hidden {vision.get('hidden_size')}, {vision.get('image_size')} "
@@ -56,7 +59,7 @@ def model_details(config: dict) -> dict:
             f"{text.get('num_hidden_layers')} layers, hidden {text.get('hidden_size')}, vocabulary "
             f"{text.get('vocab_size')}, image token id {config.get('image_token_index')}"
         ),
-        "projector_type": _code(config.get("projector_type")),
+        "projector_type": _code(projector_type) if projector_type else None,
         "image_aspect_ratio": ASPECT_RATIO_TEXT.get(config.get("image_aspect_ratio"), config.get("image_aspect_ratio")),
     }
     return {key: value for key, value in details.items() if value}
@@ -195,12 +198,16 @@ def recorded_conversion(folder: str | Path) -> dict:
 def write_model_card(folder: str | Path, **fields) -> Path:
     """Write `render_model_card(**fields)` to `folder/README.md` (atomically) and return its path.
 
-    The model details come from `folder/config.json` unless `config` is given; provenance and verification recorded
+    The model details come from `folder/config.json` unless `config` is given, and so does `remote_code` (a `llava_hf`
+    model type is shared with its code, see `hub.prepare_for_hub`); provenance and verification recorded
     by an earlier card in the folder are kept unless `fields` replace them.
     """
     folder = Path(folder)
     if "config" not in fields and (folder / "config.json").is_file():
         fields["config"] = json.loads((folder / "config.json").read_text())
+    if "remote_code" not in fields and fields.get("config"):
+        # a `llava_hf` model type is one transformers' built-in cannot express: it is shared with its code
+        fields["remote_code"] = fields["config"].get("model_type") == "llava_hf"
     fields = {**recorded_conversion(folder), **fields}
     return atomic_write(folder / "README.md", render_model_card(**fields))
 

@@ -33,9 +33,10 @@ def verify_conversion(converted: Path, reference: dict, tolerance: float) -> dic
     Returns {"max_abs_logit_diff", "greedy_agree", "token_ids_identical", "positions", "tolerance"}; raises
     ConversionError when the token ids differ or the logits differ by more than `tolerance`.
     """
-    from transformers import AutoProcessor, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+    from transformers import CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
     from llava_hf.modeling import LlavaHfForConditionalGeneration
+    from llava_hf.processing import LlavaHfProcessor
 
     from .reference import (
         IMAGE_PLACEHOLDER_ID,
@@ -46,7 +47,7 @@ def verify_conversion(converted: Path, reference: dict, tolerance: float) -> dic
     )
 
     check_verification_memory(converted)
-    processor = AutoProcessor.from_pretrained(converted)
+    processor = LlavaHfProcessor.from_pretrained(converted)
     model = LlavaHfForConditionalGeneration.from_pretrained(converted, dtype=torch.float32).eval()
     image = verification_image()
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": VERIFY_QUESTION}]}]

@@ -1,5 +1,12 @@
-"""Training data: every input format -> one row schema (`formats`), the preflight check (`check`) and the masking,
-padding and packing collator (`collator`); `synthetic` makes a small learnable dataset for smoke tests."""
+"""Training data: every input format -> one row schema, the preflight check and the masking collator.
+
+- `formats.py`           LLaVA JSON / TRL rows / the_cauldron -> one row schema with lazy images; LLaVA JSON -> Hub-ready dataset
+- `check.py`             preflight check of training data (summary table, offending ids, refuse or skip)
+- `collator.py`          masking collator (answers + end tokens only), padded or padding-free
+- `packed_attention.py`  SDPA per packed sample for padding-free batches
+- `synthetic.py`         a small learnable coloured-shapes dataset for smoke tests, tiny recipes and benchmarks
+- `cli.py`               `llava-hf data check|convert`
+"""
 
 from ..utils.lazy import lazy_attributes
 

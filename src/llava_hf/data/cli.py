@@ -54,11 +54,9 @@ def run_check(argv: list[str]) -> int:
         return 2
     processor = None
     if args.processor:
-        from transformers import AutoProcessor
+        from ..processing import LlavaHfProcessor
 
-        import llava_hf  # noqa: F401  (registers the llava_hf processor class)
-
-        processor = AutoProcessor.from_pretrained(args.processor)
+        processor = LlavaHfProcessor.from_pretrained(args.processor)
     report = check_rows(
         dataset, processor, resolve_chat_template(args.chat_template), args.max_length, args.check_images
     )

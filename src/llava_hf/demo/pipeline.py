@@ -33,8 +33,8 @@ DEFAULT_OUTPUT_DIR = "llava_demo"
 
 @dataclass
 class DemoConfig:
-    """Settings of `llava-hf demo`. The defaults are README command 1; the README ("What `llava-hf demo` does") says
-    what they and the alternatives below were measured to give."""
+    """Settings of `llava-hf demo`. The defaults are README command 1; docs/demo.md says what they and the
+    alternatives below were measured to give."""
 
     output_dir: str = field(default=DEFAULT_OUTPUT_DIR, metadata={"help": "Folder for everything the demo writes."})
     seed: int = field(
@@ -74,8 +74,7 @@ class DemoConfig:
             "help": "Weight of an auxiliary per-cell loss added to the tower's contrastive one: linear heads on the "
             "penultimate-layer patch features of each 3x3 grid cell predict its shape and colour, and which cell each "
             "patch lies in. Without it, contrastive pretraining on the toy captions trains shape and place out of the "
-            "features (a probe reads shape in 47 of 100 cells, with it 94; the cell of a patch in 27, with it 100). "
-            "Needs image_size / patch_size to be a multiple of 3; 0 turns it off."
+            "features (docs/demo.md). Needs image_size / patch_size to be a multiple of 3; 0 turns it off."
         },
     )
     clip_contrastive: bool = field(
@@ -93,7 +92,7 @@ class DemoConfig:
         default=False,
         metadata={
             "help": "NegCLIP hard negatives in the tower's pretraining: each caption also appears with one shape, "
-            "colour or region word swapped (off by default: at the demo's step counts they did not help, see README)."
+            "colour or region word swapped (off by default: at the demo's step counts they do not help, docs/demo.md)."
         },
     )
     scene_pretraining: bool = field(
@@ -114,7 +113,7 @@ class DemoConfig:
         default=16,
         metadata={
             "help": "Samples per optimizer step in stages 1 and 2 (16: twice the steps of 32 for the same samples, "
-            "and faster per sample on a CPU; README)."
+            "and faster per sample on a CPU)."
         },
     )
     micro_batch_size: int = field(
@@ -122,7 +121,7 @@ class DemoConfig:
         metadata={
             "help": "Samples per forward pass (gradient accumulation makes up --train-batch-size). Below "
             "--train-batch-size, each step's samples are sorted by length into micro-batches, so short "
-            "multiple-choice rows are not padded to the longest conversation (8: 1.8x faster stage-2 steps, README)."
+            "multiple-choice rows are not padded to the longest conversation."
         },
     )
     eval_batch_size: int = field(default=64, metadata={"help": "Batch size of generation during evaluation."})
@@ -323,8 +322,8 @@ def build_towers(config: DemoConfig, world: World, data: dict, device: str):
         contrastive=config.clip_contrastive,
     )
     # The LLM's text: the captions and the short multiple-choice chats. The long generated conversations stay out:
-    # with them in the mix, 300 steps taught the LLM none of the question types from the scene notation (chance on
-    # all four), without them it answered 60% from it (README).
+    # with them in the mix, 300 steps teach the LLM none of the question types from the scene notation (chance on
+    # all four), without them it answers 60% from it (docs/demo.md).
     language_arguments = dict(
         texts=language_model_texts(multiple_choice, image_captions, tokenizer, scenes),
         tokenizer=tokenizer,
@@ -489,10 +488,9 @@ def evaluate_model(
 
 def chat_transcript(model_dir: Path, world: World, device: str, seed: int) -> list[dict]:
     """A short multi-turn chat about one held-out image, through `pipeline("image-text-to-text")` on the saved
-    folder (which is the proof that the folder loads like any Hub checkpoint)."""
+    folder (which is the proof that the folder loads like any Hub checkpoint: it is transformers' built-in llava
+    format, so the pipeline builds transformers' own classes, as it does where llava_hf is not installed)."""
     from transformers import pipeline
-
-    import llava_hf  # noqa: F401  (registers the llava_hf model type with the Auto classes the pipeline uses)
 
     chat = pipeline("image-text-to-text", model=str(model_dir), device=device)
     world_image = world.splits["test"][random.Random(seed).randrange(len(world.splits["test"]))]

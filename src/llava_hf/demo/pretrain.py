@@ -10,7 +10,7 @@ makes its own "pretrained" towers on the shapes world, the same way they were ma
   patch lies in. This is a stand-in for what CLIP ViT-L learns from 400M image-text pairs and the toy captions
   cannot teach: measured with a linear probe, contrastive pretraining alone on these captions trains shape *out* of
   the features, because colour, count and place already tell a batch's captions apart, and it trains out where a
-  patch sits too (README, "What `llava-hf demo` does"). Its vision half becomes the frozen vision tower; the heads
+  patch sits too (docs/demo.md). Its vision half becomes the frozen vision tower; the heads
   are dropped;
 - `pretrain_language_model`: a `LlamaForCausalLM` trained on the world's text (captions and chat-formatted Q&A),
   standing in for Vicuna. In that text each image is written in a *scene notation* (`scene_text`): one word per
@@ -470,7 +470,7 @@ def assemble(
         image_processor=build_image_processor(vision_config.image_size, "pad"),
         tokenizer=tokenizer,
         chat_template="vicuna_v1",
-        image_seq_length=config.image_seq_length,
+        **config.image_token_settings,
     )
     return model.eval(), processor
 

@@ -26,6 +26,7 @@ from PIL import Image, ImageDraw
 
 # The 3x3 cell names and number words of the rule-based teacher, so questions, captions and generated data agree.
 from ..datagen.rule_teacher import NUMBER_WORDS, REGION_NAMES
+from ..utils.io import staged_directory
 
 COLOURS = {
     "red": (214, 39, 40),
@@ -215,26 +216,22 @@ def build_world(
 ) -> World:
     """Generate the train and held-out ("test") splits into `folder` as PNG files plus one JSONL of records per split.
 
-    Deterministic: the same arguments write byte-identical files. Files are written to a temporary name and renamed,
-    so an interrupted run never leaves a truncated image or record file behind.
+    Deterministic: the same arguments write byte-identical files. The world is written into a staging folder that
+    replaces `folder` in one rename (`utils.io.staged_directory`), so an interrupted run never leaves a truncated image
+    or record file behind.
     """
     folder = Path(folder)
-    (folder / "images").mkdir(parents=True, exist_ok=True)
     splits = {
         "train": make_split("train", num_train, seed, max_objects),
         "test": make_split("test", num_test, seed, max_objects),
     }
-    for split, images in splits.items():
-        for world_image in images:
-            target = folder / world_image.image
-            temporary = target.with_name(f".{target.name}.tmp")
-            draw(world_image, image_size).save(temporary, format="PNG")
-            os.replace(temporary, target)
-        lines = "".join(json.dumps(world_image.record()) + "\n" for world_image in images)
-        target = folder / f"{split}.jsonl"
-        temporary = target.with_name(f".{target.name}.tmp")
-        temporary.write_text(lines, encoding="utf-8")
-        os.replace(temporary, target)
+    with staged_directory(folder, replace=True) as staging:
+        (staging / "images").mkdir()
+        for split, images in splits.items():
+            for world_image in images:
+                draw(world_image, image_size).save(staging / world_image.image, format="PNG")
+            lines = "".join(json.dumps(world_image.record()) + "\n" for world_image in images)
+            (staging / f"{split}.jsonl").write_text(lines, encoding="utf-8")
     return World(folder=folder, image_size=image_size, splits=splits)
 
 

@@ -7,6 +7,20 @@ Entry points from Python:
   or in-memory examples: `scienceqa.make_example(...)`, `llava_bench.make_example(...)` + `llava_bench.build_task(
   examples=..., judge_settings=...)`;
 - `add_results_to_model_card(readme_path, results, model_name)`.
+
+Files:
+- `task.py`         the task interface: Example, Outcome, Task (examples, parse, score)
+- `rows.py`         one split of Hub-layout data (in memory, save_to_disk, parquet, repo id); column check
+- `generation.py`   chat-template prompts, batched left-padded greedy generation, resumable predictions.jsonl
+- `predictions.py`  read a predictions file (ours or the original LLaVA answer file)
+- `scoring.py`      parse + score a task's answers; results.json and the results.md table
+- `run.py`          evaluate(): generate then score, or score a predictions file
+- `model_card.py`   metrics filed in a model card's model-index
+- `scienceqa.py`    ScienceQA (Hub + original layouts), the original prompts, answer parsing, -> LLaVA JSON
+- `pope.py`         POPE yes/no protocol; accuracy/precision/recall/F1/yes-ratio per split
+- `llava_bench.py`  LLaVA-Bench COCO/In-the-Wild; cached LLM judge; relative scores
+- `cli.py`          `llava-hf evaluate`
+- `lmms_eval_model.py` lmms-eval plug-in `llava_hf_native` (the `lmms_eval.models` entry point in setup.cfg)
 """
 
 from . import llava_bench, pope, scienceqa

@@ -10,7 +10,7 @@
 
 Writes to `--output-dir`: predictions.jsonl (one answer per line, resumable), results.json, results.md, and for
 LLaVA-Bench judgments.jsonl (the judge cache). `--model-card README.md` also files the metrics in that card's
-`model-index` metadata. Any checkpoint `AutoModelForImageTextToText` loads works, transformers' built-in llava too.
+`model-index` metadata. Checkpoints load into llava_hf's classes (`load_checkpoint`): ours, transformers' built-in llava too.
 """
 
 from __future__ import annotations

@@ -1,7 +1,11 @@
 """`LlavaHfConfig`: a CLIP/SigLIP vision tower, a projector and a causal LM, as one `PreTrainedConfig` dataclass.
 
-The field names follow transformers' built-in `LlavaConfig` so checkpoints move between the two; the `model_type` is
-our own ("llava_hf") because "llava" belongs to transformers (registering it again would hijack the built-in).
+The field names follow transformers' built-in `LlavaConfig` so checkpoints move between the two. In memory the
+`model_type` is our own ("llava_hf"): "llava" belongs to transformers (registering it again would hijack the built-in).
+On disk, a config the built-in can express (an `mlp2x_gelu` projector: the built-in always builds Linear, act, Linear)
+is saved as the built-in's own `config.json` (`model_type: "llava"`, `LlavaForConditionalGeneration`), so plain
+transformers loads it without llava_hf; `from_pretrained` reads that format back into this class. Configs the built-in
+cannot express (linear, identity, deeper projectors) keep `model_type: "llava_hf"`.
 """
 
 import re
@@ -17,6 +21,25 @@ PROJECTOR_TYPE_PATTERN = re.compile(r"^(linear|identity|mlp([1-9][0-9]*)x_gelu)$
 # Vision towers whose hidden states start with a CLS token. "default" feature selection drops that token (LLaVA's
 # "patch"), which would silently drop a real patch on towers without one (SigLIP).
 VISION_TOWERS_WITH_CLS_TOKEN = ("clip_vision_model", "clip")
+
+# The one projector transformers' built-in `LlavaMultiModalProjector` builds (Linear, act, Linear).
+BUILTIN_PROJECTOR_TYPE = "mlp2x_gelu"
+# Our class names <-> the built-in's, as written in `architectures`.
+BUILTIN_ARCHITECTURES = {
+    "LlavaHfForConditionalGeneration": "LlavaForConditionalGeneration",
+    "LlavaHfModel": "LlavaModel",
+}
+
+
+def from_builtin_config_dict(config_dict: dict) -> dict:
+    """A built-in `llava` config.json dict as a `llava_hf` one (the built-in's projector is always mlp2x_gelu)."""
+    if config_dict.get("model_type") != "llava":
+        return config_dict
+    ours = {builtin: name for name, builtin in BUILTIN_ARCHITECTURES.items()}
+    config_dict = {**config_dict, "model_type": LlavaHfConfig.model_type, "projector_type": BUILTIN_PROJECTOR_TYPE}
+    if config_dict.get("architectures"):
+        config_dict["architectures"] = [ours.get(name, name) for name in config_dict["architectures"]]
+    return config_dict
 
 
 @strict
@@ -118,6 +141,66 @@ class LlavaHfConfig(PreTrainedConfig):
                 f"{self.vision_feature_select_strategy!r}); leave image_seq_length unset to derive it."
             )
         self.image_seq_length = derived_length
+
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
+        # A folder saved in the built-in format reads as ours before transformers compares model types.
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        return from_builtin_config_dict(config_dict), kwargs
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        return super().from_dict(from_builtin_config_dict(config_dict), **kwargs)
+
+    @property
+    def builtin_expressible(self) -> bool:
+        """Whether transformers' built-in `LlavaConfig`/`LlavaForConditionalGeneration` describe this model exactly.
+
+        The built-in composes any vision tower and language model with `AutoModel.from_config`, selects features like
+        ours (layer or list of layers, CLS dropped for "default") and always builds Linear, act, Linear: only the
+        projector can be out of its reach. (`image_aspect_ratio` is the image processor's `do_pad`.)
+        """
+        return self.projector_type == BUILTIN_PROJECTOR_TYPE
+
+    @property
+    def num_additional_image_tokens(self) -> int:
+        """Tokens the vision tower adds to its patches (CLIP's CLS token), as transformers' `LlavaProcessor` counts."""
+        return 1 if self.vision_config.model_type in VISION_TOWERS_WITH_CLS_TOKEN else 0
+
+    @property
+    def image_token_settings(self) -> dict:
+        """The processor settings that count `image_seq_length` tokens per image the way transformers' `LlavaProcessor`
+        does: `LlavaHfProcessor(image_processor, tokenizer, **config.image_token_settings)`."""
+        return {
+            "image_seq_length": self.image_seq_length,
+            "patch_size": self.vision_config.patch_size,
+            "vision_feature_select_strategy": self.vision_feature_select_strategy,
+            "num_additional_image_tokens": self.num_additional_image_tokens,
+        }
+
+    def to_builtin(self):
+        """This config as transformers' built-in `LlavaConfig` (same fields; ValueError if it cannot express it)."""
+        from transformers import LlavaConfig
+
+        if not self.builtin_expressible:
+            raise ValueError(
+                f"projector_type={self.projector_type!r} cannot be represented by transformers' "
+                "LlavaForConditionalGeneration, which always builds Linear -> act -> Linear (mlp2x_gelu)."
+            )
+        fields = self.to_dict()
+        # `auto_map` would point at llava_hf code (a folder once shipped with it) that the built-in format never needs
+        for name in ("model_type", "projector_type", "transformers_version", "auto_map"):
+            fields.pop(name, None)
+        if fields.get("architectures"):
+            fields["architectures"] = [BUILTIN_ARCHITECTURES.get(name, name) for name in fields["architectures"]]
+        return LlavaConfig(**fields)
+
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        """Writes the built-in `llava` config.json when the built-in can express this model (see the module docstring),
+        unless the code ships with the checkpoint (`register_for_auto_class`, for `trust_remote_code`)."""
+        if self.builtin_expressible and self._auto_class is None:
+            return self.to_builtin().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
 
     @property
     def projector_input_size(self) -> int:

@@ -1,4 +1,9 @@
-"""Image preprocessing, the processor and LLaVA's chat templates."""
+"""Image preprocessing, the processor and LLaVA's chat templates.
+
+- `image_processing_llava.py`  LLaVA's RGB conversion (alpha, EXIF, 16-bit) + LlavaHfImageProcessor (pad/square, exact)
+- `processing_llava.py`        LlavaHfProcessor: `<image>` expansion, per-sample count checks, templates by name
+- `chat_templates`             vicuna_v1, llava_v1, llava_llama_2, mistral_instruct, chatml_direct, plain (`.jinja`)
+"""
 
 from .image_processing_llava import IMAGE_ASPECT_RATIOS, LlavaHfImageProcessor, build_image_processor, to_rgb
 from .processing_llava import (

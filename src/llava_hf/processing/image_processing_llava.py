@@ -73,9 +73,11 @@ def _resize_padded_landscape(
 class LlavaHfImageProcessor(LlavaImageProcessorPil):
     """transformers' `LlavaImageProcessorPil` (same settings, same saved JSON) with a fast path for RGB PIL images.
 
-    Saved as `"image_processor_type": "LlavaHfImageProcessor"`, which `import llava_hf` registers for both of
-    `AutoImageProcessor`'s backends: a saved processor reloads as this class whether or not torchvision is installed,
-    so its numbers stay the original's (the torchvision backend's bicubic differs from PIL's).
+    Saved on its own as `"image_processor_type": "LlavaHfImageProcessor"`, which `llava_hf.register_auto_classes()`
+    (run on the first use of the package's classes) registers for both of `AutoImageProcessor`'s backends: such a
+    processor reloads as this class whether or not torchvision is installed, so its numbers stay the original's (the
+    torchvision backend's bicubic differs from PIL's). `LlavaHfProcessor` saves it under the built-in's name, so
+    stock transformers reads it.
     """
 
     def _preprocess_image_like_inputs(self, images, *args, **kwargs) -> BatchFeature:

@@ -3,15 +3,22 @@
 Each `<image>` placeholder in the text becomes `image_seq_length` copies of the image token (576 for CLIP-L/336),
 the positions the model fills with projected image features. Counts are checked per sample before anything is
 tokenized, and transformers' own check after tokenization refuses a truncation that cut an image's tokens.
-The class is not called `LlavaProcessor`: transformers resolves `processor_class` names to its built-ins first,
-so a saved checkpoint would silently load the built-in class (`processor_class` lookup in transformers'
-`models/auto/processing_auto.py`).
+The class is not called `LlavaProcessor`: transformers resolves `processor_class` names to its built-ins first
+(`processor_class` lookup in transformers' `models/auto/processing_auto.py`), so a folder in the llava_hf format
+would silently load the built-in class.
+
+On disk the processor is transformers' own `LlavaProcessor` (`processor_class: "LlavaProcessor"`, image processor
+`LlavaImageProcessor`) with the `patch_size`, `vision_feature_select_strategy` and `num_additional_image_tokens` from
+which the built-in computes exactly `image_seq_length` tokens per image, so plain transformers loads it; loading
+either format back into this class restores our exact image processor. Only a processor that ships with its code
+(`register_for_auto_class`, for `trust_remote_code`) is saved as itself.
 
 The templates render no leading BOS: the tokenizer adds it, as the original did, so `processor(text=rendered)` and
 `apply_chat_template(..., tokenize=True)` give the same ids with exactly one BOS (a template that wrote `<s>` itself
 would get a second one from every caller that tokenizes the rendered text, the pipeline included).
 """
 
+import math
 from pathlib import Path
 
 from PIL import Image
@@ -47,6 +54,10 @@ def resolve_chat_template(template: str | None) -> str | None:
     return template
 
 
+class _SavedChatTemplate(str):
+    """A chat template read back from a saved processor ("" for none): taken as it is, never resolved."""
+
+
 def _map_images(images, function):
     """Apply `function` to every PIL image in a (possibly nested) list, keeping the nesting."""
     if isinstance(images, Image.Image):
@@ -65,6 +76,9 @@ class LlavaHfProcessor(ProcessorMixin):
         chat_template: a template name from `CHAT_TEMPLATE_NAMES` (default `vicuna_v1`) or a Jinja string.
         image_seq_length: tokens per image; must equal the model config's `image_seq_length`.
         image_token: the placeholder string users write in prompts.
+        patch_size, vision_feature_select_strategy, num_additional_image_tokens: the vision tower's patch size, the
+            model's feature selection and the tower's extra tokens (1 for CLIP's CLS), as transformers'
+            `LlavaProcessor` takes them to count `image_seq_length`; derived from `image_seq_length` when not given.
     """
 
     def __init__(
@@ -72,12 +86,17 @@ class LlavaHfProcessor(ProcessorMixin):
         image_processor=None,
         tokenizer=None,
         chat_template: str | None = None,
-        image_seq_length: int = 576,
+        image_seq_length: int | None = None,
         image_token: str = "<image>",
+        patch_size: int | None = None,
+        vision_feature_select_strategy: str | None = None,
+        num_additional_image_tokens: int | None = None,
         **kwargs,
     ):
-        chat_template = resolve_chat_template(chat_template or DEFAULT_CHAT_TEMPLATE)
-        self.image_seq_length = image_seq_length
+        if isinstance(chat_template, _SavedChatTemplate):
+            chat_template = str(chat_template) or None
+        elif not isinstance(chat_template, dict):
+            chat_template = resolve_chat_template(chat_template or DEFAULT_CHAT_TEMPLATE)
         self.image_token = getattr(tokenizer, "image_token", None) or image_token
         if self.image_token not in tokenizer.all_special_tokens:
             # Without this the tokenizer splits "<image>" into "<", "image", ">" and the count checks still pass,
@@ -89,11 +108,66 @@ class LlavaHfProcessor(ProcessorMixin):
             )
         self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
         if type(image_processor).__name__ in ("LlavaImageProcessor", "LlavaImageProcessorPil"):
-            # transformers' built-in classes, e.g. from a checkpoint saved before LlavaHfImageProcessor existed: with
+            # transformers' built-in classes, as a folder in the built-in format (what we save) holds: with
             # torchvision installed AutoImageProcessor loads the torchvision one, whose bicubic is not the
             # original's. Same settings, the exact (and faster) class.
             image_processor = LlavaHfImageProcessor(**image_processor.to_dict())
         super().__init__(image_processor, tokenizer, chat_template=chat_template, **kwargs)
+        (
+            self.image_seq_length,
+            self.patch_size,
+            self.vision_feature_select_strategy,
+            self.num_additional_image_tokens,
+        ) = _image_token_settings(
+            self.image_processor,
+            image_seq_length,
+            patch_size,
+            vision_feature_select_strategy,
+            num_additional_image_tokens,
+        )
+
+    @classmethod
+    def from_dict(cls, processor_dict: dict, **kwargs):
+        # A saved chat template is state, restored verbatim (any string, even one that looks like a template name or a
+        # path); only a `chat_template=` the caller passes goes through the name/file resolution of `__init__`.
+        saved = processor_dict.get("chat_template")
+        if "chat_template" not in kwargs and not isinstance(saved, dict):
+            processor_dict = {**processor_dict, "chat_template": _SavedChatTemplate(saved or "")}
+        return super().from_dict(processor_dict, **kwargs)
+
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        """Saves transformers' built-in `LlavaProcessor` + `LlavaImageProcessor` (same tokenizer, template and
+        settings), which expand `<image>` to the same `image_seq_length` tokens; saves this class itself when its code
+        ships with the checkpoint (`register_for_auto_class`) or the built-in cannot count its tokens."""
+        builtin = self.to_builtin() if self._auto_class is None and self.patch_size is not None else None
+        if builtin is None:
+            return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        return builtin.save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+
+    def to_builtin(self):
+        """This processor as transformers' built-in `LlavaProcessor` with the PIL `LlavaImageProcessor`.
+
+        Same numbers for RGB and greyscale images; the built-in composites an alpha channel over white (LLaVA drops
+        it), clips 16-bit greyscale and ignores EXIF orientation, where `to_rgb` scales and rotates.
+        """
+        from transformers import LlavaImageProcessorPil
+        from transformers import LlavaProcessor as BuiltinLlavaProcessor
+
+        if self.patch_size is None:
+            raise ValueError(
+                f"image_seq_length={self.image_seq_length} is not a square number of patches (+1 for a CLS token) of "
+                "the image processor's crop size, which is all transformers' LlavaProcessor can count."
+            )
+        settings = {k: v for k, v in self.image_processor.to_dict().items() if k != "image_processor_type"}
+        return BuiltinLlavaProcessor(
+            image_processor=LlavaImageProcessorPil(**settings),
+            tokenizer=self.tokenizer,
+            patch_size=self.patch_size,
+            vision_feature_select_strategy=self.vision_feature_select_strategy,
+            num_additional_image_tokens=self.num_additional_image_tokens,
+            chat_template=self.chat_template,
+            image_token=self.image_token,
+        )
 
     def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
         return self.image_token * self.image_seq_length
@@ -137,63 +211,6 @@ class LlavaHfProcessor(ProcessorMixin):
                     )
         super().validate_inputs(images=images, text=text, videos=videos, audio=audio, **kwargs)
 
-    def __call__(self, images=None, text=None, videos=None, audio=None, **kwargs):
-        """transformers' processor call, with one guard for the way TRL's SFTTrainer encodes samples.
-
-        Without a `data_collator`, TRL's vision collator encodes text+images with `add_special_tokens=False` ("to
-        avoid adding the BOS twice") and an explicit `padding_side`; LLaVA's prompts carry no BOS in the text, so the
-        model would see none:
-        - `padding_side="right"` (TRL's plain `text` datasets): the caller makes labels of every id, the image
-          placeholders among them (LLaVA never supervises image positions), so this raises, naming `LlavaCollator`;
-        - `padding_side="left"` (TRL's prompt-completion data, whose labels are the completion only): the flag is
-          ignored and the tokenizer adds the BOS, as in `apply_chat_template`.
-        Calls without an explicit `padding_side`, and text that already starts with the BOS (transformers' own
-        pipelines), keep `add_special_tokens=False` as asked.
-        """
-        padding_side = kwargs.get("padding_side")
-        if images is not None and text is not None and kwargs.get("add_special_tokens") is False and padding_side:
-            texts = [text] if isinstance(text, str) else list(text)
-            bos = self.tokenizer.bos_token
-            if any(self.image_token in sample and not (bos and sample.startswith(bos)) for sample in texts):
-                if padding_side == "right":
-                    raise ValueError(
-                        f"encoding text with {self.image_token} and add_special_tokens=False, right-padded, is how "
-                        "TRL's SFTTrainer without a data_collator reads a plain 'text' dataset: it would train on the "
-                        "image placeholders and without BOS. Train with data_collator=llava_hf.data.LlavaCollator"
-                        "(processor) on 'messages' rows, or with SFTConfig(assistant_only_loss=True)."
-                    )
-                kwargs = {key: value for key, value in kwargs.items() if key != "add_special_tokens"}
-        return super().__call__(images=images, text=text, videos=videos, audio=audio, **kwargs)
-
-    def apply_chat_template(self, conversation, chat_template=None, **kwargs):
-        """transformers' `apply_chat_template`, with two guards for tokenizing whole conversations (training data).
-
-        - Tokenizing a conversation that ends with an answer, without `return_assistant_tokens_mask`, is what TRL's
-          default collator does (`SFTTrainer` without `data_collator`): its labels are every token (system prompt,
-          questions, the image placeholders). That raises, naming `LlavaCollator`.
-        - `processor_kwargs={"add_special_tokens": False}` (TRL passes it, assuming the template writes BOS) is
-          ignored: our templates render no BOS, so the tokenizer adds it; a rendered BOS still turns it off (base
-          class).
-        """
-        if kwargs.get("tokenize") and not kwargs.get("return_assistant_tokens_mask"):
-            conversations = (
-                conversation if conversation and isinstance(conversation[0], (list, tuple)) else [conversation]
-            )
-            generation = kwargs.get("add_generation_prompt") or kwargs.get("continue_final_message")
-            if not generation and any(turns and turns[-1].get("role") == "assistant" for turns in conversations):
-                raise ValueError(
-                    "tokenizing a whole conversation without return_assistant_tokens_mask=True gives labels on every "
-                    "token (system prompt, questions, image placeholders), which is what TRL's SFTTrainer does without "
-                    "a data_collator. Train with data_collator=llava_hf.data.LlavaCollator(processor) (LLaVA's "
-                    "masking: answers only, BOS, image positions ignored), or set SFTConfig(assistant_only_loss=True)."
-                )
-        processor_kwargs = kwargs.get("processor_kwargs")
-        if kwargs.get("tokenize") and processor_kwargs and processor_kwargs.get("add_special_tokens") is False:
-            kwargs["processor_kwargs"] = {
-                key: value for key, value in processor_kwargs.items() if key != "add_special_tokens"
-            }
-        return super().apply_chat_template(conversation, chat_template, **kwargs)
-
     def _get_num_multimodal_tokens(self, image_sizes=None, **kwargs) -> MultiModalData:
         """Placeholder tokens per image for images of `image_sizes` ((height, width) each), without processing them.
 
@@ -209,6 +226,43 @@ class LlavaHfProcessor(ProcessorMixin):
     @property
     def model_input_names(self) -> list[str]:
         return ["input_ids", "attention_mask", "pixel_values"]
+
+
+def _crop_size(image_processor) -> tuple[int, int]:
+    """(height, width) of the pixel_values the image processor returns (its crop, LLaVA always crops)."""
+    crop = image_processor.crop_size
+    crop = crop if isinstance(crop, dict) else vars(crop)
+    return crop["height"], crop["width"]
+
+
+def _image_token_settings(image_processor, image_seq_length, patch_size, strategy, num_additional):
+    """(image_seq_length, patch_size, vision_feature_select_strategy, num_additional_image_tokens), consistent.
+
+    transformers' `LlavaProcessor` counts `(height // patch_size) * (width // patch_size) + num_additional_image_tokens`
+    tokens per image, minus one for the "default" strategy (the CLS token it drops). Given the patch settings (a
+    built-in processor being loaded, or a caller that knows the model), `image_seq_length` follows or is checked;
+    given only `image_seq_length` (576 by default), the settings are the CLIP ones that count it: n x n patches of
+    the crop for "default" (CLS dropped), n x n + 1 for "full". A length no such square explains gets no patch
+    settings (saved as this class only).
+    """
+    height, width = _crop_size(image_processor)
+    if patch_size is not None:
+        strategy = strategy or "default"
+        num_additional = 0 if num_additional is None else num_additional
+        counted = (height // patch_size) * (width // patch_size) + num_additional - (strategy == "default")
+        if image_seq_length is not None and image_seq_length != counted:
+            raise ValueError(
+                f"image_seq_length={image_seq_length} disagrees with patch_size={patch_size}, "
+                f"vision_feature_select_strategy={strategy!r}, num_additional_image_tokens={num_additional} on "
+                f"{height}x{width} crops ({counted} tokens per image); pass the model config's values."
+            )
+        return counted, patch_size, strategy, num_additional
+    image_seq_length = 576 if image_seq_length is None else image_seq_length
+    for strategy, patches in (("default", image_seq_length), ("full", image_seq_length - 1)):
+        side = math.isqrt(max(patches, 0))
+        if side and side * side == patches and height == width and height % side == 0:
+            return image_seq_length, height // side, strategy, 1
+    return image_seq_length, None, None, None
 
 
 def _flatten(images):

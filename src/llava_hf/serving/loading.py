@@ -1,8 +1,8 @@
 """What `generate`, `chat` and `serve` share: load a checkpoint for inference, encode a conversation, sampling settings.
 
 A checkpoint is a folder or a Hub repo id holding a model and its processor (the processor carries the chat template,
-so every front end prompts the model exactly as it was trained). Loading goes through transformers' Auto classes, so
-transformers' own llava-hf checkpoints load too.
+so every front end prompts the model exactly as it was trained). Loading goes through llava_hf's own classes, which read
+both llava_hf's folders and transformers' built-in llava ones (llava-hf/* repos).
 """
 
 import os

@@ -1,6 +1,10 @@
-"""LLaVA's training stages around TRL's SFTTrainer: `recipes` (what each stage trains, LoRA/QLoRA, the stage-1
-projector file, building from a vision tower + LLM), `sampler` (LLaVA-1.5's group-by-modality-length batching) and
-`train` (run settings, trainer, the `train()` entry point)."""
+"""LLaVA's training stages around TRL's SFTTrainer.
+
+- `recipes.py`  what each stage trains, LoRA/QLoRA configs, the stage-1 projector file, building from a tower + LLM
+- `sampler.py`  LLaVA-1.5's group-by-modality-length batching
+- `train.py`    LlavaSFTTrainer (per-group learning rates), build_trainer(), train(), saving, resuming
+- `cli.py`      the run behind `llava-hf train`: YAML + flags -> arguments, train, DDP teardown
+"""
 
 from .recipes import (
     LORA_TARGET_MODULES,

@@ -6,7 +6,7 @@ then one stage trains."""
 
 import sys
 
-from ..utils.cli import usage_error
+from ..utils.cli import HelpFormatter, usage_error
 
 PROG = "llava-hf train"
 
@@ -16,7 +16,7 @@ def run(argv: list[str]) -> int:
 
     from .train import CheckpointNotFound, LlavaRunArguments, train
 
-    parser = TrlParser((LlavaRunArguments, SFTConfig), prog=PROG)
+    parser = TrlParser((LlavaRunArguments, SFTConfig), prog=PROG, formatter_class=HelpFormatter)
     parser.error = lambda message: sys.exit(usage_error(PROG, f"{message} (see `{PROG} --help-all`)"))
     flags = list(argv)
     if "--config" in flags:  # TrlParser reads `--config PATH` itself; the rest are flags

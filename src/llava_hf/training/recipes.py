@@ -317,7 +317,7 @@ def build_from_parts(
         ),
         tokenizer=tokenizer,
         chat_template=chat_template,
-        image_seq_length=config.image_seq_length,
+        **config.image_token_settings,
     )
     return model, processor
 

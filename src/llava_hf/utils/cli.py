@@ -6,11 +6,8 @@
 - Bad input exits with status 2 and one line on stderr that names the fix (`llava-hf CMD: error: ...`), never a
   traceback or a usage dump: argparse errors, and ValueErrors raised by the dataclasses' `__post_init__` checks.
 - Commands import their heavy modules (torch, models, TRL, FastAPI) inside `main`, after parsing, and declare their
-  settings dataclasses in modules that import nothing heavy, so `--help` and bad flags answer at once (well under a
-  second; `tests/utils/test_cli.py` checks that no command's `--help` imports torch).
-- `HfArgumentParser` is loaded from `transformers/hf_argparser.py` without running `transformers/__init__.py`, which
-  costs more than a second (the module itself needs only the standard library and PyYAML). TRL does the same for its
-  `TrlParser` (https://github.com/huggingface/transformers/issues/44273).
+  settings dataclasses in modules that import nothing heavy, so `--help` and bad flags answer without loading torch
+  (`tests/utils/test_cli.py` checks it for every command).
 
     (arguments,) = parse_args(EvaluateArguments, argv, prog="llava-hf evaluate")
     ...
@@ -19,13 +16,10 @@
 
 from __future__ import annotations
 
-import importlib.util
+import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import NoReturn
-
-HF_ARGPARSER = "transformers.hf_argparser"
 
 
 def usage_error(prog: str, message: object) -> int:
@@ -40,32 +34,21 @@ def fail(prog: str, message: object) -> NoReturn:
     raise SystemExit(usage_error(prog, message))
 
 
-def hf_argument_parser_class() -> type:
-    """transformers' `HfArgumentParser`, importing `transformers.hf_argparser` alone when transformers is not loaded.
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """`HfArgumentParser`'s formatter, except that a help text which states its own default ("(default: the one they
+    name)") does not get argparse's "(default: None)" appended as well."""
 
-    The module is registered under its own name, so a later `import transformers` finds and reuses it: there is one
-    `HfArgumentParser` class per process either way.
-    """
-    module = sys.modules.get(HF_ARGPARSER)
-    if module is None and "transformers" in sys.modules:
-        module = importlib.import_module(HF_ARGPARSER)
-    if module is None:
-        package = importlib.util.find_spec("transformers")  # finds the package folder without importing it
-        path = Path(package.submodule_search_locations[0]) / "hf_argparser.py"
-        spec = importlib.util.spec_from_file_location(HF_ARGPARSER, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[HF_ARGPARSER] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[HF_ARGPARSER]
-            raise
-    return module.HfArgumentParser
+    def _get_help_string(self, action):
+        if "(default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser(dataclass_types: type | Sequence[type], prog: str, description: str | None = None):
     """An `HfArgumentParser` for `dataclass_types` whose usage errors follow the convention above."""
-    parser = hf_argument_parser_class()(dataclass_types, prog=prog, description=description)
+    from transformers import HfArgumentParser  # transformers' lazy __init__: no torch for the parser
+
+    parser = HfArgumentParser(dataclass_types, prog=prog, description=description, formatter_class=HelpFormatter)
     parser.error = lambda message: fail(prog, f"{message} (see `{prog} --help`)")
     return parser
 

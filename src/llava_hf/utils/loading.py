@@ -1,7 +1,8 @@
 """Loading a checkpoint: the one dtype / device / quantization / chat-template policy of every command.
 
 A checkpoint is a folder or a Hub repo id holding a model and its processor; ours and transformers' built-in llava
-both load, through `AutoModelForImageTextToText` and `AutoProcessor`. The policy:
+both load into llava_hf's own classes (`LlavaHfForConditionalGeneration`, `LlavaHfProcessor`: the Auto classes would
+give transformers' built-in for a stock `llava` folder, without our exact preprocessing). The policy:
 
 - device `auto`: cuda, then mps, then cpu.
 - dtype `auto` (`choose_dtype`): the checkpoint's own dtype on an accelerator. On CPU: float32 when the weights are
@@ -170,11 +171,8 @@ def load_checkpoint(
     it (training: the Trainer places it). Raises ValueError
     naming the fix when the checkpoint cannot be found, has no chat template (inference), or an option is unavailable.
     """
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    import llava_hf  # noqa: F401  (registers the llava_hf model type with the Auto classes)
-
-    from ..processing import resolve_chat_template
+    from ..modeling import LlavaHfForConditionalGeneration
+    from ..processing import LlavaHfProcessor, resolve_chat_template
 
     if not model:
         raise ValueError("--model is required: a checkpoint folder or a Hub repo id such as org/name.")
@@ -196,8 +194,8 @@ def load_checkpoint(
         if device is not None:
             kwargs["device_map"] = {"": device}
     try:
-        processor = AutoProcessor.from_pretrained(path, revision=revision)
-        loaded = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+        processor = LlavaHfProcessor.from_pretrained(path, revision=revision)
+        loaded = LlavaHfForConditionalGeneration.from_pretrained(path, **kwargs)
         if load_dtype != torch_dtype:
             cast_parameters_releasing_pages(loaded, torch_dtype)
             loaded.config.dtype = torch_dtype

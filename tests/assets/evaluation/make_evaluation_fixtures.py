@@ -1,4 +1,4 @@
-# /work/venv/bin/python tests/assets/evaluation/make_evaluation_fixtures.py
+# python tests/assets/evaluation/make_evaluation_fixtures.py
 """Writes the small hand-made evaluation fixtures next to this file (the expected scores in tests/evaluation are
 computed by hand from them, so edit both together).
 

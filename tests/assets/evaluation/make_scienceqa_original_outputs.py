@@ -1,4 +1,4 @@
-# git -C /work/.mirror/haotian-liu+LLaVA/repo archive c121f0432da27facab705978f83c4ada465e46fd | tar -x -C /tmp/llava_c121f04
+# git clone https://github.com/haotian-liu/LLaVA && git -C LLaVA archive c121f0432da27facab705978f83c4ada465e46fd | tar -x -C /tmp/llava_c121f04
 # python tests/assets/evaluation/make_scienceqa_original_outputs.py /tmp/llava_c121f04
 """Runs the ORIGINAL LLaVA ScienceQA scripts (haotian-liu/LLaVA at commit c121f04) on the ScienceQA fixture and
 writes what they produce to scienceqa_original/, so the tests compare our strings with the original's byte for byte
