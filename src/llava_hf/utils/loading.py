@@ -171,8 +171,11 @@ def load_checkpoint(
     it (training: the Trainer places it). Raises ValueError
     naming the fix when the checkpoint cannot be found, has no chat template (inference), or an option is unavailable.
     """
+    from .. import register_auto_classes
     from ..modeling import LlavaHfForConditionalGeneration
     from ..processing import LlavaHfProcessor, resolve_chat_template
+
+    register_auto_classes()  # folders saved in the older llava_hf format name our processor classes
 
     if not model:
         raise ValueError("--model is required: a checkpoint folder or a Hub repo id such as org/name.")
