@@ -14,6 +14,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
 # What llava_hf saves is transformers' built-in llava format and loads without this import; it registers the
 # llava_hf model type, which checkpoints with a projector the built-in cannot express (linear, deeper) keep.
 import llava_hf  # noqa: F401
+from llava_hf.utils.loading import checkpoint_dtype
 
 
 def main():
@@ -25,8 +26,12 @@ def main():
     args = parser.parse_args()
     image = Image.open(args.image)
 
+    # The dtype rule of the llava-hf commands: float32 for small models on CPU, bfloat16 on CPUs that have it
+    # natively, else the checkpoint's own; a model too big for memory is refused here, before loading.
+    dtype = checkpoint_dtype(args.model)
+
     # 1. The pipeline: chat messages in, text out.
-    pipe = pipeline("image-text-to-text", model=args.model)
+    pipe = pipeline("image-text-to-text", model=args.model, dtype=dtype)
     messages = [
         {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": args.question}]}
     ]
@@ -34,11 +39,11 @@ def main():
     print("pipeline:", answer)
 
     # 2. The classes: render the checkpoint's chat template, process, generate.
-    model = AutoModelForImageTextToText.from_pretrained(args.model)
+    model = AutoModelForImageTextToText.from_pretrained(args.model, dtype=dtype)
     processor = AutoProcessor.from_pretrained(args.model, backend="pil")  # PIL's bicubic: LLaVA's exact pixels
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": args.question}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-    inputs = processor(images=image, text=prompt, return_tensors="pt").to(model.device)
+    inputs = processor(images=image, text=prompt, return_tensors="pt").to(model.device, model.dtype)
     output = model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False)
     print("generate:", processor.decode(output[0, inputs.input_ids.shape[1] :], skip_special_tokens=True))
 
@@ -52,7 +57,9 @@ def main():
         )
         for question in questions
     ]
-    batch = processor(images=[image, image], text=prompts, padding=True, return_tensors="pt").to(model.device)
+    batch = processor(images=[image, image], text=prompts, padding=True, return_tensors="pt").to(
+        model.device, model.dtype
+    )
     outputs = model.generate(**batch, max_new_tokens=args.max_new_tokens, do_sample=False)
     for question, row in zip(questions, outputs[:, batch.input_ids.shape[1] :]):
         print(f"batch: {question!r} -> {processor.decode(row, skip_special_tokens=True)!r}")

@@ -95,3 +95,36 @@ def test_data_startup_benchmark_runs_on_a_small_mix_standin(tmp_path):
     for row in ("ours, LLaVA JSON, cold", "ours, LLaVA JSON, cached", "parquet (200 rows", "data convert (50 rows",
                 "original: json.load + modality_lengths"):  # fmt: skip
         assert row in table, table
+
+
+@pytest.mark.slow
+def test_real_size_benchmark_runs_on_a_tiny_checkpoint(tmp_path, monkeypatch):
+    """The same steps as the 7B run, on a tiny fp16 checkpoint, with LLAVA_HF_AVAILABLE_MEMORY standing in for a
+    machine where float32 does not fit but 16 bits do."""
+    import torch
+
+    from conftest import make_tiny_model, make_tiny_processor
+
+    ours = tmp_path / "ours"
+    model = make_tiny_model().to(torch.float16)
+    model.save_pretrained(ours)
+    make_tiny_processor().save_pretrained(ours)
+    parameters = sum(p.numel() for p in model.parameters())
+    monkeypatch.setenv("LLAVA_HF_AVAILABLE_MEMORY", str(3 * parameters))  # 2 bytes x 1.1 fit, 4 bytes do not
+    report_path, table_path = tmp_path / "report.json", tmp_path / "table.md"
+    run_script(
+        "bench_real_size.py",
+        *("--ours", str(ours), "--builtin", str(tmp_path / "builtin"), "--new_tokens", "3"),
+        *("--json", str(report_path), "--markdown", str(table_path)),
+    )
+    report = json.loads(report_path.read_text())
+    assert report["commands"]["export"]["returncode"] == 0 and (tmp_path / "builtin" / "config.json").is_file()
+    assert report["commands"]["generate (default flags)"]["returncode"] == 0
+    refused = report["commands"]["generate --dtype float32"]
+    assert refused["returncode"] == 2 and "of memory is available" in refused["messages"][-1]
+    for dtype in ("bfloat16", "float16"):
+        ours_row, builtin_row = report["generation"][dtype]["ours"], report["generation"][dtype]["builtin"]
+        assert ours_row["loaded_dtype"] == builtin_row["loaded_dtype"] == dtype
+        assert len(ours_row["generated_ids"]) == 3 and ours_row["generated_ids"] == builtin_row["generated_ids"]
+        assert ours_row["decode_tok_s"] > 0 and ours_row["peak_rss_gib"] > 0
+    assert "| bfloat16 | ours / built-in |" in table_path.read_text()

@@ -5,7 +5,13 @@ dependencies stay optional.
 """
 
 import importlib
+import logging
 import sys
+
+# bitsandbytes (>= 0.50) on a CPU with AVX512-BF16 asks the Hub for an optional 4-bit kernel when it is imported (TRL,
+# PEFT and the quantized loaders import it); offline or unverified, it keeps its built-in kernel and logs two warnings,
+# which would turn every one-line error of `llava-hf train` into three lines. The commands mute those two loggers only.
+OPTIONAL_KERNEL_LOGGERS = ("bitsandbytes.backends.cpu.ops", "kernels._internals.hf_hub")
 
 # command -> (module or module:function, one-line help). The function (default `main`) takes the arguments after the
 # command and returns the exit status; its module imports nothing heavy, so --help and bad flags answer at once.
@@ -44,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"llava-hf: unknown command {command!r}; run `llava-hf --help` for the list.", file=sys.stderr)
         return 2
+    for name in OPTIONAL_KERNEL_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         function = command_function(command)
     except ImportError as error:  # an optional extra is missing: its message names the `pip install` that fixes it

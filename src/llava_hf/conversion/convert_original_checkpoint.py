@@ -2,7 +2,12 @@
 checkpoint (config, safetensors weights, processor, generation config) into a staging folder.
 
 `convert.py` (`llava-hf convert`) picks the direction, stages the destination and runs the verification; this file
-only builds. Weights keep the source's dtype; `<image>` and `<pad>` are appended to the vocabulary (NEW_TOKENS_INIT).
+only builds. Weights keep the source's dtype; `<image>` and `<pad>` are appended to the vocabulary (NEW_TOKENS_INIT),
+or take ids in the rows of a padded vocabulary (PADDED_VOCABULARY_INIT).
+
+The weights stream: one source shard (`.bin`) or one tensor (`.safetensors`) is in memory at a time, renamed, checked
+and written to the destination's safetensors shards before the next is read, so a 13B release (26 GB) converts on
+a machine with less memory than that. The vision tower is read last, when no LLM weight is held any more.
 """
 
 import json
@@ -10,14 +15,18 @@ from pathlib import Path
 
 import torch
 
-from .common import ConversionError, read_json, write_safetensors
+from .common import CARRY_BYTES, ConversionError, StreamingSafetensorsWriter, read_json
 from .sources import (
     check_mm_fields,
+    iter_state_dict_files,
     load_state_dict_files,
     merged_lora_state,
+    original_weight_kind,
     projector_from_file,
     resolve_folder,
     split_original_state,
+    state_dict_names,
+    tower_key,
 )
 
 NEW_TOKENS_INIT = (
@@ -60,25 +69,63 @@ def projector_checkpoint_keys(projector_state: dict, projector_type: str, config
     return renamed
 
 
-def llm_checkpoint_keys(llm_state: dict, text_config) -> dict[str, torch.Tensor]:
-    """Llama/Mistral keys checked against a meta-device causal LM of `text_config`, renamed to `language_model.*`."""
+PADDED_VOCABULARY_INIT = (
+    "The source's embedding has more rows than its tokenizer has tokens (a padded vocabulary); every row is kept as "
+    "the source has it, and `<image>` / `<pad>` took the first ids past the tokenizer, inside the padding rows."
+)
+
+
+def expected_llm_shapes(text_config) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every weight the causal LM of `text_config` (Llama, Mistral) has (meta device: no memory)."""
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
-        lm = AutoModelForCausalLM.from_config(text_config)
-        expected = {name: tuple(t.shape) for name, t in lm.state_dict().items()}
-    missing = sorted(set(expected) - set(llm_state))
+        language_model = AutoModelForCausalLM.from_config(text_config)
+        return {name: tuple(t.shape) for name, t in language_model.state_dict().items()}
+
+
+def check_llm_weight(name: str, tensor: torch.Tensor, expected: dict[str, tuple[int, ...]]):
+    if name not in expected:
+        raise ConversionError(f"unexpected weight in the checkpoint (not the LLM, projector or tower): {name}.")
+    shape = tuple(tensor.shape)
+    if shape == expected[name]:
+        return
+    if name in ("model.embed_tokens.weight", "lm_head.weight") and shape[1:] == expected[name][1:]:
+        raise ConversionError(
+            f"{name} has {shape[0]} rows but config.json says vocab_size={expected[name][0]}; the weights and "
+            "config.json do not belong together (set vocab_size to the number of rows the weights have)."
+        )
+    raise ConversionError(f"{name} has shape {shape}, but config.json implies {expected[name]}.")
+
+
+def check_llm_complete(seen: set[str], expected: dict[str, tuple[int, ...]]):
+    missing = sorted(set(expected) - seen)
     if missing:
         raise ConversionError(f"the LLM weights are incomplete: {len(missing)} missing, e.g. {missing[:3]}.")
-    unexpected = sorted(set(llm_state) - set(expected))
-    if unexpected:
+
+
+def tokenizer_source_length(tokenizer) -> int:
+    """How many ids the source tokenizer uses: its vocabulary without the `<image>` / `<pad>` added here."""
+    added_here = {"<image>", "<pad>"}
+    return 1 + max(
+        index
+        for token, index in tokenizer.get_vocab().items()
+        if not (token in added_here and index >= tokenizer.vocab_size)
+    )
+
+
+def vocabulary_rows(tokenizer, rows: int, tokenizer_folder: Path) -> tuple[int, str]:
+    """(rows to append to embed_tokens / lm_head, how the added tokens were initialised) for an embedding with
+    `rows` rows; raises when the tokenizer uses ids the embedding does not have."""
+    source_length = tokenizer_source_length(tokenizer)
+    if source_length > rows:
         raise ConversionError(
-            f"unexpected weights in the checkpoint (not Llama, projector or tower): {unexpected[:5]}."
+            f"the LLM's embedding has {rows} rows (vocab_size in config.json) but the tokenizer in {tokenizer_folder} "
+            f"uses {source_length} ids: ids {rows}..{source_length - 1} have no embedding. The tokenizer does not "
+            "belong to these weights; convert with the tokenizer the model was trained with."
         )
-    for name, shape in expected.items():
-        if tuple(llm_state[name].shape) != shape:
-            raise ConversionError(f"{name} has shape {tuple(llm_state[name].shape)}, config.json implies {shape}.")
-    return {"language_model." + name: tensor for name, tensor in llm_state.items()}
+    new_rows = max(0, len(tokenizer) - rows)
+    return new_rows, (PADDED_VOCABULARY_INIT if rows > source_length else NEW_TOKENS_INIT)
 
 
 def add_new_token_rows(matrix: torch.Tensor, count: int) -> torch.Tensor:
@@ -87,12 +134,24 @@ def add_new_token_rows(matrix: torch.Tensor, count: int) -> torch.Tensor:
     return torch.cat([matrix, mean.expand(count, -1)], dim=0)
 
 
-def load_vision_tower(folder: Path):
-    from transformers import CLIPVisionConfig, CLIPVisionModel
+def load_vision_tower(folder: Path) -> dict[str, torch.Tensor]:
+    """The CLIPVisionModel weights of a CLIP folder (a full CLIPModel or a vision-only one), float32."""
+    from transformers import CLIPVisionModel
 
-    vision_config = CLIPVisionConfig.from_pretrained(folder)
     tower = CLIPVisionModel.from_pretrained(folder, dtype=torch.float32)
-    return vision_config, tower
+    return {name: tensor.detach() for name, tensor in tower.state_dict().items()}
+
+
+def check_saved_tower(saved_tower: dict, vision_config) -> dict[str, torch.Tensor]:
+    """The tower weights a DeepSpeed run saved, complete for `vision_config`, as float32 CLIPVisionModel weights."""
+    from transformers import CLIPVisionModel
+
+    with torch.device("meta"):
+        names = list(CLIPVisionModel(vision_config).state_dict())
+    missing = sorted(set(names) - set(saved_tower))
+    if missing:
+        raise ConversionError(f"the checkpoint's vision tower is incomplete: missing {missing[:3]}.")
+    return {name: saved_tower[name].float() for name in names}
 
 
 def build_tokenizer(tokenizer_folder: Path, source_config: dict):
@@ -144,6 +203,34 @@ def anyres_config_fields(settings: dict) -> dict:
     }
 
 
+def read_source_weights(
+    source_format: str,
+    source_folder: Path,
+    base_folder: Path | None,
+    tower_folder: Path,
+    use_checkpoint_vision_tower: bool,
+    llm_dtype: torch.dtype,
+) -> tuple[dict, dict, dict]:
+    """(LLM, projector, tower) weights of the source, read the way the original code reads them, for the
+    verification's reference computation. The tower is rounded to the checkpoint's dtype: the original ran it in
+    that dtype too (`model.to(float16)`)."""
+    if source_format == "lora":
+        llm = merged_lora_state(source_folder, base_folder)
+        projector = projector_from_file(source_folder / "non_lora_trainables.bin")
+    elif source_format == "stage1":
+        llm, _, _ = split_original_state(load_state_dict_files(base_folder))
+        projector = projector_from_file(source_folder / "mm_projector.bin")
+    else:
+        llm, projector, saved_tower = split_original_state(load_state_dict_files(source_folder))
+    if use_checkpoint_vision_tower:
+        from transformers import CLIPVisionConfig
+
+        tower = check_saved_tower(saved_tower, CLIPVisionConfig.from_pretrained(tower_folder))
+    else:
+        tower = load_vision_tower(tower_folder)
+    return llm, projector, {name: tensor.to(llm_dtype).float() for name, tensor in tower.items()}
+
+
 def convert_original(
     source_folder: Path,
     source_format: str,
@@ -159,7 +246,7 @@ def convert_original(
     takes the tower weights a DeepSpeed run saved in the checkpoint. Returns (provenance for the model card, the
     inputs `verification.verify_conversion` needs to rerun the original computation).
     """
-    from transformers import GenerationConfig, LlamaConfig, MistralConfig
+    from transformers import CLIPVisionConfig, GenerationConfig, LlamaConfig, MistralConfig
 
     from llava_hf.modeling import LlavaHfConfig, LlavaHfNextConfig
     from llava_hf.processing import LlavaHfNextProcessor, LlavaHfProcessor
@@ -176,12 +263,16 @@ def convert_original(
         raise ConversionError(
             f"{error} Released LLaVA checkpoints do not contain the tower; pass --vision_tower."
         ) from error
-    vision_config, tower = load_vision_tower(tower_folder)
+    vision_config = CLIPVisionConfig.from_pretrained(tower_folder)
+    if settings["mm_hidden_size"] not in (None, vision_config.hidden_size):
+        raise ConversionError(
+            f"mm_hidden_size={settings['mm_hidden_size']} but the vision tower {tower_name} has hidden size "
+            f"{vision_config.hidden_size}; pass the tower the model was trained with (--vision_tower)."
+        )
 
     base_folder = None
     if source_format == "original":
-        llm_state, projector_state, saved_tower = split_original_state(load_state_dict_files(source_folder))
-        tokenizer_folder = source_folder
+        llm_folder, tokenizer_folder, projector_state = source_folder, source_folder, {}
     else:
         base_name = base_model or (
             read_json(source_folder / "adapter_config.json")["base_model_name_or_path"]
@@ -191,53 +282,23 @@ def convert_original(
         if not base_name:
             raise ConversionError(f"the {source_format} source names no base LLM; pass --base_model PATH_OR_REPO.")
         base_folder = resolve_folder(base_name, "base LLM")
-        if source_format == "lora":
-            llm_state = merged_lora_state(source_folder, base_folder)
-            projector_state = projector_from_file(source_folder / "non_lora_trainables.bin")
-        else:
-            llm_state, _, _ = split_original_state(load_state_dict_files(base_folder))
-            projector_state = projector_from_file(source_folder / "mm_projector.bin")
-        saved_tower = {}
+        projector_file = "non_lora_trainables.bin" if source_format == "lora" else "mm_projector.bin"
+        projector_state = projector_from_file(source_folder / projector_file)
+        llm_folder = base_folder
         has_tokenizer = (source_folder / "tokenizer.model").is_file() or (source_folder / "tokenizer.json").is_file()
         tokenizer_folder = source_folder if has_tokenizer else base_folder
-
-    image_newline = projector_state.pop("model.image_newline", None)
-    anyres = settings["image_aspect_ratio"] == "anyres"
-    if anyres and settings["mm_patch_merge_type"] == "spatial_unpad" and image_newline is None:
-        raise ConversionError("mm_patch_merge_type='spatial_unpad' but the checkpoint has no model.image_newline.")
-    tower_state = {name: tensor.float() for name, tensor in tower.state_dict().items()}
-    tower_origin = str(tower_name)
-    if use_checkpoint_vision_tower or (settings["unfreeze_mm_vision_tower"] and saved_tower):
-        if not saved_tower:
-            raise ConversionError("--use_checkpoint_vision_tower was given but the checkpoint holds no vision tower.")
-        missing = sorted(set(tower_state) - set(saved_tower))
-        if missing:
-            raise ConversionError(f"the checkpoint's vision tower is incomplete: missing {missing[:3]}.")
-        tower_state = {name: saved_tower[name].float() for name in tower_state}
-        tower_origin = "the checkpoint's model.vision_tower.vision_tower.* weights"
-
-    llm_dtype = llm_state["model.embed_tokens.weight"].dtype
-    if settings["mm_hidden_size"] not in (None, vision_config.hidden_size):
-        raise ConversionError(
-            f"mm_hidden_size={settings['mm_hidden_size']} but the vision tower {tower_name} has hidden size "
-            f"{vision_config.hidden_size}; pass the tower the model was trained with (--vision_tower)."
-        )
 
     tokenizer = build_tokenizer(tokenizer_folder, source_config)
     text_class = MistralConfig if settings["language_model"] == "mistral" else LlamaConfig
     text_fields = {f: source_config[f] for f in text_class.__dataclass_fields__ if f in source_config}
     text_fields.pop("dtype", None)
     text_config = text_class(**text_fields)
-    old_vocab = text_config.vocab_size
-    llm_disk = llm_checkpoint_keys(llm_state, text_config)
-    new_rows = len(tokenizer) - old_vocab
-    if new_rows < 0:
-        raise ConversionError(f"the tokenizer has {len(tokenizer)} tokens but the LLM only {old_vocab} rows.")
-    for name in ("language_model.model.embed_tokens.weight", "language_model.lm_head.weight"):
-        llm_disk[name] = add_new_token_rows(llm_disk[name], new_rows)
-    text_config.vocab_size = len(tokenizer)
+    expected = expected_llm_shapes(text_config)
+    new_rows, new_token_init = vocabulary_rows(tokenizer, text_config.vocab_size, tokenizer_folder)
+    text_config.vocab_size += new_rows
     text_config.pad_token_id = tokenizer.pad_token_id
 
+    anyres = settings["image_aspect_ratio"] == "anyres"
     config_class = LlavaHfNextConfig if anyres else LlavaHfConfig
     layout = anyres_config_fields(settings) if anyres else {"image_aspect_ratio": settings["image_aspect_ratio"]}
     config = config_class(
@@ -247,16 +308,74 @@ def convert_original(
         projector_type=settings["projector_type"],
         vision_feature_layer=settings["vision_feature_layer"],
         vision_feature_select_strategy=settings["vision_feature_select_strategy"],
-        dtype=str(llm_dtype).removeprefix("torch."),
         **{"architectures": ["LlavaHfForConditionalGeneration"], **layout},
     )
-    weights = dict(llm_disk)
-    weights.update(projector_checkpoint_keys(projector_state, settings["projector_type"], config))
-    weights.update({"vision_tower." + name: tensor for name, tensor in tower_state.items()})
+    # LLaVA-1.6 releases trained the tower (`unfreeze_mm_vision_tower`); their checkpoints hold it, and the original
+    # builder loads it from there
+    collect_tower = use_checkpoint_vision_tower or settings["unfreeze_mm_vision_tower"]
+
+    if source_format == "lora":  # PEFT merges in memory: the merged LLM is one piece
+        merged = merged_lora_state(source_folder, base_folder)
+        pieces = ((None, name, merged.pop(name)) for name in list(merged))
+    else:
+        names = state_dict_names(llm_folder)
+        if names is not None:  # an index or safetensors headers list the names: refuse before writing anything
+            check_llm_complete({name for name in names if original_weight_kind(name) == "llm"}, expected)
+        pieces = iter_state_dict_files(llm_folder)
+    writer = StreamingSafetensorsWriter(staging)
+    seen, saved_tower, llm_dtype, to_grow = set(), {}, None, {}
+
+    def write_grown():
+        # The matrices that gain rows are grown once the rest of their shard is written: growing copies the matrix,
+        # and that copy next to a whole shard would be the conversion's peak.
+        if to_grow:
+            writer.flush(min_bytes=CARRY_BYTES)
+        for name in list(to_grow):
+            writer.add("language_model." + name, add_new_token_rows(to_grow.pop(name), new_rows).to(llm_dtype))
+
+    for _, name, tensor in pieces:
+        if name is None:  # a source file is done: write what came from it before the next is read
+            write_grown()
+            writer.flush(min_bytes=CARRY_BYTES)
+            continue
+        kind = original_weight_kind(name)
+        if kind == "projector" and source_format == "original":
+            projector_state[name] = tensor
+        elif kind == "tower":
+            if collect_tower:
+                saved_tower[tower_key(name)] = tensor
+        elif kind == "llm":
+            check_llm_weight(name, tensor, expected)
+            llm_dtype = llm_dtype or tensor.dtype
+            if new_rows and name in ("model.embed_tokens.weight", "lm_head.weight"):
+                to_grow[name] = tensor
+            else:
+                writer.add("language_model." + name, tensor.to(llm_dtype))
+            seen.add(name)
+        del tensor
+    write_grown()
+    check_llm_complete(seen, expected)
+    config.dtype = str(llm_dtype).removeprefix("torch.")
+    image_newline = projector_state.pop("model.image_newline", None)
+    if anyres and settings["mm_patch_merge_type"] == "spatial_unpad" and image_newline is None:
+        raise ConversionError("mm_patch_merge_type='spatial_unpad' but the checkpoint has no model.image_newline.")
+    for name, tensor in projector_checkpoint_keys(projector_state, settings["projector_type"], config).items():
+        writer.add(name, tensor.to(llm_dtype))
     if image_newline is not None and anyres and settings["mm_patch_merge_type"] == "spatial_unpad":
-        weights["image_newline"] = image_newline
-    weights = {name: tensor.to(llm_dtype) for name, tensor in weights.items()}
-    write_safetensors(weights, staging)
+        writer.add("image_newline", image_newline.to(llm_dtype))
+
+    tower_origin = str(tower_name)
+    use_checkpoint_vision_tower = use_checkpoint_vision_tower or bool(saved_tower)
+    if use_checkpoint_vision_tower:
+        if not saved_tower:
+            raise ConversionError("--use_checkpoint_vision_tower was given but the checkpoint holds no vision tower.")
+        tower_state = check_saved_tower(saved_tower, vision_config)
+        tower_origin = "the checkpoint's model.vision_tower.vision_tower.* weights"
+    else:  # read only now, when no LLM weight is held any more
+        tower_state = load_vision_tower(tower_folder)
+    for name in list(tower_state):
+        writer.add("vision_tower." + name, tower_state.pop(name).to(llm_dtype))
+    writer.close()
     config.save_pretrained(staging)
 
     image_processor = build_image_processor_for(
@@ -300,17 +419,17 @@ def convert_original(
         "vision_feature_layer": settings["vision_feature_layer"],
         "dtype": str(llm_dtype).removeprefix("torch."),
         "new_tokens": {"<image>": tokenizer.image_token_id, "<pad>": tokenizer.pad_token_id},
-        "new_token_init": NEW_TOKENS_INIT,
+        "new_token_init": new_token_init,
         "source_tokenizer_legacy": source_legacy,
         "chat_template": chat_template,
     }
     reference_inputs = {
-        "llm_state": llm_state,
+        # read again only if --verify runs: the conversion itself never holds the whole model
+        "read_weights": lambda: read_source_weights(
+            source_format, source_folder, base_folder, tower_folder, use_checkpoint_vision_tower, llm_dtype
+        ),
         "text_config_fields": text_fields,
         "text_model": settings["language_model"],
-        "projector_state": projector_state,
-        # the original ran the tower in the checkpoint's dtype too (model.to(float16)), so compare with those values
-        "tower_state": {name: tensor.to(llm_dtype).float() for name, tensor in tower_state.items()},
         "vision_config": vision_config,
         "settings": settings,
         "sentencepiece_model": tokenizer_folder / "tokenizer.model",

@@ -6,6 +6,7 @@ substrings of the name, its most confusing habit).
 """
 
 import ast
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -57,10 +58,8 @@ def resolve_folder(name_or_path: str | Path, what: str) -> Path:
         ) from error
 
 
-def load_state_dict_files(folder: Path) -> dict[str, torch.Tensor]:
-    """All weights of a (possibly sharded) `.safetensors` or `.bin` checkpoint; shards named by an index must exist."""
-    from safetensors.torch import load_file
-
+def weight_files(folder: Path) -> list[Path]:
+    """The weight files of a (possibly sharded) `.safetensors` or `.bin` checkpoint; shards an index names must exist."""
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         index = folder / index_name
         if index.is_file():
@@ -68,21 +67,70 @@ def load_state_dict_files(folder: Path) -> dict[str, torch.Tensor]:
             missing = [name for name in files if not (folder / name).is_file()]
             if missing:
                 raise ConversionError(f"{folder} is incomplete: {index_name} lists missing shard(s) {missing}.")
-            paths = [folder / name for name in files]
-            break
-    else:
-        paths = sorted(folder.glob("model*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
+            return [folder / name for name in files]
+    paths = sorted(folder.glob("model*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
     if not paths:
         raise ConversionError(
             f"no weights in {folder}: expected model*.safetensors or pytorch_model*.bin (sharded with an index or not)."
         )
-    state = {}
-    for path in paths:
+    return paths
+
+
+def iter_state_dict_files(folder: Path) -> Iterator[tuple[Path, str, torch.Tensor]]:
+    """(file, name, tensor) for every weight, then (file, None, None) when a file is done, before the next is read;
+    a conversion holds as little as the format allows: one `.bin` shard (a pickle cannot be read in part; its tensors
+    are released as they are handed out), or one tensor of a `.safetensors` file (read through its header)."""
+    from safetensors import safe_open
+
+    for path in weight_files(folder):
         if path.suffix == ".safetensors":
-            state.update(load_file(path))
+            with safe_open(path, framework="pt") as handle:
+                for name in handle.keys():
+                    yield path, name, handle.get_tensor(name)
         else:
-            state.update(torch.load(path, map_location="cpu", weights_only=True))
-    return state
+            shard = torch.load(path, map_location="cpu", weights_only=True)
+            for name in list(shard):
+                yield path, name, shard.pop(name)
+            del shard
+        yield path, None, None
+
+
+def load_state_dict_files(folder: Path) -> dict[str, torch.Tensor]:
+    """All weights of a (possibly sharded) `.safetensors` or `.bin` checkpoint in one dict."""
+    return {name: tensor for _, name, tensor in iter_state_dict_files(folder) if name is not None}
+
+
+def state_dict_names(folder: Path) -> set[str] | None:
+    """The weight names, from the index or the safetensors headers, without reading weights; None for an unindexed
+    `.bin` (only loading it would tell)."""
+    from safetensors import safe_open
+
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if (folder / index_name).is_file():
+            return set(read_json(folder / index_name)["weight_map"])
+    names = set()
+    for path in weight_files(folder):
+        if path.suffix != ".safetensors":
+            return None
+        with safe_open(path, framework="pt") as handle:
+            names.update(handle.keys())
+    return names
+
+
+def original_weight_kind(name: str) -> str:
+    """Which part of an original LlavaLlamaForCausalLM a weight belongs to: projector, tower, skip or llm."""
+    if name.startswith("model.mm_projector.") or name == "model.image_newline":
+        return "projector"  # LLaVA-1.6's learned row separator is part of the multimodal adapter
+    if name.startswith("model.vision_tower.vision_tower."):
+        return "tower"
+    if name.endswith("rotary_emb.inv_freq"):
+        return "skip"  # a buffer transformers 4.31 saved; recomputed from rope_theta on load
+    return "llm"
+
+
+def tower_key(name: str) -> str:
+    """`model.vision_tower.vision_tower.vision_model.x` -> `x`, the CLIPVisionModel name under `vision_model.`."""
+    return name.removeprefix("model.vision_tower.vision_tower.").removeprefix("vision_model.")
 
 
 def detect_source_format(folder: Path) -> str:
@@ -198,19 +246,11 @@ def check_mm_fields(config: dict) -> dict:
 
 def split_original_state(state: dict[str, torch.Tensor]) -> tuple[dict, dict, dict]:
     """(LLM `model.*`/`lm_head.*`, projector `model.mm_projector.*`, tower `model.vision_tower.vision_tower.*`)."""
-    llm, projector, tower = {}, {}, {}
+    parts = {"llm": {}, "projector": {}, "tower": {}, "skip": {}}
     for name, tensor in state.items():
-        if name.startswith("model.mm_projector."):
-            projector[name] = tensor
-        elif name.startswith("model.vision_tower.vision_tower."):
-            tower[name.removeprefix("model.vision_tower.vision_tower.").removeprefix("vision_model.")] = tensor
-        elif name == "model.image_newline":  # LLaVA-1.6's learned row separator, part of the multimodal adapter
-            projector[name] = tensor
-        elif name.endswith("rotary_emb.inv_freq"):
-            continue  # a buffer transformers 4.31 saved; recomputed from rope_theta on load
-        else:
-            llm[name] = tensor
-    return llm, projector, tower
+        kind = original_weight_kind(name)
+        parts[kind][tower_key(name) if kind == "tower" else name] = tensor
+    return parts["llm"], parts["projector"], parts["tower"]
 
 
 def projector_from_file(path: Path) -> dict[str, torch.Tensor]:

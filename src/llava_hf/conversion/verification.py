@@ -8,6 +8,24 @@ import torch
 from .common import VERIFY_QUESTION, ConversionError, verification_image
 
 
+def check_verification_memory(converted: Path):
+    """The verification holds the converted model and the reference computation side by side in float32; raise
+    before loading either when that cannot fit, instead of being killed halfway."""
+    from llava_hf.utils.memory import available_memory, gib, read_weights_size
+
+    weights = read_weights_size(str(converted))
+    available = available_memory("cpu")
+    if weights is None or available is None:
+        return
+    needed = 2 * weights.bytes_at("float32")
+    if needed > available:
+        raise ConversionError(
+            f"--verify needs {gib(needed)} (the converted model and the original computation, both in float32) but "
+            f"{gib(available)} of memory is available; convert without --verify on this machine (nothing was "
+            "written), and verify on one with more memory."
+        )
+
+
 @torch.no_grad()
 def verify_conversion(converted: Path, reference: dict, tolerance: float) -> dict:
     """Original computation (reference.py) vs the converted checkpoint on one image + prompt, in float32.
@@ -30,6 +48,7 @@ def verify_conversion(converted: Path, reference: dict, tolerance: float) -> dic
         original_tokenizer_image_token,
     )
 
+    check_verification_memory(converted)
     settings = reference["settings"]
     anyres = settings["image_aspect_ratio"] == "anyres"
     processor = (LlavaHfNextProcessor if anyres else LlavaHfProcessor).from_pretrained(converted)
@@ -66,17 +85,20 @@ def verify_conversion(converted: Path, reference: dict, tolerance: float) -> dic
         first, last = ids.index(model.config.image_token_id), len(ids) - ids[::-1].index(model.config.image_token_id)
         original_ids = ids[:first] + [IMAGE_PLACEHOLDER_ID] + ids[last:]
 
+    llm_state, projector_state, tower_state = reference["read_weights"]()
+    projector_state.pop("model.image_newline", None)  # LLaVA-1.6's newline: reference["image_newline"] below
     text_class = (
         (MistralConfig, MistralForCausalLM) if reference["text_model"] == "mistral" else (LlamaConfig, LlamaForCausalLM)
     )
     language_model = text_class[1](text_class[0](**reference["text_config_fields"])).eval()
-    language_model.load_state_dict({k: v.float() for k, v in reference["llm_state"].items()})
+    language_model.load_state_dict({k: v.float() for k, v in llm_state.items()})
+    del llm_state
     tower = CLIPVisionModel(reference["vision_config"]).eval()
-    tower.load_state_dict(reference["tower_state"])
+    tower.load_state_dict(tower_state)
     reference_logits = original_forward(
         language_model,
         tower,
-        {k: v.float() for k, v in reference["projector_state"].items()},
+        {k: v.float() for k, v in projector_state.items()},
         settings["projector_type"],
         settings["vision_feature_layer"],
         "patch" if settings["vision_feature_select_strategy"] == "default" else "cls_patch",

@@ -54,7 +54,7 @@ class EvaluateArguments:
     max_new_tokens: int | None = field(default=None, metadata={"help": "answer length limit (default: per task)"})
     dtype: str = field(
         default="auto",
-        metadata={"help": "model dtype: auto (as saved on a GPU, float32 on CPU), bfloat16, float16, float32"},
+        metadata={"help": "model dtype: auto (as saved on a GPU; on CPU float32 for small models, else bfloat16 where the CPU has it natively, else as saved), bfloat16, float16, float32"},
     )
     device: str = field(default="auto", metadata={"help": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps"})
     chat_template: str | None = field(

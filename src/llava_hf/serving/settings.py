@@ -17,7 +17,7 @@ class ModelArguments:
     dtype: str = field(
         default="auto",
         metadata={
-            "help": "Weights dtype: auto (the checkpoint's dtype on a GPU, float32 on CPU), float32, bfloat16, float16."
+            "help": "Weights dtype: auto (as saved on a GPU; on CPU float32 for small models, else bfloat16 where the CPU has it natively, else as saved), float32, bfloat16, float16."
         },
     )
     device: str = field(default="auto", metadata={"help": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps."})

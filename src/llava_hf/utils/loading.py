@@ -5,8 +5,15 @@ both load into llava_hf's own classes (`LlavaHfForConditionalGeneration`, `Llava
 give transformers' built-in for a stock `llava` folder, without our exact preprocessing). The policy:
 
 - device `auto`: cuda, then mps, then cpu.
-- dtype `auto`: the checkpoint's own dtype on an accelerator, float32 on CPU (bf16/fp16 matmuls on CPU are slow or
-  unsupported, and a released checkpoint is usually fp16). `float32`, `bfloat16`, `float16` force one.
+- dtype `auto` (`choose_dtype`): the checkpoint's own dtype on an accelerator. On CPU: float32 when the weights are
+  small (under SMALL_WEIGHTS_BYTES at float32, and a quarter of the available memory), else bfloat16 when the CPU
+  computes it natively (AVX512-BF16 or AMX), else the checkpoint's own dtype (a 7B checkpoint is 27 GiB at float32:
+  more than most machines have). The choice and its reason are printed in one line. `float32`, `bfloat16`,
+  `float16` force one.
+- memory (`check_memory`): before anything is loaded, the weights' size at the chosen dtype (from the safetensors
+  headers) is compared with the available memory (MemAvailable, or the GPU's free memory); a model that cannot fit
+  is a ValueError naming the options, not a kill by the OOM killer. LLAVA_HF_AVAILABLE_MEMORY (e.g. `20GiB`)
+  replaces the measured figure: to plan for a smaller machine, or to test.
 - quantization (`bits=4` or `8`, bitsandbytes, GPU only): the language model only. The vision tower, the projector
   and `lm_head` stay unquantized (`QUANTIZATION_SKIP_MODULES`): transformers' default skip list holds only lm_head,
   and quantizing the small projector costs accuracy for no memory; LLaVA's QLoRA recipe keeps them out too
@@ -21,6 +28,16 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
+
+from .memory import (
+    WeightsSize,
+    available_memory,
+    cast_parameters_releasing_pages,
+    cpu_has_native_bf16,
+    gib,
+    read_weights_size,
+)
 
 QUANTIZATION_SKIP_MODULES = ["vision_tower", "multi_modal_projector", "lm_head"]
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
@@ -42,15 +59,52 @@ def resolve_device(device: str = "auto") -> str:
     return "cpu"
 
 
-def resolve_dtype(dtype: str, device: str):
-    """The `dtype` argument for `from_pretrained`: a torch dtype, or "auto" (the checkpoint's) off the CPU."""
+SMALL_WEIGHTS_BYTES = 2 * 2**30  # float32 weights under this load as float32 on CPU (exact, and fast enough)
+MEMORY_HEADROOM = 1.1  # the weights plus 10% (activations, KV cache, the processor, Python) must fit
+
+
+def choose_dtype(dtype: str, device: str, weights: WeightsSize | None, available: int | None):
+    """(the `dtype` for `from_pretrained`, the reason in words) following the policy in the module docstring."""
     import torch
 
     if dtype != "auto" and dtype not in DTYPE_NAMES:
         raise ValueError(f"--dtype {dtype!r} is not one of auto, {', '.join(DTYPE_NAMES)}.")
     if dtype != "auto":
-        return getattr(torch, dtype)
-    return torch.float32 if device == "cpu" else "auto"
+        return getattr(torch, dtype), f"--dtype {dtype}"
+    saved = weights.dtype if weights is not None else None
+    if device != "cpu":
+        return "auto", f"the checkpoint's own dtype ({saved or 'as saved'}) on {device}"
+    if weights is not None:
+        fp32 = weights.bytes_at("float32")
+        if fp32 < SMALL_WEIGHTS_BYTES and (available is None or fp32 * 4 < available):
+            return torch.float32, f"the weights are small ({gib(fp32)} at float32)"
+    if cpu_has_native_bf16():
+        return torch.bfloat16, "this CPU computes bfloat16 natively (AVX512-BF16/AMX)"
+    if saved is not None:
+        return getattr(torch, saved), "the checkpoint's own dtype: this CPU has no native bfloat16"
+    return "auto", "the checkpoint's own dtype: its size is unknown and this CPU has no native bfloat16"
+
+
+def check_memory(model: str, weights: WeightsSize | None, torch_dtype, device: str, available: int | None):
+    """Raise ValueError, naming the options, when the weights at `torch_dtype` cannot fit in `available` bytes."""
+    if weights is None or available is None:
+        return
+    dtype = None if torch_dtype == "auto" else str(torch_dtype).removeprefix("torch.")
+    needed = weights.bytes_at(dtype)
+    if needed * MEMORY_HEADROOM <= available:
+        return
+    where = "GPU memory" if device.startswith("cuda") else "memory"
+    smaller = [
+        f"--dtype {name} ({gib(weights.bytes_at(name))})"
+        for name in ("bfloat16", "float16")
+        if name != (dtype or weights.dtype) and weights.bytes_at(name) * MEMORY_HEADROOM <= available
+    ]
+    options = smaller + ["--load_in_4bit (a CUDA GPU, about a quarter of the 16-bit size)"]
+    options.append("a device map that offloads layers (from_pretrained(..., device_map='auto'))")
+    raise ValueError(
+        f"{model} needs {gib(needed)} for its weights at {dtype or weights.dtype} (+10% to run) but {gib(available)} "
+        f"of {where} is available; use {', or '.join(options)}."
+    )
 
 
 def bitsandbytes_config(bits: int | None, compute_dtype=None):
@@ -90,6 +144,32 @@ def checkpoint_classes(path: str, revision: str | None = None) -> tuple[type, ty
     return LlavaHfForConditionalGeneration, LlavaHfProcessor
 
 
+def resolve_dtype_within_memory(model: str, path: str, dtype: str, device: str, quantization=None):
+    """(the dtype to run in, the dtype to pass to `from_pretrained`): `choose_dtype` for a checkpoint, printed in one
+    line, after `check_memory` (skipped for quantized loads, whose size depends on the quantization). The two differ
+    when a CPU load casts a single-dtype checkpoint: it then loads lazily as saved and casts in place afterwards
+    (`cast_parameters_releasing_pages`), which never holds two copies."""
+    weights = read_weights_size(path) if os.path.isdir(path) else None
+    available = available_memory(device)
+    torch_dtype, reason = choose_dtype(dtype, device, weights, available)
+    name = "as saved" if torch_dtype == "auto" else str(torch_dtype).removeprefix("torch.")
+    size = f", weights {gib(weights.bytes_at(None if torch_dtype == 'auto' else name))}" if weights else ""
+    print(f"llava-hf: dtype {name} on {device} ({reason}{size})", file=sys.stderr)
+    if quantization is not None:
+        return torch_dtype, torch_dtype
+    check_memory(model, weights, torch_dtype, device, available)
+    casts = torch_dtype != "auto" and weights is not None and [name] != list(weights.floating)
+    if device == "cpu" and casts and len(weights.floating) == 1:
+        return torch_dtype, "auto"
+    return torch_dtype, torch_dtype
+
+
+def checkpoint_dtype(model: str, dtype: str = "auto", device: str = "auto"):
+    """The dtype the `llava-hf` commands load `model` in on `device` (printed with its reason, after the memory
+    check), for your own `from_pretrained(..., dtype=...)` or `pipeline(..., dtype=...)`."""
+    return resolve_dtype_within_memory(model, os.path.expanduser(model), dtype, resolve_device(device))[0]
+
+
 def load_checkpoint(
     model: str,
     *,
@@ -107,7 +187,10 @@ def load_checkpoint(
     it (training: the Trainer places it). Raises ValueError
     naming the fix when the checkpoint cannot be found, has no chat template (inference), or an option is unavailable.
     """
+    from .. import register_auto_classes
     from ..processing import resolve_chat_template
+
+    register_auto_classes()  # folders saved in the older llava_hf format name our processor classes
 
     if not model:
         raise ValueError("--model is required: a checkpoint folder or a Hub repo id such as org/name.")
@@ -117,8 +200,8 @@ def load_checkpoint(
     if looks_like_path and not os.path.isdir(path):
         raise ValueError(f"--model {model!r} is not a folder; give a checkpoint folder or a Hub repo id (org/name).")
     device = resolve_device(device) if device is not None else None
-    torch_dtype = resolve_dtype(dtype, device or "cpu")
-    kwargs = dict(revision=revision, dtype=torch_dtype)
+    torch_dtype, load_dtype = resolve_dtype_within_memory(model, path, dtype, device or "cpu", quantization)
+    kwargs = dict(revision=revision, dtype=load_dtype)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if quantization is not None:
@@ -132,6 +215,9 @@ def load_checkpoint(
         model_class, processor_class = checkpoint_classes(path, revision)
         processor = processor_class.from_pretrained(path, revision=revision)
         loaded = model_class.from_pretrained(path, **kwargs)
+        if load_dtype != torch_dtype:
+            cast_parameters_releasing_pages(loaded, torch_dtype)
+            loaded.config.dtype = torch_dtype
     except OSError as error:
         raise ValueError(
             f"could not load --model {model!r}: it is neither a checkpoint folder nor a Hub repo available "
