@@ -6,10 +6,12 @@ both load, through `AutoModelForImageTextToText` and `AutoProcessor`. The policy
 - device `auto`: cuda, then mps, then cpu.
 - dtype `auto`: the checkpoint's own dtype on an accelerator, float32 on CPU (bf16/fp16 matmuls on CPU are slow or
   unsupported, and a released checkpoint is usually fp16). `float32`, `bfloat16`, `float16` force one.
-- quantization (`bits=4` or `8`, bitsandbytes, GPU only): the language model only. The vision tower, the projector
-  and `lm_head` stay unquantized (`QUANTIZATION_SKIP_MODULES`): transformers' default skip list holds only lm_head,
-  and quantizing the small projector costs accuracy for no memory; LLaVA's QLoRA recipe keeps them out too
-  (`scripts/finetune_qlora.sh` + `llava/train/train.py` of the original repository, `bits=4`, nf4, double quant).
+- quantization (`bits=4` or `8`, bitsandbytes, on a CUDA GPU or the CPU: bitsandbytes 0.50 runs both NF4 and
+  LLM.int8 on CPU): the language model only. The vision tower, the projector and `lm_head` stay unquantized
+  (`QUANTIZATION_SKIP_MODULES`): transformers' default skip list holds only lm_head, and quantizing the small
+  projector costs accuracy for no memory; LLaVA's QLoRA recipe keeps them out too (`scripts/finetune_qlora.sh` +
+  `llava/train/train.py` of the original repository, `bits=4`, nf4, double quant). A checkpoint saved already
+  quantized (`llava-hf quantize`) loads as it is, with no `bits`.
 - chat template: the processor's own unless `chat_template` overrides it (a name, a `.jinja` file, or Jinja source,
   see `llava_hf.processing.resolve_chat_template`); loading for inference refuses a checkpoint without one.
 - inference (`for_inference=True`): eval mode, on the device, the tokenizer left-padded so batched generation
@@ -21,7 +23,10 @@ from __future__ import annotations
 import importlib.util
 import os
 
-QUANTIZATION_SKIP_MODULES = ["vision_tower", "multi_modal_projector", "lm_head"]
+# transformers 5 matches these against full module names from the start (or as a suffix), so the towers need their
+# `model.` prefix: a bare "vision_tower" matches nothing and the tower would be quantized. The same names hold in
+# our model, transformers' built-in Llava, and (lm_head) a language model loaded alone for QLoRA.
+QUANTIZATION_SKIP_MODULES = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 
 
@@ -111,7 +116,9 @@ def load_checkpoint(
     if quantization is not None:
         if importlib.util.find_spec("bitsandbytes") is None:
             flag = "--load_in_4bit" if quantization.load_in_4bit else "--load_in_8bit"
-            raise ValueError(f"{flag} needs bitsandbytes: `pip install bitsandbytes` (and a CUDA GPU), or drop {flag}.")
+            raise ValueError(
+                f"{flag} needs bitsandbytes: `pip install bitsandbytes` (it runs on a CUDA GPU or the CPU), or drop {flag}."
+            )
         kwargs["quantization_config"] = quantization
         if device is not None:
             kwargs["device_map"] = {"": device}
