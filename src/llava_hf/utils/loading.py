@@ -28,6 +28,13 @@ import os
 # our model, transformers' built-in Llava, and (lm_head) a language model loaded alone for QLoRA.
 QUANTIZATION_SKIP_MODULES = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
+# The --load_in_4bit / --load_in_8bit help of every command that loads a checkpoint. bitsandbytes quantizes while
+# loading, so the 16-bit weights pass through memory; a `llava-hf quantize` checkpoint is stored quantized.
+QUANTIZE_4BIT_HELP = (
+    "Quantize the language model to 4-bit NF4 while loading (bitsandbytes; CUDA GPU or CPU). Not needed for a "
+    "checkpoint written by `llava-hf quantize`, which is stored in 4-bit."
+)
+QUANTIZE_8BIT_HELP = "Quantize the language model to 8-bit LLM.int8 while loading (bitsandbytes; CUDA GPU or CPU)."
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -76,6 +83,30 @@ def bitsandbytes_config(bits: int | None, compute_dtype=None):
         bnb_4bit_compute_dtype=compute_dtype or torch.bfloat16,
         llm_int8_skip_modules=QUANTIZATION_SKIP_MODULES,
     )
+
+
+def quantization_from_flags(load_in_4bit: bool, load_in_8bit: bool):
+    """The `bitsandbytes_config` that `--load_in_4bit` / `--load_in_8bit` ask for (None for neither); ValueError for
+    both."""
+    if load_in_4bit and load_in_8bit:
+        raise ValueError("choose one of --load_in_4bit and --load_in_8bit, not both.")
+    return bitsandbytes_config(4 if load_in_4bit else 8 if load_in_8bit else None)
+
+
+def check_4bit_widths_for_cpu(model) -> None:
+    """Refuse a 4-bit model whose layers bitsandbytes' CPU kernel cannot run, before its first forward fails deep
+    inside bitsandbytes: on CPU it repacks each weight in blocks of `blocksize` (64) input features, so every
+    quantized layer's input width must be a multiple of it. Every released LLM's widths are; toy widths may not be."""
+    unfit = [
+        name
+        for name, module in model.named_modules()
+        if type(module).__name__ == "Linear4bit" and module.in_features % module.weight.quant_state.blocksize
+    ]
+    if unfit:
+        raise ValueError(
+            f"4-bit on CPU needs layer input widths that are multiples of bitsandbytes' block of 64; {unfit[0]} "
+            f"(and {len(unfit) - 1} more) is not. Use --load_in_8bit, no quantization, or a GPU."
+        )
 
 
 def load_checkpoint(
@@ -136,6 +167,8 @@ def load_checkpoint(
         return loaded, processor
     if quantization is None and device is not None:
         loaded.to(device)
+    if device == "cpu":
+        check_4bit_widths_for_cpu(loaded)
     if not getattr(processor, "chat_template", None):
         raise ValueError(
             f"the processor of {model!r} has no chat template; pass --chat_template (e.g. vicuna_v1 for LLaVA-1.5) "
