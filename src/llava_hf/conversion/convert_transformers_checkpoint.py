@@ -117,14 +117,62 @@ def verify_against_transformers(source: Path, converted: Path, tolerance: float)
     return result
 
 
+def builtin_export_problem(config) -> str | None:
+    """Why the llava_hf `config` cannot be written as transformers' built-in llava, or None when it can."""
+    if config.projector_type != "mlp2x_gelu":
+        return (
+            f"projector_type={config.projector_type!r} cannot be represented by transformers' "
+            "LlavaForConditionalGeneration, which always builds Linear -> act -> Linear (mlp2x_gelu); serve this "
+            "checkpoint with llava_hf instead."
+        )
+    if config.image_aspect_ratio == "pad" and config.vision_config.model_type not in ("clip_vision_model", "clip"):
+        return "only CLIP vision towers are exported (the built-in processor's padding assumes CLIP)."
+    return None
+
+
+def write_builtin_files(source: Path, destination: Path, config) -> None:
+    """Everything but the weights of the built-in llava checkpoint for the llava_hf checkpoint `source` (whose
+    config is `config`): config.json, the stock LlavaProcessor's files, generation config and model card."""
+    from transformers import AutoTokenizer, GenerationConfig, LlavaConfig, LlavaImageProcessorPil
+    from transformers import LlavaProcessor as BuiltinLlavaProcessor
+
+    LlavaConfig(
+        vision_config=config.vision_config,
+        text_config=config.text_config,
+        image_token_index=config.image_token_index,
+        image_seq_length=config.image_seq_length,
+        projector_hidden_act=config.projector_hidden_act,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+        vision_feature_layer=config.vision_feature_layer,
+        multimodal_projector_bias=config.multimodal_projector_bias,
+        tie_word_embeddings=config.tie_word_embeddings,
+        dtype=config.dtype,
+        architectures=["LlavaForConditionalGeneration"],
+    ).save_pretrained(destination)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    template = (source / "chat_template.jinja").read_text() if (source / "chat_template.jinja").is_file() else None
+    BuiltinLlavaProcessor(
+        # The stock class with the same settings: ours subclasses it (same numbers, faster) but is unknown to a
+        # process without llava_hf, whose AutoProcessor would refuse the folder.
+        image_processor=LlavaImageProcessorPil.from_dict(load_image_processor(source).to_dict()),
+        tokenizer=tokenizer,
+        patch_size=config.vision_config.patch_size,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+        num_additional_image_tokens=1,  # CLIP's CLS token; the built-in subtracts it again for "default"
+        chat_template=template,
+    ).save_pretrained(destination)
+    copy_tokenizer_legacy(source, destination)
+    if (source / "generation_config.json").is_file():
+        GenerationConfig.from_pretrained(source).save_pretrained(destination)
+    if (source / "README.md").is_file():
+        shutil.copyfile(source / "README.md", destination / "README.md")
+
+
 def export_to_transformers(source: str | Path, destination: str | Path) -> Path:
     """Write the llava_hf checkpoint `source` in transformers' built-in llava layout at `destination`.
 
     Raises ConversionError (nothing written) when the model cannot be represented by the built-in class.
     """
-    from transformers import AutoTokenizer, GenerationConfig, LlavaConfig
-    from transformers import LlavaProcessor as BuiltinLlavaProcessor
-
     from llava_hf.modeling import LlavaHfConfig
 
     source, destination = Path(source), Path(destination)
@@ -133,43 +181,10 @@ def export_to_transformers(source: str | Path, destination: str | Path) -> Path:
     if not (source / "config.json").is_file() or read_json(source / "config.json").get("model_type") != "llava_hf":
         raise ConversionError(f"{source} is not a llava_hf checkpoint (config.json model_type must be 'llava_hf').")
     config = LlavaHfConfig.from_pretrained(source)
-    if config.projector_type != "mlp2x_gelu":
-        raise ConversionError(
-            f"projector_type={config.projector_type!r} cannot be represented by transformers' LlavaForConditionalGeneration, "
-            "which always builds Linear -> act -> Linear (mlp2x_gelu); serve this checkpoint with llava_hf instead."
-        )
-    if config.image_aspect_ratio == "pad" and config.vision_config.model_type not in ("clip_vision_model", "clip"):
-        raise ConversionError("only CLIP vision towers are exported (the built-in processor's padding assumes CLIP).")
-
+    problem = builtin_export_problem(config)
+    if problem:
+        raise ConversionError(problem)
     with staged_directory(destination) as staging:  # nothing at `destination` unless everything succeeds
-        builtin = LlavaConfig(
-            vision_config=config.vision_config,
-            text_config=config.text_config,
-            image_token_index=config.image_token_index,
-            image_seq_length=config.image_seq_length,
-            projector_hidden_act=config.projector_hidden_act,
-            vision_feature_select_strategy=config.vision_feature_select_strategy,
-            vision_feature_layer=config.vision_feature_layer,
-            multimodal_projector_bias=config.multimodal_projector_bias,
-            tie_word_embeddings=config.tie_word_embeddings,
-            dtype=config.dtype,
-            architectures=["LlavaForConditionalGeneration"],
-        )
         copy_weights(source, staging)
-        builtin.save_pretrained(staging)
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        template = (source / "chat_template.jinja").read_text() if (source / "chat_template.jinja").is_file() else None
-        BuiltinLlavaProcessor(
-            image_processor=load_image_processor(source),
-            tokenizer=tokenizer,
-            patch_size=config.vision_config.patch_size,
-            vision_feature_select_strategy=config.vision_feature_select_strategy,
-            num_additional_image_tokens=1,  # CLIP's CLS token; the built-in subtracts it again for "default"
-            chat_template=template,
-        ).save_pretrained(staging)
-        copy_tokenizer_legacy(source, staging)
-        if (source / "generation_config.json").is_file():
-            GenerationConfig.from_pretrained(source).save_pretrained(staging)
-        if (source / "README.md").is_file():
-            shutil.copyfile(source / "README.md", staging / "README.md")
+        write_builtin_files(source, staging, config)
     return destination
