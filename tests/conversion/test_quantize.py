@@ -60,7 +60,8 @@ def source(tmp_path_factory):
 
 @pytest.mark.parametrize("bits", [4, 8])
 def test_the_files_hold_what_transformers_saves_after_quantizing_at_load_time(source, tmp_path, bits):
-    assert llava_hf(["quantize", str(source), str(tmp_path / "ours"), "--bits", str(bits)]) == 0
+    argv = ["quantize", str(source), str(tmp_path / "ours"), "--bits", str(bits), "--dtype", "float32"]
+    assert llava_hf(argv) == 0
     at_load_time = AutoModelForImageTextToText.from_pretrained(
         source, quantization_config=bitsandbytes_config(bits), dtype=torch.float32, device_map={"": "cpu"}
     )
@@ -86,7 +87,8 @@ def test_stock_transformers_loads_it_without_llava_hf_and_answers_as_load_time_q
     from llava_hf.utils.loading import load_checkpoint
 
     destination = tmp_path / f"llava-{bits}bit"
-    assert llava_hf(["quantize", str(source), str(destination), "--bits", str(bits)]) == 0
+    argv = ["quantize", str(source), str(destination), "--bits", str(bits), "--dtype", "float32"]
+    assert llava_hf(argv) == 0
     make_image(1).save(tmp_path / "image.png")
     environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     environment.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
@@ -99,7 +101,10 @@ def test_stock_transformers_loads_it_without_llava_hf_and_answers_as_load_time_q
     assert f"language {'Linear4bit' if bits == 4 else 'Linear8bitLt'}" in result.stdout
     assert "vision Linear" in result.stdout and "llava_hf imported: False" in result.stdout
 
-    model, processor = load_checkpoint(str(source), device="cpu", quantization=bitsandbytes_config(bits))
+    # float32 as the checkpoint was written (llava_hf's CPU `auto` with quantization would be bfloat16)
+    model, processor = load_checkpoint(
+        str(source), dtype="float32", device="cpu", quantization=bitsandbytes_config(bits)
+    )
     prompt = processor.apply_chat_template(MESSAGES, add_generation_prompt=True)
     inputs = processor(images=make_image(1), text=prompt, return_tensors="pt")
     expected = model.generate(**inputs, max_new_tokens=4, do_sample=False)[0, -4:].tolist()
@@ -173,3 +178,17 @@ def test_bad_input_exits_2_with_one_line(source, tmp_path, capsys):
         error = capsys.readouterr().err
         assert message in error and error.startswith("llava-hf quantize: error:") and error.count("\n") == 1, error
     assert not (tmp_path / "x").exists()
+
+
+def test_the_unquantized_rest_is_stored_and_loaded_in_the_chosen_dtype(source, tmp_path):
+    from llava_hf.utils.loading import load_checkpoint
+
+    assert llava_hf(["quantize", str(source), str(tmp_path / "q4"), "--bits", "4"]) == 0  # default: bfloat16
+    assert json.loads((tmp_path / "q4" / "config.json").read_text())["dtype"] == "bfloat16"
+    model, _ = load_checkpoint(str(tmp_path / "q4"), device="cpu")
+    assert type(model.model.language_model.layers[0].mlp.up_proj).__name__ == "Linear4bit"
+    floating = {name: p.dtype for name, p in model.named_parameters() if p.is_floating_point()}
+    assert set(floating.values()) == {torch.bfloat16}, floating
+    assert llava_hf(["quantize", str(source), str(tmp_path / "keep"), "--bits", "8", "--dtype", "auto"]) == 0
+    model, _ = load_checkpoint(str(tmp_path / "keep"), device="cpu")
+    assert model.model.vision_tower.encoder.layers[0].mlp.fc1.weight.dtype == torch.float32  # as the source

@@ -45,3 +45,10 @@ class QuantizeArguments:
         default=4,
         metadata={"help": "4: NF4 with double quantization (QLoRA's format); 8: LLM.int8. The language model only."},
     )
+    dtype: Literal["bfloat16", "float16", "float32", "auto"] = field(
+        default="bfloat16",
+        metadata={
+            "help": "dtype of everything left unquantized (vision tower, projector, embeddings, lm_head) and of the "
+            "4-bit blocks' scales; bfloat16 matches the 4-bit compute dtype; auto keeps the source's dtype."
+        },
+    )

@@ -93,7 +93,7 @@ def quantize(argv: list[str] | None = None) -> int:
     from .quantize import quantize_checkpoint
 
     try:
-        result = quantize_checkpoint(positional.source, positional.destination, arguments.bits)
+        result = quantize_checkpoint(positional.source, positional.destination, arguments.bits, arguments.dtype)
     except ConversionError as error:
         return usage_error(prog, error)
     loads_with = "stock transformers" if result.model_type == "llava" else "llava_hf installed"

@@ -123,11 +123,15 @@ def check_source(source: Path) -> dict:
 
 
 def quantize_checkpoint(
-    source: str | Path, destination: str | Path, bits: int, compute_dtype: torch.dtype = torch.bfloat16
+    source: str | Path, destination: str | Path, bits: int, dtype: str = "bfloat16"
 ) -> QuantizeResult:
     """Write `source` with its language model's Linear weights quantized to `bits` (4: NF4 + double quantization,
-    8: LLM.int8) at `destination`, reading and writing one weights file at a time. `compute_dtype`: the 4-bit
-    matmul dtype recorded in the config. Raises ConversionError (nothing written) for a source it cannot quantize.
+    8: LLM.int8) at `destination`, reading and writing one weights file at a time.
+
+    `dtype` ("bfloat16", "float16", "float32", or "auto" for the source's): what every other floating tensor is
+    stored in, and what weights are cast to before quantizing, as transformers does when it quantizes a model loaded
+    in that dtype. A stored-quantized model loads its unquantized tensors as saved, so this is the dtype users get.
+    Raises ConversionError (nothing written) for a source it cannot quantize.
     """
     from safetensors import safe_open
     from safetensors.torch import save_file
@@ -140,7 +144,8 @@ def quantize_checkpoint(
         raise ConversionError(f"{destination} already exists; remove it or choose another destination.")
     source_config = check_source(source)
     config = AutoConfig.from_pretrained(source)
-    quantization = bitsandbytes_config(bits, compute_dtype)
+    quantization = bitsandbytes_config(bits)  # 4-bit: computes in bfloat16
+    cast_to = None if dtype == "auto" else getattr(torch, dtype)
     to_quantize = quantized_linear_names(config)
     if not to_quantize:
         raise ConversionError(f"{source} has no language-model Linear layers to quantize.")
@@ -152,14 +157,16 @@ def quantize_checkpoint(
             written = {}
             with safe_open(source / filename, framework="pt") as weights:
                 for key in weights.keys():
-                    name = module_name(key)
-                    if key.endswith(".weight") and name in to_quantize:
+                    tensor = weights.get_tensor(key)
+                    if cast_to is not None and tensor.is_floating_point():
+                        tensor = tensor.to(cast_to)
+                    if key.endswith(".weight") and module_name(key) in to_quantize:
                         prefix = key[: -len("weight")]
-                        parts = quantize_weight(weights.get_tensor(key), bits, quantization)
-                        written.update({prefix + suffix: tensor for suffix, tensor in parts.items()})
+                        parts = quantize_weight(tensor, bits, quantization)
+                        written.update({prefix + suffix: part for suffix, part in parts.items()})
                         quantized_layers += 1
                     else:
-                        written[key] = weights.get_tensor(key)
+                        written[key] = tensor
             save_file(written, staging / filename, metadata={"format": "pt"})
             weight_map.update(dict.fromkeys(written, filename))
             del written  # the next file's tensors replace these, never join them
@@ -173,6 +180,8 @@ def quantize_checkpoint(
             copy_metadata_files(source, staging)
         config_path = staging / "config.json"
         quantized_config = {**read_json(config_path), "quantization_config": quantization.to_dict()}
+        if cast_to is not None:
+            quantized_config["dtype"] = dtype
         config_path.write_text(json.dumps(quantized_config, indent=2))
     return QuantizeResult(
         destination=destination,

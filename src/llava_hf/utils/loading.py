@@ -11,7 +11,9 @@ both load, through `AutoModelForImageTextToText` and `AutoProcessor`. The policy
   (`QUANTIZATION_SKIP_MODULES`): transformers' default skip list holds only lm_head, and quantizing the small
   projector costs accuracy for no memory; LLaVA's QLoRA recipe keeps them out too (`scripts/finetune_qlora.sh` +
   `llava/train/train.py` of the original repository, `bits=4`, nf4, double quant). A checkpoint saved already
-  quantized (`llava-hf quantize`) loads as it is, with no `bits`.
+  quantized (`llava-hf quantize`) loads as it is, with no `bits`. On CPU, dtype `auto` is bfloat16 for the
+  unquantized rest of a model quantized while loading, and the saved dtype for one stored quantized
+  (`quantized_cpu_dtype`).
 - chat template: the processor's own unless `chat_template` overrides it (a name, a `.jinja` file, or Jinja source,
   see `llava_hf.processing.resolve_chat_template`); loading for inference refuses a checkpoint without one.
 - inference (`for_inference=True`): eval mode, on the device, the tokenizer left-padded so batched generation
@@ -93,6 +95,25 @@ def quantization_from_flags(load_in_4bit: bool, load_in_8bit: bool):
     return bitsandbytes_config(4 if load_in_4bit else 8 if load_in_8bit else None)
 
 
+def quantized_cpu_dtype(path: str, revision: str | None, quantization=None):
+    """What `dtype="auto"` means on CPU for a bitsandbytes model, or None for an unquantized one.
+
+    - quantized while loading (`quantization` given): bfloat16. The quantized layers compute in bfloat16 (4-bit) or
+      float16 (8-bit) whatever the rest is, so a float32 rest (vision tower, embeddings, lm_head: 2.5 GB for a 13B)
+      would cost memory without making the answer more exact.
+    - stored quantized (`llava-hf quantize`): "auto", the dtype it was saved in. transformers keeps a pre-quantized
+      checkpoint's tensors in their stored dtype but casts bare parameters (CLIP's class embedding) to the one
+      asked for, so asking for another would mix dtypes.
+    """
+    import torch
+    from transformers import PreTrainedConfig
+
+    if quantization is not None:
+        return torch.bfloat16
+    config, _ = PreTrainedConfig.get_config_dict(path, revision=revision)
+    return "auto" if config.get("quantization_config") else None
+
+
 def check_4bit_widths_for_cpu(model) -> None:
     """Refuse a 4-bit model whose layers bitsandbytes' CPU kernel cannot run, before its first forward fails deep
     inside bitsandbytes: on CPU it repacks each weight in blocks of `blocksize` (64) input features, so every
@@ -155,6 +176,8 @@ def load_checkpoint(
             kwargs["device_map"] = {"": device}
     try:
         processor = AutoProcessor.from_pretrained(path, revision=revision)
+        if dtype == "auto" and (device or "cpu") == "cpu":
+            kwargs["dtype"] = quantized_cpu_dtype(path, revision, quantization) or kwargs["dtype"]
         loaded = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
     except OSError as error:
         raise ValueError(
