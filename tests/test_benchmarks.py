@@ -73,3 +73,25 @@ def test_collator_benchmark_compares_with_trl_on_the_same_supervised_tokens(tmp_
     assert {(row["collator"], row["rows"]) for row in report["rows"]} == {
         (name, kind) for name in ("ours padded", "ours padding-free", "trl") for kind in ("with images", "text only")
     }
+
+
+@pytest.mark.slow
+def test_quantized_benchmark_compares_bf16_4bit_and_8bit_with_the_builtin_model(tmp_path):
+    pytest.importorskip("bitsandbytes")
+    output = tmp_path / "quantized.json"
+    run_script("bench_quantized.py", "--source", "tiny", "--workdir", str(tmp_path), "--output", str(output))
+    report = json.loads(output.read_text())
+    rows = {(row["implementation"], row["precision"]): row for row in report["rows"]}
+    assert set(rows) == {
+        (implementation, precision)
+        for implementation in ("llava_hf", "transformers")
+        for precision in ("bf16", "4-bit stored", "8-bit stored")
+    } | {("llava_hf", "4-bit at load")}
+    for row in rows.values():
+        assert row["peak_rss_gib"] > 0 and row["load_s"] > 0 and row["prefill_s"] > 0 and row["decode_tok_s"] > 0
+        assert len(row["tokens"]) == 8 and 0 <= row["agreement"] <= 8
+    # the same files give the same tokens in both implementations, and stored 4-bit = 4-bit at load time
+    for precision in ("bf16", "4-bit stored", "8-bit stored"):
+        assert rows[("llava_hf", precision)]["tokens"] == rows[("transformers", precision)]["tokens"]
+    assert rows[("llava_hf", "4-bit stored")]["tokens"] == rows[("llava_hf", "4-bit at load")]["tokens"]
+    assert [made["bits"] for made in report["quantize"]] == [4, 8]
