@@ -1,5 +1,6 @@
 # flock /work/locks/bigmem python benchmarks/bench_quantized.py --source /work/standins/llava-1.5-7b-hf --workdir /work/standins --output quantized.json
 # python benchmarks/bench_quantized.py --source tiny --workdir /tmp/bench_quantized   # tiny model, a minute
+# flock /work/locks/bigmem python benchmarks/bench_quantized.py --source /work/standins/llava-1.5-13b-hf --workdir /work/standins --rows "llava_hf:4-bit stored" --output quantized_13b.json
 """One image question on CPU with a LLaVA checkpoint in bf16, 4-bit NF4 and 8-bit LLM.int8: llava_hf's model vs
 transformers' built-in Llava on the same files, each configuration in its own process (clean peak RSS).
 
@@ -178,10 +179,11 @@ def markdown(report: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in report["rows"]:
+        agreement = "n/a" if row["agreement"] is None else f"{row['agreement']}/{NEW_TOKENS}"
         lines.append(
             f"| {row['implementation']} | {row['precision']} | {row['peak_rss_gib']:.2f} | "
             f"{row['rss_after_load_gib']:.2f} | {row['load_s']:.1f} | {row['prefill_s']:.2f} | "
-            f"{row['decode_tok_s']:.2f} | {row['agreement']}/{NEW_TOKENS} |"
+            f"{row['decode_tok_s']:.2f} | {agreement} |"
         )
     for made in report["quantize"]:
         lines.append(
@@ -196,6 +198,9 @@ def main() -> None:
     parser.add_argument("--source", help="unquantized checkpoint folder, or `tiny` (required)")
     parser.add_argument("--workdir", help="where the quantized copies are, made if missing (required)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--rows", help="comma-separated implementation:precision rows to run (default: all; a 13B's bf16 needs 26 GB)"
+    )
     parser.add_argument("--output", default="quantized.json")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
@@ -219,21 +224,30 @@ def main() -> None:
         "quantize": [],
         "rows": [],
     }
+    rows = ROWS
+    if arguments.rows:
+        rows = [tuple(row.split(":", 1)) for row in arguments.rows.split(",")]
+        unknown = set(rows) - set(ROWS)
+        if unknown:
+            parser.error(f"unknown rows {sorted(unknown)}; choose from {[':'.join(row) for row in ROWS]}")
     folders = {"bf16": source, "4-bit at load": source}
     for bits in (4, 8):
         folder = workdir / f"{source.name}-{bits}bit"
-        if not folder.exists():
+        if not folder.exists() and any(precision == f"{bits}-bit stored" for _, precision in rows):
             spec = {"source": str(source), "destination": str(folder), "bits": bits}
             report["quantize"].append(in_child("quantize", spec))
         folders[f"{bits}-bit stored"] = folder
     bf16_tokens = {}
-    for implementation, precision in ROWS:
+    for implementation, precision in rows:
         spec = {"implementation": implementation, "precision": precision, "folder": str(folders[precision])}
         spec.update(processor=str(source), threads=arguments.threads)
         row = in_child("measure", spec)
-        bf16_tokens.setdefault(implementation, row["tokens"])
-        reference = bf16_tokens[implementation]
-        row["agreement"] = sum(1 for a, b in zip(row["tokens"], reference, strict=True) if a == b)
+        if precision == "bf16":
+            bf16_tokens[implementation] = row["tokens"]
+        reference = bf16_tokens.get(implementation)
+        row["agreement"] = (
+            None if reference is None else sum(1 for a, b in zip(row["tokens"], reference, strict=True) if a == b)
+        )
         report["rows"].append(row)
         print(f"{implementation} {precision}: {json.dumps(row)}", flush=True)
     Path(arguments.output).write_text(json.dumps(report, indent=2))
