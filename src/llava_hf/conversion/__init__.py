@@ -1,5 +1,6 @@
 """Checkpoint conversion: original LLaVA / stage-1 / LoRA / transformers' llava -> llava_hf, llava_hf -> transformers,
-and the model card written next to every converted checkpoint."""
+bitsandbytes 4-bit / 8-bit copies that stock transformers loads (`quantize`), and the model card written next to
+every converted checkpoint."""
 
 from ..utils.lazy import lazy_attributes
 
