@@ -128,3 +128,25 @@ def test_real_size_benchmark_runs_on_a_tiny_checkpoint(tmp_path, monkeypatch):
         assert len(ours_row["generated_ids"]) == 3 and ours_row["generated_ids"] == builtin_row["generated_ids"]
         assert ours_row["decode_tok_s"] > 0 and ours_row["peak_rss_gib"] > 0
     assert "| bfloat16 | ours / built-in |" in table_path.read_text()
+
+
+@pytest.mark.slow
+def test_quantized_benchmark_compares_bf16_4bit_and_8bit_with_the_builtin_model(tmp_path):
+    pytest.importorskip("bitsandbytes")
+    output = tmp_path / "quantized.json"
+    run_script("bench_quantized.py", "--source", "tiny", "--workdir", str(tmp_path), "--output", str(output))
+    report = json.loads(output.read_text())
+    rows = {(row["implementation"], row["precision"]): row for row in report["rows"]}
+    assert set(rows) == {
+        (implementation, precision)
+        for implementation in ("llava_hf", "transformers")
+        for precision in ("bf16", "4-bit stored", "8-bit stored")
+    } | {("llava_hf", "4-bit at load")}
+    for row in rows.values():
+        assert row["peak_rss_gib"] > 0 and row["load_s"] > 0 and row["prefill_s"] > 0 and row["decode_tok_s"] > 0
+        assert len(row["tokens"]) == 8 and 0 <= row["agreement"] <= 8
+    # the same files give the same tokens in both implementations, and stored 4-bit = 4-bit at load time
+    for precision in ("bf16", "4-bit stored", "8-bit stored"):
+        assert rows[("llava_hf", precision)]["tokens"] == rows[("transformers", precision)]["tokens"]
+    assert rows[("llava_hf", "4-bit stored")]["tokens"] == rows[("llava_hf", "4-bit at load")]["tokens"]
+    assert [made["bits"] for made in report["quantize"]] == [4, 8]

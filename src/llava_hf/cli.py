@@ -26,6 +26,10 @@ COMMANDS = {
         "llava_hf.conversion.cli:export",
         "llava_hf -> transformers' built-in llava layout",
     ),
+    "quantize": (
+        "llava_hf.conversion.cli:quantize",
+        "checkpoint -> 4-bit or 8-bit (bitsandbytes) checkpoint, one file at a time; stock transformers loads it",
+    ),
     "generate-data": ("llava_hf.datagen.cli", "instruction data from captions + boxes via a teacher LLM or rules"),
     "data": (
         "llava_hf.data.cli",

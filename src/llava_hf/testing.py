@@ -117,6 +117,15 @@ def make_tiny_model(config=None, seed: int = 0) -> LlavaHfForConditionalGenerati
     return model.eval()
 
 
+def make_tiny_quantizable_model(seed: int = 0) -> LlavaHfForConditionalGeneration:
+    """The tiny model with a language model of width 64 (MLP 128): bitsandbytes' 4-bit CPU kernel packs weights in
+    blocks of 64 input features, so width 32 cannot run in 4-bit on CPU (every released LLM's widths can)."""
+    tokenizer = load_tiny_tokenizer()
+    text_config = make_tiny_text_config(tokenizer)
+    text_config.hidden_size, text_config.intermediate_size, text_config.head_dim = 64, 128, 16
+    return make_tiny_model(make_tiny_config(tokenizer, text_config=text_config), seed)
+
+
 def make_tiny_processor(tokenizer=None, image_aspect_ratio="pad", chat_template=None) -> LlavaHfProcessor:
     tokenizer = tokenizer or load_tiny_tokenizer()
     return LlavaHfProcessor(

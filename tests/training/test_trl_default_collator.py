@@ -50,7 +50,7 @@ def trl_batches(model, processor, rows, output_dir, **config):
     for processing_class in (processor, processor.to_builtin()):
         args = SFTConfig(
             output_dir=str(output_dir), max_steps=1, per_device_train_batch_size=2, learning_rate=1e-3, use_cpu=True,
-            bf16=False, report_to=[], save_strategy="no", gradient_checkpointing=False, max_length=None,
+            bf16=False, report_to=[], save_strategy="no", activation_checkpointing=False, max_length=None,
             disable_tqdm=True, **config,
         )  # fmt: skip
         features = ROW_FEATURES if "messages" in rows[0] else None

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from llava_hf.cli import COMMANDS
-from llava_hf.conversion.arguments import ConvertArguments, ExportArguments
+from llava_hf.conversion.arguments import ConvertArguments, ExportArguments, QuantizeArguments
 from llava_hf.data.cli import CheckArguments, DataConvertArguments
 from llava_hf.datagen.pipeline import GenerationConfig
 from llava_hf.demo.pipeline import DemoConfig
@@ -36,6 +36,7 @@ COMMAND_SETTINGS = {
     ("demo",): ((DemoConfig,), ()),
     ("convert",): ((ConvertArguments,), ("source", "destination")),
     ("export",): ((ExportArguments,), ("source", "destination")),
+    ("quantize",): ((QuantizeArguments,), ("source", "destination")),
     ("generate-data",): ((GenerationConfig,), ()),
     ("data", "check"): ((CheckArguments,), ()),
     ("data", "convert"): ((DataConvertArguments,), ()),
@@ -58,6 +59,7 @@ BAD_INPUT = {
     ("convert", "/no/such", "out"): "source '/no/such' is neither a folder nor a Hub repo id",
     ("export", "/no/such", "out"): "source '/no/such' is not a folder",
     ("export", "--to", "vllm", "a", "b"): "unknown target 'vllm'",
+    ("quantize", "/no/such", "out"): "source '/no/such' is not a folder",
     ("generate-data", "--output-dir", "out", "--nope"): "unrecognized arguments: --nope",
     ("data", "--nope"): "choose a subcommand",
     ("data", "check", "--source", "s", "--nope"): "unrecognized arguments: --nope",

@@ -1,5 +1,6 @@
 """Checkpoint conversion: original LLaVA / stage-1 / LoRA / transformers' llava -> llava_hf, llava_hf -> transformers,
-and the model card written next to every converted checkpoint.
+bitsandbytes 4-bit / 8-bit copies that stock transformers loads (`quantize`), and the model card written next to
+every converted checkpoint.
 
 - `cli.py`                              `llava-hf convert` and `llava-hf export`: arguments and source checked before torch loads
 - `arguments.py`                        ConvertArguments, ExportArguments
@@ -11,6 +12,7 @@ and the model card written next to every converted checkpoint.
 - `reference.py`                        the original computation (tokenizer_image_token, pad + CLIP, projector, splice, Llama)
 - `common.py`                           what both directions share: ConversionError, JSON/safetensors writing, the verification input
 - `model_card.py`                       README.md of a checkpoint rendered through `model_card_template.md`
+- `quantize.py`                         `llava-hf quantize`: a bitsandbytes 4/8-bit checkpoint written one weights file at a time
 - `hub.py`                              prepare_for_hub / push_to_hub (filled card, trust_remote_code files when needed)
 """
 

@@ -2,6 +2,7 @@
 argument errors answer before torch loads (`cli.py`)."""
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 @dataclass
@@ -34,3 +35,20 @@ class ExportArguments:
     """Options of `llava-hf export --to transformers SRC DST` (SRC and DST are positional)."""
 
     to: str = field(default="transformers", metadata={"help": "Target layout; 'transformers' (built-in llava)."})
+
+
+@dataclass
+class QuantizeArguments:
+    """Options of `llava-hf quantize SRC DST` (SRC and DST are positional)."""
+
+    bits: Literal[4, 8] = field(
+        default=4,
+        metadata={"help": "4: NF4 with double quantization (QLoRA's format); 8: LLM.int8. The language model only."},
+    )
+    dtype: Literal["bfloat16", "float16", "float32", "auto"] = field(
+        default="bfloat16",
+        metadata={
+            "help": "dtype of everything left unquantized (vision tower, projector, embeddings, lm_head) and of the "
+            "4-bit blocks' scales; bfloat16 matches the 4-bit compute dtype; auto keeps the source's dtype."
+        },
+    )

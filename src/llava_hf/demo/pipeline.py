@@ -404,7 +404,7 @@ def train_stage(
         data_seed=config.seed,
         use_cpu=device == "cpu",
         bf16=False,
-        activation_checkpointing=False,  # transformers 5.24 name (gradient_checkpointing is deprecated; TRL defaults it on)
+        activation_checkpointing=False,  # TRL turns it on by default
         max_length=None,
         dataloader_num_workers=0,
         disable_tqdm=not config.progress,

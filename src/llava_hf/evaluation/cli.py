@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..utils.cli import parse_args
+from ..utils.loading import QUANTIZE_4BIT_HELP, QUANTIZE_8BIT_HELP
 from . import llava_bench, pope, scienceqa
 from .model_card import add_results_to_model_card
 from .predictions import PREDICTIONS_FILE
@@ -57,6 +58,8 @@ class EvaluateArguments:
         metadata={"help": "model dtype: auto (as saved on a GPU; on CPU float32 for small models, else bfloat16 where the CPU has it natively, else as saved), bfloat16, float16, float32"},
     )
     device: str = field(default="auto", metadata={"help": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps"})
+    load_in_4bit: bool = field(default=False, metadata={"help": QUANTIZE_4BIT_HELP})
+    load_in_8bit: bool = field(default=False, metadata={"help": QUANTIZE_8BIT_HELP})
     chat_template: str | None = field(
         default=None,
         metadata={"help": "override the processor's chat template: a name such as vicuna_v1, a .jinja file, or Jinja"},
@@ -136,10 +139,14 @@ def run(arguments: EvaluateArguments) -> int:
     task = build_task(arguments)
     model = processor = None
     if arguments.model is not None:
-        from ..utils.loading import load_checkpoint
+        from ..utils.loading import load_checkpoint, quantization_from_flags
 
         model, processor = load_checkpoint(
-            arguments.model, dtype=arguments.dtype, device=arguments.device, chat_template=arguments.chat_template
+            arguments.model,
+            dtype=arguments.dtype,
+            device=arguments.device,
+            quantization=quantization_from_flags(arguments.load_in_4bit, arguments.load_in_8bit),
+            chat_template=arguments.chat_template,
         )
     results = evaluate(
         task,

@@ -12,21 +12,19 @@ from transformers import BatchFeature
 
 from llava_hf.processing import to_rgb
 from llava_hf.serving.settings import ModelArguments, SamplingArguments  # noqa: F401  (re-exported)
-from llava_hf.utils.loading import bitsandbytes_config, load_checkpoint
+from llava_hf.utils.loading import load_checkpoint, quantization_from_flags
 
 
 def load_model_and_processor(args: ModelArguments):
     """Load `(model, processor)` for inference with the policy of `llava_hf.utils.loading` (eval mode, the requested
     device, left padding for batches). Raises ValueError with the fix when the checkpoint cannot be found, has no chat
     template, or a requested option is unavailable."""
-    if args.load_in_4bit and args.load_in_8bit:
-        raise ValueError("choose one of --load_in_4bit and --load_in_8bit, not both.")
     return load_checkpoint(
         args.model,
         revision=args.revision,
         dtype=args.dtype,
         device=args.device,
-        quantization=bitsandbytes_config(4 if args.load_in_4bit else 8 if args.load_in_8bit else None),
+        quantization=quantization_from_flags(args.load_in_4bit, args.load_in_8bit),
         attn_implementation=args.attn_implementation,
     )
 

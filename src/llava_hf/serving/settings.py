@@ -7,6 +7,8 @@ torch, transformers' models or FastAPI load (`llava_hf.utils.cli`).
 import os
 from dataclasses import dataclass, field
 
+from llava_hf.utils.loading import QUANTIZE_4BIT_HELP, QUANTIZE_8BIT_HELP
+
 
 @dataclass
 class ModelArguments:
@@ -21,12 +23,8 @@ class ModelArguments:
         },
     )
     device: str = field(default="auto", metadata={"help": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps."})
-    load_in_4bit: bool = field(
-        default=False, metadata={"help": "Quantize the language model to 4-bit nf4 (needs bitsandbytes and a GPU)."}
-    )
-    load_in_8bit: bool = field(
-        default=False, metadata={"help": "Quantize the language model to 8-bit (needs bitsandbytes and a GPU)."}
-    )
+    load_in_4bit: bool = field(default=False, metadata={"help": QUANTIZE_4BIT_HELP})
+    load_in_8bit: bool = field(default=False, metadata={"help": QUANTIZE_8BIT_HELP})
     attn_implementation: str | None = field(
         default=None, metadata={"help": "sdpa, eager, flash_attention_2, ... (default: transformers' choice)."}
     )

@@ -27,6 +27,7 @@ from .train import (
     build_trainer,
     load_lora_base,
     load_model_and_processor,
+    merge_lora_adapter,
     save_outputs,
     train,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "load_model_and_processor",
     "load_projector",
     "lora_config",
+    "merge_lora_adapter",
     "modality_length_grouped_indices",
     "qlora_quantization_config",
     "save_outputs",

@@ -193,7 +193,7 @@ def build_trainer(
         from peft import get_peft_model, prepare_model_for_kbit_training
 
         if run.stage == "qlora":
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.activation_checkpointing)
         # PEFT freezes everything but the adapters and `modules_to_save` (the projector copy).
         model = get_peft_model(
             model, lora_config(run.lora_r, run.lora_alpha, run.lora_dropout, run.lora_target_modules)
@@ -302,9 +302,28 @@ def load_lora_base(adapter_dir: str | Path, dtype: torch.dtype = torch.float32):
     return model
 
 
+def merge_lora_adapter(adapter_dir: str | Path, output_dir: str | Path, dtype: torch.dtype = torch.float32) -> Path:
+    """Write base + adapter as one checkpoint at `output_dir`: the unquantized base (`load_lora_base`, in `dtype`)
+    with the adapter of `adapter_dir` merged into its weights (PEFT's `merge_and_unload`), and the adapter's processor.
+
+    This is how a QLoRA adapter becomes a full model: the 4-bit weights it trained against cannot absorb the update
+    (PEFT cannot add a dense delta to packed NF4 blocks), and the released model is the 16-bit base plus the adapter,
+    as in the original's `scripts/merge_lora_weights.py`. Needs memory for the base in `dtype`.
+    """
+    from peft import PeftModel
+    from transformers import AutoProcessor
+
+    adapter_dir, output_dir = Path(adapter_dir), Path(output_dir)
+    merged = PeftModel.from_pretrained(load_lora_base(adapter_dir, dtype), adapter_dir).merge_and_unload()
+    merged.save_pretrained(str(output_dir))
+    AutoProcessor.from_pretrained(adapter_dir).save_pretrained(str(output_dir))
+    return output_dir
+
+
 def save_outputs(trainer: LlavaSFTTrainer, run: LlavaRunArguments) -> Path:
     """Stage 1: the projector alone (+ processor); finetune: the full model; LoRA: the adapter with the projector
-    (`modules_to_save`), and the merged model under `merged/` when asked."""
+    (`modules_to_save`), and the merged model under `merged/` when asked (QLoRA: merged into the base reloaded
+    unquantized in `run.dtype`, see `merge_lora_adapter`)."""
     output_dir = Path(trainer.args.output_dir)
     if run.stage != "pretrain":
         trainer.save_model(str(output_dir))  # every rank calls it: ZeRO-3 / FSDP gather the weights collectively
@@ -314,11 +333,14 @@ def save_outputs(trainer: LlavaSFTTrainer, run: LlavaRunArguments) -> Path:
     if run.stage == "pretrain":
         save_projector(trainer.model, output_dir)
     processor.save_pretrained(str(output_dir))
-    if run.stage in ("lora", "qlora") and run.merge_lora:
+    # Written before the merge: a base built from parts is rebuilt from the parts this file names.
+    (output_dir / RUN_ARGUMENTS_FILE).write_text(json.dumps(asdict(run), indent=2))
+    if run.stage == "lora" and run.merge_lora:
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(str(output_dir / "merged"))
         processor.save_pretrained(str(output_dir / "merged"))
-    (output_dir / RUN_ARGUMENTS_FILE).write_text(json.dumps(asdict(run), indent=2))
+    if run.stage == "qlora" and run.merge_lora:
+        merge_lora_adapter(output_dir, output_dir / "merged", getattr(torch, run.dtype))
     return output_dir
 
 
@@ -409,6 +431,7 @@ __all__ = [
     "last_complete_checkpoint",
     "load_lora_base",
     "load_model_and_processor",
+    "merge_lora_adapter",
     "resolve_resume_checkpoint",
     "save_outputs",
     "train",

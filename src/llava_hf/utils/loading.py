@@ -14,10 +14,14 @@ give transformers' built-in for a stock `llava` folder, without our exact prepro
   headers) is compared with the available memory (MemAvailable, or the GPU's free memory); a model that cannot fit
   is a ValueError naming the options, not a kill by the OOM killer. LLAVA_HF_AVAILABLE_MEMORY (e.g. `20GiB`)
   replaces the measured figure: to plan for a smaller machine, or to test.
-- quantization (`bits=4` or `8`, bitsandbytes, GPU only): the language model only. The vision tower, the projector
-  and `lm_head` stay unquantized (`QUANTIZATION_SKIP_MODULES`): transformers' default skip list holds only lm_head,
-  and quantizing the small projector costs accuracy for no memory; LLaVA's QLoRA recipe keeps them out too
-  (`scripts/finetune_qlora.sh` + `llava/train/train.py` of the original repository, `bits=4`, nf4, double quant).
+- quantization (`bits=4` or `8`, bitsandbytes, on a CUDA GPU or the CPU: bitsandbytes 0.50 runs both NF4 and
+  LLM.int8 on CPU): the language model only. The vision tower, the projector and `lm_head` stay unquantized
+  (`QUANTIZATION_SKIP_MODULES`): transformers' default skip list holds only lm_head, and quantizing the small
+  projector costs accuracy for no memory; LLaVA's QLoRA recipe keeps them out too (`scripts/finetune_qlora.sh` +
+  `llava/train/train.py` of the original repository, `bits=4`, nf4, double quant). A checkpoint saved already
+  quantized (`llava-hf quantize`) loads as it is, with no `bits`. On CPU, dtype `auto` is bfloat16 for the
+  unquantized rest of a model quantized while loading, and the saved dtype for one stored quantized
+  (`quantized_cpu_dtype`).
 - chat template: the processor's own unless `chat_template` overrides it (a name, a `.jinja` file, or Jinja source,
   see `llava_hf.processing.resolve_chat_template`); loading for inference refuses a checkpoint without one.
 - inference (`for_inference=True`): eval mode, on the device, the tokenizer left-padded so batched generation
@@ -39,8 +43,18 @@ from .memory import (
     read_weights_size,
 )
 
-QUANTIZATION_SKIP_MODULES = ["vision_tower", "multi_modal_projector", "lm_head"]
+# transformers 5 matches these against full module names from the start (or as a suffix), so the towers need their
+# `model.` prefix: a bare "vision_tower" matches nothing and the tower would be quantized. The same names hold in
+# our model, transformers' built-in Llava, and (lm_head) a language model loaded alone for QLoRA.
+QUANTIZATION_SKIP_MODULES = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
+# The --load_in_4bit / --load_in_8bit help of every command that loads a checkpoint. bitsandbytes quantizes while
+# loading, so the 16-bit weights pass through memory; a `llava-hf quantize` checkpoint is stored quantized.
+QUANTIZE_4BIT_HELP = (
+    "Quantize the language model to 4-bit NF4 while loading (bitsandbytes; CUDA GPU or CPU). Not needed for a "
+    "checkpoint written by `llava-hf quantize`, which is stored in 4-bit."
+)
+QUANTIZE_8BIT_HELP = "Quantize the language model to 8-bit LLM.int8 while loading (bitsandbytes; CUDA GPU or CPU)."
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -170,6 +184,49 @@ def checkpoint_dtype(model: str, dtype: str = "auto", device: str = "auto"):
     return resolve_dtype_within_memory(model, os.path.expanduser(model), dtype, resolve_device(device))[0]
 
 
+def quantization_from_flags(load_in_4bit: bool, load_in_8bit: bool):
+    """The `bitsandbytes_config` that `--load_in_4bit` / `--load_in_8bit` ask for (None for neither); ValueError for
+    both."""
+    if load_in_4bit and load_in_8bit:
+        raise ValueError("choose one of --load_in_4bit and --load_in_8bit, not both.")
+    return bitsandbytes_config(4 if load_in_4bit else 8 if load_in_8bit else None)
+
+
+def quantized_cpu_dtype(path: str, revision: str | None, quantization=None):
+    """What `dtype="auto"` means on CPU for a bitsandbytes model, or None for an unquantized one.
+
+    - quantized while loading (`quantization` given): bfloat16. The quantized layers compute in bfloat16 (4-bit) or
+      float16 (8-bit) whatever the rest is, so a float32 rest (vision tower, embeddings, lm_head: 2.5 GB for a 13B)
+      would cost memory without making the answer more exact.
+    - stored quantized (`llava-hf quantize`): "auto", the dtype it was saved in. transformers keeps a pre-quantized
+      checkpoint's tensors in their stored dtype but casts bare parameters (CLIP's class embedding) to the one
+      asked for, so asking for another would mix dtypes.
+    """
+    import torch
+    from transformers import PreTrainedConfig
+
+    if quantization is not None:
+        return torch.bfloat16
+    config, _ = PreTrainedConfig.get_config_dict(path, revision=revision)
+    return "auto" if config.get("quantization_config") else None
+
+
+def check_4bit_widths_for_cpu(model) -> None:
+    """Refuse a 4-bit model whose layers bitsandbytes' CPU kernel cannot run, before its first forward fails deep
+    inside bitsandbytes: on CPU it repacks each weight in blocks of `blocksize` (64) input features, so every
+    quantized layer's input width must be a multiple of it. Every released LLM's widths are; toy widths may not be."""
+    unfit = [
+        name
+        for name, module in model.named_modules()
+        if type(module).__name__ == "Linear4bit" and module.in_features % module.weight.quant_state.blocksize
+    ]
+    if unfit:
+        raise ValueError(
+            f"4-bit on CPU needs layer input widths that are multiples of bitsandbytes' block of 64; {unfit[0]} "
+            f"(and {len(unfit) - 1} more) is not. Use --load_in_8bit, no quantization, or a GPU."
+        )
+
+
 def load_checkpoint(
     model: str,
     *,
@@ -200,14 +257,25 @@ def load_checkpoint(
     if looks_like_path and not os.path.isdir(path):
         raise ValueError(f"--model {model!r} is not a folder; give a checkpoint folder or a Hub repo id (org/name).")
     device = resolve_device(device) if device is not None else None
-    torch_dtype, load_dtype = resolve_dtype_within_memory(model, path, dtype, device or "cpu", quantization)
+    quantized_dtype = None
+    if dtype == "auto" and (device or "cpu") == "cpu":
+        try:
+            quantized_dtype = quantized_cpu_dtype(path, revision, quantization)
+        except OSError:  # no config to read: from_pretrained below reports it
+            pass
+    if quantized_dtype is not None:
+        torch_dtype = load_dtype = quantized_dtype  # bitsandbytes models: see quantized_cpu_dtype
+    else:
+        torch_dtype, load_dtype = resolve_dtype_within_memory(model, path, dtype, device or "cpu", quantization)
     kwargs = dict(revision=revision, dtype=load_dtype)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if quantization is not None:
         if importlib.util.find_spec("bitsandbytes") is None:
             flag = "--load_in_4bit" if quantization.load_in_4bit else "--load_in_8bit"
-            raise ValueError(f"{flag} needs bitsandbytes: `pip install bitsandbytes` (and a CUDA GPU), or drop {flag}.")
+            raise ValueError(
+                f"{flag} needs bitsandbytes: `pip install bitsandbytes` (it runs on a CUDA GPU or the CPU), or drop {flag}."
+            )
         kwargs["quantization_config"] = quantization
         if device is not None:
             kwargs["device_map"] = {"": device}
@@ -229,6 +297,8 @@ def load_checkpoint(
         return loaded, processor
     if quantization is None and device is not None:
         loaded.to(device)
+    if device == "cpu":
+        check_4bit_widths_for_cpu(loaded)
     if not getattr(processor, "chat_template", None):
         raise ValueError(
             f"the processor of {model!r} has no chat template; pass --chat_template (e.g. vicuna_v1 for LLaVA-1.5) "
