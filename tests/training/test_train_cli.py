@@ -98,3 +98,25 @@ def test_build_from_parts_normalises_with_the_towers_own_statistics(tmp_path):
     SiglipImageProcessor(image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5]).save_pretrained(vision_dir)
     _, processor = build_from_parts(str(vision_dir), str(language_dir))
     assert list(processor.image_processor.image_mean) == list(processor.image_processor.image_std) == [0.5, 0.5, 0.5]
+
+
+def test_refused_data_exits_2_with_the_report_and_one_error_line(tmp_path, capsys):
+    """Data the preflight check refuses is bad input: the report on stdout, one line on stderr naming the fix, exit 2
+    (no traceback), and nothing trained or written."""
+    import json
+
+    record = {"id": "lost", "image": "missing.png", "conversations": [
+        {"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "A cat."}]}  # fmt: skip
+    (tmp_path / "data.json").write_text(json.dumps([record]))
+    status = llava_hf([
+        "train", "--stage", "finetune", "--vision_tower", str(REAL_SHAPED / "clip-vit-large-patch14-336"),
+        "--language_model", str(REAL_SHAPED / "vicuna-7b-v1.5"), "--data_path", str(tmp_path / "data.json"),
+        "--image_folder", str(tmp_path), "--output_dir", str(tmp_path / "out"), "--use_cpu", "true", "--bf16", "false",
+        "--max_steps", "1", "--report_to", "none",
+    ])  # fmt: skip
+    captured = capsys.readouterr()
+    assert status == 2
+    assert "missing_image               1" in captured.out and "[lost]" in captured.out
+    errors = [line for line in captured.err.splitlines() if line.startswith("llava-hf train")]
+    assert errors == [errors[0]] and "missing_image 1" in errors[0] and "--skip_bad_rows" in errors[0]
+    assert "Traceback" not in captured.err and not (tmp_path / "out" / "config.json").exists()

@@ -59,7 +59,11 @@ ROWS_PER_PROCESS = 10_000  # fewer rows than this per process: starting a proces
 
 
 class DataCheckError(ValueError):
-    """Raised by `preflight` when the data has problems and skipping them was not requested."""
+    """Raised by `preflight` when the data has problems and skipping them was not requested; `report` is the check."""
+
+    def __init__(self, message: str, report: "CheckReport | None" = None):
+        super().__init__(message)
+        self.report = report
 
 
 @dataclass
@@ -322,7 +326,8 @@ def preflight(
     if not skip_bad_rows:
         raise DataCheckError(
             f"the training data has problems:\n{report.table()}\nFix them, or pass skip_bad_rows=True "
-            "(--skip_bad_rows) to train without those rows."
+            "(--skip_bad_rows) to train without those rows.",
+            report,
         )
     bad = report.bad_rows
     logger.warning(f"skipping {len(bad)} of {report.num_rows} rows:\n{report.table()}")

@@ -14,6 +14,7 @@ PROG = "llava-hf train"
 def run(argv: list[str]) -> int:
     from trl import SFTConfig, TrlParser
 
+    from ..data.check import DataCheckError
     from .train import CheckpointNotFound, LlavaRunArguments, train
 
     parser = TrlParser((LlavaRunArguments, SFTConfig), prog=PROG, formatter_class=HelpFormatter)
@@ -35,6 +36,15 @@ def run(argv: list[str]) -> int:
     except CheckpointNotFound as error:
         print(f"llava-hf train: {error}", file=sys.stderr)
         return 2
+    except DataCheckError as error:  # refused data is bad input: the report on stdout, one line on stderr
+        report = error.report
+        print(report.table() if report is not None else error)
+        counts = ", ".join(f"{name} {len(rows)}" for name, rows in report.problems.items() if rows) if report else ""
+        return usage_error(
+            PROG,
+            f"the training data has problems ({counts}; report above); fix them or pass --skip_bad_rows true "
+            "to train without those rows (`llava-hf data check` shows the offending ids)",
+        )
     finally:
         close_process_group(succeeded, args.ddp_timeout)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
