@@ -160,8 +160,28 @@ def write_report(
             "left-right claim in an answer against the annotations and rates 1 + 9 x F1 (see "
             "`llava_hf/demo/questions.py`). It measures factual grounding, not fluency."
         )
-    lines += ["", "| category | relative score |", "|---|---|"]
-    lines += [f"| {name} | {value:.1f} |" for name, value in bench.items() if name != "judge"]
+    checks = summary["answer_checks"]
+    repetition = checks["repetition"]
+    lines += ["", "| category | relative score | answers repeating a phrase |", "|---|---|---|"]
+    lines += [
+        f"| {name} | {value:.1f} | {repetition[name]['repeating']} of {repetition[name]['answers']} |"
+        for name, value in bench.items()
+        if name != "judge"
+    ]
+    objects, reference = checks["detail_objects"], checks["detail_objects_reference"]
+    lines += [
+        "",
+        "A phrase is repeated when a 3-word sequence occurs twice or more in the answer but at most once in the "
+        "reference. The object checker (`llava_hf/demo/object_check.py`) reads the detailed descriptions: recall is "
+        "the share of the images' objects named with their right colour, shape and position, precision the share of "
+        "the objects named that are right.",
+        "",
+        "| detailed descriptions | objects | objects named | recall (%) | precision (%) |",
+        "|---|---|---|---|---|",
+        f"| model | {objects['objects']} | {objects['mentions']} | {objects['recall']:.1f} | {objects['precision']:.1f} |",
+        f"| reference answers | {reference['objects']} | {reference['mentions']} | {reference['recall']:.1f} | "
+        f"{reference['precision']:.1f} |",
+    ]
     lines += [
         "",
         "## Training curves",
