@@ -121,8 +121,6 @@ def test_rendered_text_and_tokenized_template_agree_with_one_bos(tokenizer, name
     conversation = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": Q1}]}]
     rendered = processor.apply_chat_template(conversation, add_generation_prompt=True)
     from_text = processor(images=image, text=rendered, return_tensors="pt")["input_ids"][0]
-    from_template = processor.apply_chat_template(
-        conversation, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
-    )["input_ids"][0]
+    from_template = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")["input_ids"][0]
     assert torch.equal(from_text, from_template)
     assert from_text[0] == tokenizer.bos_token_id and from_text[1] != tokenizer.bos_token_id
