@@ -52,6 +52,7 @@ def test_reduced_demo_learns_and_writes_everything(tmp_path, capsys):
     report = (report_dir / "report.md").read_text()
     assert "rule-based" in report and "| overall |" in report
     assert "**truth:**" in report  # held-out examples: question, the model's answer and the right one
+    assert "**Q (detail):** Describe this image in detail." in report and "**reference:**" in report
     steps = summary["seconds_per_training_step"]
     assert set(steps) == {
         "pretrain: language model",

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..evaluation.scienceqa import parse_choice
 from ..utils.io import atomic_write
-from .questions import multiple_choice_problems
+from .questions import multiple_choice_problems, open_questions
 from .world import World
 
 PANEL_SIZE = (420, 240)
@@ -197,6 +197,9 @@ def write_report(
     lines += ["", "## Held-out examples", ""]
 
     choice_predictions = _predictions(eval_dir, "shapes_multiple_choice")
+    bench_dir = next((path.name for path in sorted(eval_dir.glob("llava_bench*")) if path.is_dir()), None)
+    open_predictions = _predictions(eval_dir, bench_dir) if bench_dir else {}
+    references = {example.id: example for example in open_questions(world, "test")}
     test_images = world.splits["test"][:examples]
     for world_image in test_images:
         picture = world.open(world_image).resize((192, 192), Image.NEAREST)
@@ -217,6 +220,14 @@ def write_report(
                 lines.append(
                     f"- **Q:** {question}  \n  **model:** {record['text']} · **truth:** {truth} "
                     f"({problem['choices'][problem['answer']]}) · {verdict}"
+                )
+        for category in ("conv", "detail", "complex"):
+            record = open_predictions.get(f"{world_image.id}_{category}")
+            if record is not None:
+                example = references[record["question_id"]]
+                lines.append(
+                    f"- **Q ({category}):** {example.prompt}  \n  **model:** {record['text']}  \n"
+                    f"  **reference:** {example.answer}"
                 )
         lines.append("")
 
