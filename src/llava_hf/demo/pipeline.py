@@ -29,7 +29,7 @@ from ..utils.loading import resolve_device
 from .world import World, build_world
 
 DEFAULT_OUTPUT_DIR = "llava_demo"
-OPEN_ANSWER_TOKENS = 160  # generation budget of the free-form answers (evaluation and chat)
+OPEN_ANSWER_TOKENS = 96  # generation budget of the free-form answers (evaluation and chat)
 
 
 @dataclass
@@ -471,8 +471,7 @@ def evaluate_model(
             dataset_name="Shapes world LLaVA-Bench-style questions (rule-based judge, held-out images)",
             dataset_split="test",
         )
-    # Room for the longest reference (a three-object description is ~80 tokens): a cut-off answer would lose the
-    # objects it names last.
+    # Room for the longest reference (a three-object description is up to ~85 tokens) in the evaluation and the chat.
     open_task.max_new_tokens = OPEN_ANSWER_TOKENS
     judge_score = open_task.score
     # The object checker and the repetition count ride along with whichever judge scores the task.
