@@ -52,6 +52,7 @@ def test_reduced_demo_learns_and_writes_everything(tmp_path, capsys):
     report = (report_dir / "report.md").read_text()
     assert "rule-based" in report and "| overall |" in report
     assert "**truth:**" in report  # held-out examples: question, the model's answer and the right one
+    assert "**Q (detail):** Describe this image in detail." in report and "**reference:**" in report
     steps = summary["seconds_per_training_step"]
     assert set(steps) == {
         "pretrain: language model",
@@ -65,6 +66,11 @@ def test_reduced_demo_learns_and_writes_everything(tmp_path, capsys):
         with Image.open(report_dir / name) as image:
             assert image.format == "PNG" and image.width > 100
     assert set(summary["llava_bench"]) >= {"judge", "conv", "detail", "complex", "overall"}
+    # The object checker read the 4 held-out descriptions; all that the teacher's own ones name is right.
+    checks = summary["answer_checks"]
+    assert checks["detail_objects"]["images"] == 4 and checks["detail_objects_reference"]["precision"] == 100.0
+    assert checks["repetition"]["overall"]["answers"] == 12
+    assert "| reference answers |" in report and "Detailed descriptions, objects named" in printed
     assert not list(output_dir.rglob("*.tmp"))
 
 

@@ -33,6 +33,7 @@ def format_summary(summary: dict) -> str:
     bench = dict(summary["llava_bench"])
     lines.append(f"LLaVA-Bench-style relative score ({bench.pop('judge')}):")
     lines += [f"  {name:<10} {value:5.1f}" for name, value in bench.items()]
+    lines += check_lines(summary["answer_checks"])
     chat = summary["chat"]
     lines.append(f"Chat about held-out image {chat[0]['image_id']}:")
     for turn in chat[1:]:
@@ -45,6 +46,19 @@ def format_summary(summary: dict) -> str:
         "=" * 72,
     ]
     return "\n".join(lines)
+
+
+def check_lines(checks: dict) -> list[str]:
+    """The object checker's figures on the detailed descriptions and the share of answers repeating a phrase."""
+    objects, reference = checks["detail_objects"], checks["detail_objects_reference"]
+    repetition = checks["repetition"]["overall"]
+    return [
+        f"Detailed descriptions, objects named with colour, shape and position ({objects['objects']} objects): "
+        f"recall {objects['recall']:.1f}%, precision {objects['precision']:.1f}% "
+        f"(reference answers: {reference['recall']:.1f}%, {reference['precision']:.1f}%)",
+        f"Answers repeating a 3-word phrase the reference does not repeat: {repetition['repeating']} of "
+        f"{repetition['answers']} ({repetition['percent']:.1f}%)",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

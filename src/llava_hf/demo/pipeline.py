@@ -29,6 +29,7 @@ from ..utils.loading import resolve_device
 from .world import World, build_world
 
 DEFAULT_OUTPUT_DIR = "llava_demo"
+OPEN_ANSWER_TOKENS = 96  # generation budget of the free-form answers (evaluation and chat)
 
 
 @dataclass
@@ -427,6 +428,7 @@ def evaluate_model(
     """Multiple choice on every held-out image and (`open_questions_too`) the LLaVA-Bench-style questions on the
     first `max_open_questions_images`; returns the results dict of each task by name."""
     from ..evaluation import Task, evaluate, llava_bench, scienceqa
+    from .object_check import answer_checks
     from .questions import accuracy_by_type, multiple_choice, open_questions, rule_judge_score
 
     def multiple_choice_score(outcomes):
@@ -460,17 +462,20 @@ def evaluate_model(
         open_task = llava_bench.build_task(
             examples=open_examples, judge_settings=settings, cache_path=eval_dir / "judgments.jsonl", variant="shapes"
         )
-        open_task.max_new_tokens = 96
     else:
         open_task = Task(
             name="llava_bench_shapes",
             examples=open_examples,
             score=rule_judge_score,
-            max_new_tokens=96,
             dataset_type="llava_hf-shapes-world",
             dataset_name="Shapes world LLaVA-Bench-style questions (rule-based judge, held-out images)",
             dataset_split="test",
         )
+    # Room for the longest reference (a three-object description is up to ~85 tokens) in the evaluation and the chat.
+    open_task.max_new_tokens = OPEN_ANSWER_TOKENS
+    judge_score = open_task.score
+    # The object checker and the repetition count ride along with whichever judge scores the task.
+    open_task.score = lambda outcomes: {**judge_score(outcomes), "answer_checks": answer_checks(outcomes)}
     model.eval()
     results = {}
     for task in (choice_task, open_task) if open_questions_too else (choice_task,):
@@ -504,7 +509,12 @@ def chat_transcript(model_dir: Path, world: World, device: str, seed: int) -> li
     for index, question in enumerate(questions):
         content = ([{"type": "image", "image": image}] if index == 0 else []) + [{"type": "text", "text": question}]
         messages.append({"role": "user", "content": content})
-        output = chat(text=messages, max_new_tokens=64, return_full_text=False, generate_kwargs={"do_sample": False})
+        output = chat(
+            text=messages,
+            max_new_tokens=OPEN_ANSWER_TOKENS,
+            return_full_text=False,
+            generate_kwargs={"do_sample": False},
+        )
         answer = output[0]["generated_text"].strip()
         messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
         transcript.append({"question": question, "answer": answer})
@@ -645,6 +655,7 @@ def run_demo(config: DemoConfig) -> dict:
     model_dir = output_dir / "model"
     steps.run("save Hub-ready folder", save_model, model.cpu(), processor, model_dir, config, results, steps.timings)
     transcript = steps.run("chat transcript (pipeline)", chat_transcript, model_dir, world, device, config.seed)
+    bench_name = next(name for name in results if name.startswith("llava_bench"))
 
     summary = {
         "config": asdict(config),
@@ -659,13 +670,8 @@ def run_demo(config: DemoConfig) -> dict:
             if key in ("images", "records", "caption_records", "rejects")
         },
         "multiple_choice": results["shapes_multiple_choice"]["by_question_type"],
-        "llava_bench": {
-            "judge": _judge_label(config),
-            **{
-                name: value
-                for name, value in results[next(n for n in results if n.startswith("llava_bench"))]["metrics"].items()
-            },
-        },
+        "llava_bench": {"judge": _judge_label(config), **results[bench_name]["metrics"]},
+        "answer_checks": results[bench_name]["answer_checks"],
         "chat": transcript,
         "model_dir": str(model_dir),
     }

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..evaluation.scienceqa import parse_choice
 from ..utils.io import atomic_write
-from .questions import multiple_choice_problems
+from .questions import multiple_choice_problems, open_questions
 from .world import World
 
 PANEL_SIZE = (420, 240)
@@ -160,8 +160,28 @@ def write_report(
             "left-right claim in an answer against the annotations and rates 1 + 9 x F1 (see "
             "`llava_hf/demo/questions.py`). It measures factual grounding, not fluency."
         )
-    lines += ["", "| category | relative score |", "|---|---|"]
-    lines += [f"| {name} | {value:.1f} |" for name, value in bench.items() if name != "judge"]
+    checks = summary["answer_checks"]
+    repetition = checks["repetition"]
+    lines += ["", "| category | relative score | answers repeating a phrase |", "|---|---|---|"]
+    lines += [
+        f"| {name} | {value:.1f} | {repetition[name]['repeating']} of {repetition[name]['answers']} |"
+        for name, value in bench.items()
+        if name != "judge"
+    ]
+    objects, reference = checks["detail_objects"], checks["detail_objects_reference"]
+    lines += [
+        "",
+        "A phrase is repeated when a 3-word sequence occurs twice or more in the answer but at most once in the "
+        "reference. The object checker (`llava_hf/demo/object_check.py`) reads the detailed descriptions: recall is "
+        "the share of the images' objects named with their right colour, shape and position, precision the share of "
+        "the objects named that are right.",
+        "",
+        "| detailed descriptions | objects | objects named | recall (%) | precision (%) |",
+        "|---|---|---|---|---|",
+        f"| model | {objects['objects']} | {objects['mentions']} | {objects['recall']:.1f} | {objects['precision']:.1f} |",
+        f"| reference answers | {reference['objects']} | {reference['mentions']} | {reference['recall']:.1f} | "
+        f"{reference['precision']:.1f} |",
+    ]
     lines += [
         "",
         "## Training curves",
@@ -177,6 +197,9 @@ def write_report(
     lines += ["", "## Held-out examples", ""]
 
     choice_predictions = _predictions(eval_dir, "shapes_multiple_choice")
+    bench_dir = next((path.name for path in sorted(eval_dir.glob("llava_bench*")) if path.is_dir()), None)
+    open_predictions = _predictions(eval_dir, bench_dir) if bench_dir else {}
+    references = {example.id: example for example in open_questions(world, "test")}
     test_images = world.splits["test"][:examples]
     for world_image in test_images:
         picture = world.open(world_image).resize((192, 192), Image.NEAREST)
@@ -197,6 +220,14 @@ def write_report(
                 lines.append(
                     f"- **Q:** {question}  \n  **model:** {record['text']} · **truth:** {truth} "
                     f"({problem['choices'][problem['answer']]}) · {verdict}"
+                )
+        for category in ("conv", "detail", "complex"):
+            record = open_predictions.get(f"{world_image.id}_{category}")
+            if record is not None:
+                example = references[record["question_id"]]
+                lines.append(
+                    f"- **Q ({category}):** {example.prompt}  \n  **model:** {record['text']}  \n"
+                    f"  **reference:** {example.answer}"
                 )
         lines.append("")
 
