@@ -113,7 +113,9 @@ def check_memory(model: str, weights: WeightsSize | None, torch_dtype, device: s
         for name in ("bfloat16", "float16")
         if name != (dtype or weights.dtype) and weights.bytes_at(name) * MEMORY_HEADROOM <= available
     ]
-    options = smaller + ["--load_in_4bit (a CUDA GPU, about a quarter of the 16-bit size)"]
+    options = smaller + [
+        "--load_in_4bit (bitsandbytes, GPU or CPU: about a quarter of the 16-bit size; `llava-hf quantize` stores it)"
+    ]
     options.append("a device map that offloads layers (from_pretrained(..., device_map='auto'))")
     raise ValueError(
         f"{model} needs {gib(needed)} for its weights at {dtype or weights.dtype} (+10% to run) but {gib(available)} "
