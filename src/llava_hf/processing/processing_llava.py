@@ -158,9 +158,14 @@ class LlavaHfProcessor(ProcessorMixin):
                 f"image_seq_length={self.image_seq_length} is not a square number of patches (+1 for a CLS token) of "
                 "the image processor's crop size, which is all transformers' LlavaProcessor can count."
             )
+        return self.as_builtin(BuiltinLlavaProcessor, LlavaImageProcessorPil)
+
+    def as_builtin(self, processor_class: type, image_processor_class: type):
+        """This processor's tokenizer, template and image-token settings in transformers' `processor_class`, with the
+        image processor's settings in `image_processor_class` (a built-in pair: LlavaProcessor, LlavaNextProcessor)."""
         settings = {k: v for k, v in self.image_processor.to_dict().items() if k != "image_processor_type"}
-        return BuiltinLlavaProcessor(
-            image_processor=LlavaImageProcessorPil(**settings),
+        return processor_class(
+            image_processor=image_processor_class(**settings),
             tokenizer=self.tokenizer,
             patch_size=self.patch_size,
             vision_feature_select_strategy=self.vision_feature_select_strategy,

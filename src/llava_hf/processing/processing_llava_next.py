@@ -143,16 +143,7 @@ class LlavaHfNextProcessor(LlavaHfProcessor):
 
         if self.mm_patch_merge_type != "spatial_unpad":
             raise ValueError("transformers' LlavaNextProcessor counts 'spatial_unpad' tokens only, not 'flat'.")
-        settings = {k: v for k, v in self.image_processor.to_dict().items() if k != "image_processor_type"}
-        return LlavaNextProcessor(
-            image_processor=LlavaNextImageProcessorPil(**settings),
-            tokenizer=self.tokenizer,
-            patch_size=self.patch_size,
-            vision_feature_select_strategy=self.vision_feature_select_strategy,
-            num_additional_image_tokens=self.num_additional_image_tokens,
-            chat_template=self.chat_template,
-            image_token=self.image_token,
-        )
+        return self.as_builtin(LlavaNextProcessor, LlavaNextImageProcessorPil)
 
     @property
     def model_input_names(self) -> list[str]:
