@@ -17,8 +17,10 @@ folder that `load_rows` reads back and that `huggingface-cli upload` can push as
 import codecs
 import itertools
 import json
+import logging
 import os
 import re
+import time
 from pathlib import Path
 
 import datasets
@@ -29,6 +31,8 @@ from datasets import Dataset, Features, Image, List, Value
 from datasets.arrow_writer import ArrowWriter
 
 from ..utils.io import staged_directory
+
+logger = logging.getLogger(__name__)
 
 # The Arrow schema of the row format. `text` is None for image parts (Arrow structs have a fixed set of keys).
 ROW_FEATURES = Features(
@@ -175,17 +179,21 @@ def load_llava_json(
     folder = None if image_folder is None else str(Path(image_folder).resolve())
     key = xxhash.xxh64(f"{ROWS_CACHE_VERSION}|{file_fingerprint(json_path)}|{folder}".encode()).hexdigest()
     cached = Path(cache_dir or default_cache_dir()) / "rows" / f"{json_path.stem}-{key}.arrow"
-    if not cached.is_file():
+    if cached.is_file():
+        logger.info(f"rows: reusing {cached}")
+    else:
+        started = time.perf_counter()
         cached.parent.mkdir(parents=True, exist_ok=True)
         partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")
         try:
             writer = ArrowWriter(features=ROW_FEATURES, path=str(partial))
             for records in _batched(_read_llava_records(json_path), ROWS_PER_BATCH):
                 writer.write_table(llava_records_to_table(records, image_folder))
-            writer.finalize()
+            num_rows, _ = writer.finalize()
             os.replace(partial, cached)  # atomic: a concurrent or killed run never leaves a half file in place
         finally:
             partial.unlink(missing_ok=True)
+        logger.info(f"rows: parsed {num_rows} records in {time.perf_counter() - started:.1f} s into {cached}")
     return Dataset.from_file(str(cached))
 
 
