@@ -222,11 +222,7 @@ def test_qlora_keeps_vision_tower_projector_and_head_out_of_quantization():
     config = qlora_quantization_config()
     assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_use_double_quant
     assert config.bnb_4bit_compute_dtype == torch.bfloat16
-    assert (
-        config.llm_int8_skip_modules
-        == QLORA_SKIP_MODULES
-        == ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
-    )
+    assert config.llm_int8_skip_modules == QLORA_SKIP_MODULES == ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
 
 
 @pytest.mark.gpu
