@@ -122,11 +122,18 @@ def preflight_seconds(output: str) -> str:
     return f"{float(match.group(1)):.1f}" if match else "?"
 
 
+def parse_seconds(output: str) -> str:
+    """The JSON -> Arrow parse's own time (its log line); "cached" when the rows file was reused, "" for parquet."""
+    match = re.search(r"rows: parsed \d+ records in ([0-9.]+) s", output)
+    return f"{float(match.group(1)):.1f}" if match else "cached" if "rows: reusing" in output else ""
+
+
 def startup_row(label: str, result: dict, input_gb: float) -> tuple:
     """A table row for one `llava-hf train` start-up (RSS / input size: the JSON file's or the parquet file's)."""
     return (
         label,
         f"{result['first_step_s']:.1f}",
+        parse_seconds(result["output"]),
         preflight_seconds(result["output"]),
         f"{result['wall_s']:.1f}",
         f"{result['cpu_s']:.1f}",
@@ -198,8 +205,9 @@ def main() -> None:
         f"{os.getloadavg()[0]:.1f} (the machine is shared; wall times stretch with the load, CPU times do not)",
         f"data: {json_path} ({json_gb:.2f} GB, 2x = {2 * json_gb:.2f} GB)",
         "",
-        "| run | time to first step (s) | preflight (s) | wall (s) | CPU (s) | peak RSS (GB) | RSS / input size |",
-        "|---|---|---|---|---|---|---|",
+        "| run | time to first step (s) | JSON -> Arrow (s) | preflight (s) | wall (s) | CPU (s) | peak RSS (GB) "
+        "| RSS / input size | load average (start, end) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
 
     results = Path(args.results or work / "table.md")
@@ -209,11 +217,16 @@ def main() -> None:
         print("\n".join(header + ["| " + " | ".join(map(str, row)) + " |" for row in rows[-1:]]), flush=True)
 
     step = r"'loss'|\"loss\"|\{'loss"
+
+    def loads(started: float) -> str:
+        return f"{started:.1f}, {os.getloadavg()[0]:.1f}"
+
     if "json" not in args.skip:
         for label in args.json_runs:
+            load = os.getloadavg()[0]
             result = measure(train_command(parts, work / f"out-json-{label}", json_path, image_folder), env, step)
             (work / f"json-{label}.log").write_text(result["output"])
-            rows.append(startup_row(f"ours, LLaVA JSON, {label}", result, json_gb))
+            rows.append(startup_row(f"ours, LLaVA JSON, {label}", result, json_gb) + (loads(load),))
             write()
     if "parquet" not in args.skip:
         import pyarrow.parquet as parquet
@@ -228,11 +241,12 @@ def main() -> None:
                 if written >= args.slice_rows:
                     break
         for label in ("cold", "cached"):
+            load = os.getloadavg()[0]
             result = measure(train_command(parts, work / f"out-parquet-{label}", sliced, None), env, step)
             (work / f"parquet-{label}.log").write_text(result["output"])
             size_gb = sliced.stat().st_size / 1e9
             label = f"ours, the_cauldron parquet ({args.slice_rows} rows, {size_gb:.2f} GB), {label}"
-            rows.append(startup_row(label, result, size_gb))
+            rows.append(startup_row(label, result, size_gb) + (loads(load),))
             write()
     if "convert" not in args.skip:
         records = []
@@ -248,6 +262,7 @@ def main() -> None:
         small.write_text(json.dumps(records, indent=2))
         command = [sys.executable, "-m", "llava_hf.cli", "data", "convert", "--json_path", str(small)]
         command += ["--image_folder", str(image_folder), "--output_dir", str(work / "converted")]
+        load = os.getloadavg()[0]
         result = measure(command, env)
         size = sum(file.stat().st_size for file in (work / "converted").rglob("*.parquet")) / 1e9
         rows.append(
@@ -256,10 +271,12 @@ def main() -> None:
                 f"{args.convert_rows / result['wall_s']:.0f} rows/s)",
                 "",
                 "",
+                "",
                 f"{result['wall_s']:.1f}",
                 f"{result['cpu_s']:.1f}",
                 f"{result['peak_rss_gb']:.2f}",
                 "",
+                loads(load),
             )
         )
         write()
@@ -268,17 +285,20 @@ def main() -> None:
     if "original" not in args.skip:
         with open(args.lock if os.path.exists(args.lock) else os.devnull) as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            load = os.getloadavg()[0]
             result = measure([sys.executable, "-c", ANCHOR, str(json_path)], env)
         anchor = json.loads(result["output"].strip().splitlines()[-1])
         rows.append(
             (
                 "original: json.load + modality_lengths (anchor; then no tokenization before step 1)",
                 f"{result['wall_s']:.1f} (+ model)",
+                f"{anchor['json_load_s']:.1f} (json.load)",
                 f"{anchor['modality_lengths_s']:.1f} (word counts)",
                 f"{result['wall_s']:.1f}",
                 f"{result['cpu_s']:.1f}",
                 f"{result['peak_rss_gb']:.2f}",
                 f"{result['peak_rss_gb'] / json_gb:.2f}",
+                loads(load),
             )
         )
         write()
