@@ -125,16 +125,8 @@ def load_model_and_processor(run: LlavaRunArguments):
             for_inference=False,
         )
     if run.vision_tower and run.language_model:
-        return build_from_parts(
-            run.vision_tower,
-            run.language_model,
-            projector_type=run.projector_type,
-            vision_feature_layer=run.vision_feature_layer,
-            image_aspect_ratio=run.image_aspect_ratio,
-            dtype=dtype,
-            quantization_config=quantization,
-        )
-    raise ValueError("give model_name_or_path, or vision_tower and language_model, or pass a model and processor.")
+        return build_from_parts(**parts_arguments(run), dtype=dtype, quantization_config=quantization)
+    raise ValueError(NO_MODEL)
 
 
 def load_processor(run: LlavaRunArguments):
@@ -142,14 +134,22 @@ def load_processor(run: LlavaRunArguments):
     if run.model_name_or_path:
         return load_checkpoint_processor(run.model_name_or_path)
     if run.vision_tower and run.language_model:
-        return build_processor_from_parts(
-            run.vision_tower,
-            run.language_model,
-            projector_type=run.projector_type,
-            vision_feature_layer=run.vision_feature_layer,
-            image_aspect_ratio=run.image_aspect_ratio,
-        )
-    raise ValueError("give model_name_or_path, or vision_tower and language_model, or pass a model and processor.")
+        return build_processor_from_parts(**parts_arguments(run))
+    raise ValueError(NO_MODEL)
+
+
+NO_MODEL = "give model_name_or_path, or vision_tower and language_model, or pass a model and processor."
+
+
+def parts_arguments(run: LlavaRunArguments) -> dict:
+    """What `build_from_parts` and `build_processor_from_parts` take from the run."""
+    return {
+        "vision_tower": run.vision_tower,
+        "language_model": run.language_model,
+        "projector_type": run.projector_type,
+        "vision_feature_layer": run.vision_feature_layer,
+        "image_aspect_ratio": run.image_aspect_ratio,
+    }
 
 
 def build_trainer(
