@@ -1,4 +1,5 @@
 # python benchmarks/bench_data_startup.py [--data /work/standins/mix665k] [--slice_rows 100000] [--convert_rows 20000]
+#                                       [--json_rows N]
 #                                       [--work DIR] [--results table.md] [--skip STEP ...]
 """Start-up of training on the LLaVA-1.5 stage-2 mix at real size: ours vs the original code, in one run.
 
@@ -142,6 +143,24 @@ def startup_row(label: str, result: dict, input_gb: float) -> tuple:
     )
 
 
+def first_records(json_path: Path, count: int, output: Path) -> Path:
+    """Write the first `count` records of a LLaVA JSON list to `output` as the original is written (indent 2), without
+    loading the whole list (the stand-in is shuffled like the released file, so they are a fair sample)."""
+    records = []
+    with open(json_path) as file:
+        decoder, buffer = json.JSONDecoder(), file.read(64 << 20)
+        position = buffer.index("[") + 1
+        while len(records) < count:
+            while buffer[position] in " \t\r\n,":
+                position += 1
+            if len(buffer) - position < 16 << 20:  # keep a whole record ahead
+                buffer, position = buffer[position:] + file.read(64 << 20), 0
+            record, position = decoder.raw_decode(buffer, position)
+            records.append(record)
+    output.write_text(json.dumps(records, indent=2))
+    return output
+
+
 def train_command(parts: Path, output_dir: Path, data_path: Path, image_folder: Path | None) -> list[str]:
     command = [
         sys.executable,
@@ -178,6 +197,7 @@ def main() -> None:
     parser.add_argument("--work", default="/work/standins/bench_data_startup")
     parser.add_argument("--slice_rows", type=int, default=100_000, help="rows of the parquet file to start on")
     parser.add_argument("--convert_rows", type=int, default=20_000, help="rows to convert")
+    parser.add_argument("--json_rows", type=int, default=None, help="start on the first N rows of the JSON only")
     parser.add_argument("--results", default=None, help="where to write the table (default: --work/table.md)")
     parser.add_argument("--skip", nargs="*", default=[], help="steps to leave out: original json parquet convert")
     parser.add_argument("--json_runs", nargs="*", default=["cold", "cached"], help="which JSON start-ups to run")
@@ -198,6 +218,8 @@ def main() -> None:
     parts = work / "parts"
     if not parts.is_dir():
         make_tiny_parts(parts, REPO / "tests" / "assets" / "real_shaped")
+    if args.json_rows:  # a slice, e.g. to compare two versions of the code on the same rows in less time
+        json_path = first_records(json_path, args.json_rows, work / f"mix_first_{args.json_rows}.json")
     json_gb = json_path.stat().st_size / 1e9
     rows: list[tuple] = []
     header = [
@@ -249,17 +271,7 @@ def main() -> None:
             rows.append(startup_row(label, result, size_gb) + (loads(load),))
             write()
     if "convert" not in args.skip:
-        records = []
-        with open(json_path) as file:  # the first rows, without loading the whole list
-            decoder, buffer = json.JSONDecoder(), file.read(64 << 20)
-            position = buffer.index("[") + 1
-            while len(records) < args.convert_rows:
-                while buffer[position] in " \t\r\n,":
-                    position += 1
-                record, position = decoder.raw_decode(buffer, position)
-                records.append(record)
-        small = work / f"mix_{args.convert_rows}.json"
-        small.write_text(json.dumps(records, indent=2))
+        small = first_records(json_path, args.convert_rows, work / f"mix_{args.convert_rows}.json")
         command = [sys.executable, "-m", "llava_hf.cli", "data", "convert", "--json_path", str(small)]
         command += ["--image_folder", str(image_folder), "--output_dir", str(work / "converted")]
         load = os.getloadavg()[0]
