@@ -50,6 +50,7 @@ from llava_hf.processing import get_chat_template
 from llava_hf.testing import builtin_llava_config, load_tiny_tokenizer
 from llava_hf.training import (
     LORA_TARGET_MODULES,
+    STAGES,
     LlavaRunArguments,
     ModalityLengthGroupedSampler,
     build_trainer,
@@ -217,7 +218,7 @@ def run_one(implementation: str, stage: str, pack: bool, args, preset: dict, dev
     ours, processor, builtin, image_processor, tokenizer = build_models(preset, device)
     steps = args.warmup + args.steps
     output_dir = f"/tmp/bench_training/{implementation}-{stage}-{pack}"
-    template = "plain" if stage == "pretrain" else "vicuna_v1"
+    template = STAGES[stage].chat_template or "vicuna_v1"
     if implementation == "ours":
         run = LlavaRunArguments(
             stage=stage, pack_batches=pack, lora_r=preset["lora_r"], lora_alpha=2 * preset["lora_r"]
@@ -225,7 +226,7 @@ def run_one(implementation: str, stage: str, pack: bool, args, preset: dict, dev
         trainer = build_trainer(run, sft_config(output_dir, steps, preset, device), ours, processor, rows)
     else:
         builtin.model.vision_tower.requires_grad_(False)
-        if stage == "pretrain":
+        if not STAGES[stage].train_language_model:
             builtin.model.language_model.requires_grad_(False)
             builtin.lm_head.requires_grad_(False)
         trl_rows = Dataset.from_list([{"messages": to_conversation(row), "images": row["images"]} for row in rows])

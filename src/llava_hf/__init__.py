@@ -16,7 +16,8 @@ transformers' own `__init__`), and the first access to one of the model or proce
 such folders load with `AutoConfig`, `AutoModelForImageTextToText`, `AutoProcessor` and `pipeline`.
 
 - `modeling`, `processing`     the model, config and processor classes (import nothing else from llava_hf)
-- `data`, `training`           training data (formats, preflight check, masking collator) and the stages around TRL
+- `data`, `training`           training data (formats, preflight check, masking collator); the stage table, the
+                               stages around TRL and `llava-hf train`
 - `datagen`                    instruction data from captions + boxes by a text-only teacher
 - `evaluation`                 ScienceQA, POPE, LLaVA-Bench with the paper's protocols
 - `conversion`                 original checkpoints -> llava_hf, export to transformers' layout, model cards, the Hub
@@ -24,8 +25,6 @@ such folders load with `AutoConfig`, `AutoModelForImageTextToText`, `AutoProcess
 - `demo`                       `llava-hf demo`: the recipe end to end on a synthetic world
 - `utils`                      the one lower layer of plumbing
 - `cli.py`                     `llava-hf <command>`: a table from command name to the module that runs it
-- `train_cli.py`               `llava-hf train`: --help and LLaVA's flags checked before TRL loads
-- `training_arguments.py`      LlavaRunArguments (outside `training`, whose import loads torch and TRL)
 - `testing.py`                 the tiny LLaVA that tests, benchmarks and examples share
 - `testing_assets`             its tiny tokenizer (package data)
 """

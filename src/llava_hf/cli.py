@@ -35,7 +35,7 @@ COMMANDS = {
         "llava_hf.data.cli",
         "check training data (preflight report) or convert LLaVA JSON to a Hub-ready dataset",
     ),
-    "train": ("llava_hf.train_cli", "train a stage recipe (YAML + overrides) through TRL's SFTTrainer"),
+    "train": ("llava_hf.training.train_command", "train a stage recipe (YAML + overrides) through TRL's SFTTrainer"),
     "evaluate": ("llava_hf.evaluation.cli", "run ScienceQA / POPE / LLaVA-Bench on a checkpoint or score answers"),
     "scienceqa-to-llava": ("llava_hf.evaluation.scienceqa", "convert ScienceQA to LLaVA fine-tuning JSON"),
     "chat": ("llava_hf.serving.chat", "multi-turn chat about an image in the terminal, answers streamed"),

@@ -24,7 +24,7 @@ from llava_hf.serving.settings import (
     SamplingArguments,
     ServeArguments,
 )
-from llava_hf.training_arguments import LlavaRunArguments
+from llava_hf.training.arguments import LlavaRunArguments
 
 HEAVY = ("torch", "transformers.modeling_utils", "trl", "datasets", "fastapi", "uvicorn", "openai")
 
