@@ -124,7 +124,7 @@ def test_builtin_llava_gives_the_same_predictions(tmp_path, tiny):
 def test_llava_bench_end_to_end_with_a_judge(tmp_path, tiny):
     model, processor = tiny
     with OpenAIServer(default=Reply(text="8 2\nthe second answer is noise")) as server:
-        settings = llava_bench.JudgeSettings(base_url=server.base_url, model="judge")
+        settings = llava_bench.JudgeArguments(base_url=server.base_url, model="judge")
         task = llava_bench.build_task(LLAVA_BENCH_WILD, settings, tmp_path / "judgments.jsonl", max_new_tokens=4)
         results = evaluate(task, model, processor, output_dir=tmp_path, batch_size=3, progress=False)
         assert server.request_count == 3

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import make_image, make_tiny_model, make_tiny_processor
-from llava_hf.serving.generate import answer
-from llava_hf.serving.loading import SamplingArguments
+from llava_hf.serving.generate_command import answer
+from llava_hf.serving.inference import SamplingArguments
 
 SERVE_LINE = re.compile(r"llava-hf serve: .* on (http://[\d.]+:\d+)")
 

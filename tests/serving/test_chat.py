@@ -6,9 +6,9 @@ import sys
 from serving_helpers import checkpoint, subprocess_env, tiny  # noqa: F401  (fixtures)
 
 from conftest import make_image
-from llava_hf.serving import chat
-from llava_hf.serving.generate import answer, user_message
-from llava_hf.serving.loading import SamplingArguments
+from llava_hf.serving import chat_command as chat
+from llava_hf.serving.generate_command import answer, user_message
+from llava_hf.serving.inference import SamplingArguments
 
 
 def test_chat_session_over_stdin(checkpoint, tiny, tmp_path):  # noqa: F811

@@ -9,8 +9,8 @@ from serving_helpers import checkpoint, reference_answer, subprocess_env, tiny  
 
 from conftest import make_image
 from hub_cache import populate_hf_cache
-from llava_hf.serving import generate
-from llava_hf.serving.loading import ModelArguments, SamplingArguments, load_model_and_processor
+from llava_hf.serving import generate_command as generate
+from llava_hf.serving.inference import ModelArguments, SamplingArguments, load_model_and_processor
 
 
 @pytest.fixture

@@ -5,12 +5,12 @@
 - `collator.py`          masking collator (answers + end tokens only), padded or padding-free
 - `packed_attention.py`  SDPA per packed sample for padding-free batches
 - `synthetic.py`         a small learnable coloured-shapes dataset for smoke tests, tiny recipes and benchmarks
-- `cli.py`               `llava-hf data check|convert`
+- `data_command.py`      `llava-hf data check|convert`
 """
 
 from ..utils.lazy import lazy_attributes
 
-# public name -> submodule, loaded on first use: `llava-hf data --help` (data/cli.py) needs no torch or datasets.
+# public name -> submodule, loaded on first use: `llava-hf data --help` (data_command.py) needs no torch or datasets.
 _LAZY_ATTRIBUTES = {
     "CheckReport": "check",
     "DataCheckError": "check",

@@ -12,7 +12,7 @@ trains.
 import os
 import sys
 
-from ..utils.cli import HelpFormatter, build_parser, fail, usage_error
+from ..utils.command_line import HelpFormatter, build_parser, fail, usage_error
 from .arguments import LlavaRunArguments
 
 PROG = "llava-hf train"

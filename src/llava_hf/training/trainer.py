@@ -110,7 +110,9 @@ def load_model_and_processor(run: LlavaRunArguments):
     """The starting model: a checkpoint (`model_name_or_path`) or a vision tower + language model (`build_from_parts`)."""
     dtype = getattr(torch, run.dtype)
     quantization = (
-        qlora_quantization_config(dtype if dtype != torch.float32 else torch.bfloat16) if STAGES[run.stage].quantized else None
+        qlora_quantization_config(dtype if dtype != torch.float32 else torch.bfloat16)
+        if STAGES[run.stage].quantized
+        else None
     )
     if run.model_name_or_path:
         return load_checkpoint(
@@ -181,7 +183,9 @@ def build_trainer(
         model,
         train_vision_tower=run.train_vision_tower,
         train_projector=stage.train_projector if run.train_projector is None else run.train_projector,
-        train_language_model=stage.train_language_model if run.train_language_model is None else run.train_language_model,
+        train_language_model=stage.train_language_model
+        if run.train_language_model is None
+        else run.train_language_model,
     )
     if run.pack_batches:
         from ..data.packed_attention import use_packed_attention
