@@ -14,7 +14,7 @@ from llava_hf.cli import COMMANDS
 from llava_hf.conversion.arguments import ConvertArguments, ExportArguments, QuantizeArguments
 from llava_hf.data.data_command import CheckArguments, DataConvertArguments
 from llava_hf.datagen.pipeline import GenerateDataArguments
-from llava_hf.demo.recipe import DemoArguments
+from llava_hf.demo.end_to_end import DemoArguments
 from llava_hf.evaluation.evaluate_command import EvaluateArguments
 from llava_hf.evaluation.scienceqa_to_llava_command import ScienceQAToLlavaArguments
 from llava_hf.serving.arguments import (

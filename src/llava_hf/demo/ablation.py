@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .recipe import (
+from .end_to_end import (
     DemoArguments,
     build_towers,
     evaluate_model,

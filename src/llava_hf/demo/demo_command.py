@@ -2,7 +2,7 @@
 #               [--ablation-seeds 3]
 """`llava-hf demo`: the whole LLaVA recipe on a synthetic world, end to end, on a CPU, nothing downloaded.
 
-Flags are the fields of `DemoArguments` (llava_hf/demo/recipe.py), written with dashes or underscores.
+Flags are the fields of `DemoArguments` (llava_hf/demo/end_to_end.py), written with dashes or underscores.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from ..utils.command_line import build_parser, parse_into_dataclasses, usage_error
-from .recipe import DemoArguments
+from .end_to_end import DemoArguments
 
 PROG = "llava-hf demo"
 
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(format_ablation(run_ablation(config, config.ablation_seeds)))
         return 0
-    from .recipe import run_demo  # torch, transformers, TRL
+    from .end_to_end import run_demo  # torch, transformers, TRL
 
     summary = run_demo(config)
     print(format_summary(summary))
