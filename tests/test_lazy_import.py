@@ -38,7 +38,7 @@ def test_package_datagen_scorers_and_cli_import_no_torch():
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from conftest import make_tiny_config, make_tiny_model, make_tiny_processor
+    from llava_hf.testing import make_tiny_config, make_tiny_model, make_tiny_processor
 
     # a linear projector: the `llava_hf` model type (built-in llava's projector is always mlp2x_gelu), which only the
     # Auto registration makes loadable; the processor is transformers' own LlavaProcessor either way

@@ -5,12 +5,11 @@ import json
 import re
 
 import pytest
-from evaluation_fixtures import LLAVA_BENCH_COCO, LLAVA_BENCH_WILD, write_jsonl
 
-from conftest import make_image
+from helpers.evaluation_data import LLAVA_BENCH_COCO, LLAVA_BENCH_WILD, write_jsonl
 from llava_hf.evaluation import evaluate, llava_bench, score_task
 from llava_hf.evaluation.llava_bench import JudgeArguments
-from llava_hf.testing import OpenAIServer, Reply
+from llava_hf.testing import OpenAIServer, Reply, make_image
 from llava_hf.utils.endpoints import EndpointArguments
 
 

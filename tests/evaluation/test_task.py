@@ -4,9 +4,8 @@ to transformers' built-in Llava), resumable predictions files, results files, th
 import json
 
 import pytest
-from evaluation_fixtures import LLAVA_BENCH_WILD, POPE, SCIENCEQA
 
-from conftest import make_image, make_tiny_model, make_tiny_processor
+from helpers.evaluation_data import LLAVA_BENCH_WILD, POPE, SCIENCEQA
 from llava_hf.evaluation import (
     Example,
     Task,
@@ -18,7 +17,7 @@ from llava_hf.evaluation import (
     read_predictions,
     scienceqa,
 )
-from llava_hf.testing import OpenAIServer, Reply
+from llava_hf.testing import OpenAIServer, Reply, make_image, make_tiny_model, make_tiny_processor
 
 
 @pytest.fixture(scope="module")

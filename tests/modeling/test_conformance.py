@@ -42,7 +42,8 @@ from transformers.modeling_outputs import (
 )
 from transformers.utils.generic import ModelOutput
 
-from conftest import (
+from llava_hf import LlavaHfForConditionalGeneration, LlavaHfModel, LlavaHfProcessor
+from llava_hf.testing import (
     builtin_llava_config,
     builtin_llava_twin,
     make_image,
@@ -50,7 +51,6 @@ from conftest import (
     make_tiny_processor,
     make_tiny_text_config,
 )
-from llava_hf import LlavaHfForConditionalGeneration, LlavaHfModel, LlavaHfProcessor
 
 # Both towers at 32 px, patch 8, 2 layers of width 32. SigLIP has no CLS token, so it must use "full" feature
 # selection (see the deliberate differences); CLIP uses LLaVA's "default" (CLS dropped).

@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import LlavaForConditionalGeneration as BuiltinLlava
 
-from conftest import TINY_IMAGE_TOKENS, builtin_llava_twin, make_image, make_tiny_config, make_tiny_model
 from llava_hf import LlavaForConditionalGeneration, LlavaHfForConditionalGeneration
+from llava_hf.testing import TINY_IMAGE_TOKENS, builtin_llava_twin, make_image, make_tiny_config, make_tiny_model
 
 
 def chat_inputs(processor, questions, images, padding_side="left"):

@@ -10,8 +10,8 @@ import urllib.request
 
 import openai
 import pytest
-from serving_helpers import data_url, png_bytes
 
+from helpers.serving import data_url, png_bytes
 from llava_hf.serving.generate_command import answer
 from llava_hf.serving.inference import SamplingArguments
 from llava_hf.serving.server import ServeArguments, ServerThread

@@ -10,12 +10,11 @@ from pathlib import Path
 import openai
 import pytest
 import torch
-from serving_helpers import image_message, start_server, stop_server, subprocess_env
 
-from conftest import make_image, make_tiny_processor
+from helpers.serving import image_message, start_server, stop_server, subprocess_env
 from llava_hf.serving.generate_command import answer, user_message
 from llava_hf.serving.inference import ModelArguments, SamplingArguments, load_model_and_processor
-from llava_hf.testing import make_tiny_model, make_tiny_quantizable_model
+from llava_hf.testing import make_image, make_tiny_model, make_tiny_processor, make_tiny_quantizable_model
 
 pytest.importorskip("bitsandbytes")
 pytestmark = pytest.mark.slow  # one `llava-hf` process per command, each importing torch and bitsandbytes
