@@ -47,7 +47,7 @@ from llava_hf import LlavaHfConfig, LlavaHfForConditionalGeneration, LlavaHfProc
 from llava_hf.data import ROW_FEATURES, LlavaCollator, padding_fraction, to_conversation
 from llava_hf.data.synthetic import make_shape_rows
 from llava_hf.processing import get_chat_template
-from llava_hf.testing import builtin_llava_config, load_tiny_tokenizer
+from llava_hf.testing import TINY_TEXT, TINY_VISION, builtin_llava_config, load_tiny_tokenizer
 from llava_hf.training import (
     LORA_TARGET_MODULES,
     STAGES,
@@ -62,19 +62,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "RESULTS_training.md"
 PRESETS = {
     "tiny": dict(
-        vision=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            image_size=32,
-            patch_size=8,
-        ),
-        text=dict(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
-        ),
-        image_size=32,
-        patch_size=8,
+        vision=TINY_VISION,
+        text=TINY_TEXT,
+        image_size=TINY_VISION["image_size"],
+        patch_size=TINY_VISION["patch_size"],
         batch_size=8,
         rows=160,
         lora_r=8,

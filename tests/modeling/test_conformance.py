@@ -44,6 +44,7 @@ from transformers.utils.generic import ModelOutput
 
 from llava_hf import LlavaHfForConditionalGeneration, LlavaHfModel, LlavaHfProcessor
 from llava_hf.testing import (
+    TINY_VISION,
     builtin_llava_config,
     builtin_llava_twin,
     make_image,
@@ -54,9 +55,7 @@ from llava_hf.testing import (
 
 # Both towers at 32 px, patch 8, 2 layers of width 32. SigLIP has no CLS token, so it must use "full" feature
 # selection (see the deliberate differences); CLIP uses LLaVA's "default" (CLS dropped).
-TOWER = dict(
-    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
-)
+TOWER = {**TINY_VISION, "num_hidden_layers": 2}
 VISION_CONFIGS = {
     "clip": (lambda: CLIPVisionConfig(**TOWER, projection_dim=32), "default"),
     "siglip": (lambda: SiglipVisionConfig(**TOWER), "full"),

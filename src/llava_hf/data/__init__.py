@@ -4,7 +4,8 @@
 - `check.py`             preflight check of training data (summary table, offending ids, refuse or skip)
 - `collator.py`          masking collator (answers + end tokens only), padded or padding-free
 - `packed_attention.py`  SDPA per packed sample for padding-free batches
-- `synthetic.py`         a small learnable coloured-shapes dataset for smoke tests, tiny recipes and benchmarks
+- `synthetic.py`         a small learnable coloured-shapes dataset for smoke tests, tiny recipes and benchmarks; the
+                         shape painter the demo's world draws with
 - `data_command.py`      `llava-hf data check|convert`
 """
 
