@@ -8,7 +8,7 @@ import yaml
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForCausalLM
 
-from conftest import REAL_SHAPED
+from helpers.paths import REAL_SHAPED
 from llava_hf import LlavaHfForConditionalGeneration, LlavaHfProcessor
 from llava_hf.cli import main as llava_hf
 from llava_hf.testing import make_tiny_data, make_tiny_parts
