@@ -11,9 +11,9 @@ import pytest
 from datasets import Dataset, Features, Image, List, Value, load_dataset
 from PIL import Image as PILImage
 
-from conftest import make_image
 from helpers.processes import run_to_exit
 from llava_hf.data import convert_llava_json, load_llava_json, load_rows, to_conversation
+from llava_hf.testing import make_image
 
 
 def write_llava_json(tmp_path: Path) -> tuple[Path, Path]:

@@ -18,7 +18,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from conftest import REAL_SHAPED
+from helpers.paths import REAL_SHAPED
 from llava_hf.testing import make_tiny_data, make_tiny_parts
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ import yaml
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForCausalLM
 
-from conftest import REAL_SHAPED
+from helpers.paths import REAL_SHAPED
 from llava_hf import LlavaHfForConditionalGeneration, LlavaHfProcessor
 from llava_hf.cli import main as llava_hf
 from llava_hf.testing import make_tiny_data, make_tiny_parts
@@ -108,14 +108,13 @@ def test_refused_data_exits_2_with_the_report_and_one_error_line(tmp_path, capsy
     """Data the preflight check refuses is bad input: the report on stdout, one line on stderr naming the fix, exit 2
     (no traceback), and nothing trained or written; the check runs before the model is loaded."""
     import json
-    import sys
 
-    train_module = sys.modules["llava_hf.training.train"]  # the package exports a function of the same name
+    import llava_hf.training.trainer as trainer_module
 
     def refuse(run):
         raise AssertionError("the model was loaded before the data was checked")
 
-    monkeypatch.setattr(train_module, "load_model_and_processor", refuse)
+    monkeypatch.setattr(trainer_module, "load_model_and_processor", refuse)
 
     record = {"id": "lost", "image": "missing.png", "conversations": [
         {"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "A cat."}]}  # fmt: skip

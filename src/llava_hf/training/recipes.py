@@ -1,12 +1,6 @@
-"""What each LLaVA stage trains, and how: freezing, per-component learning rates, LoRA/QLoRA configs, the stage-1
-projector file, and building a model from a vision tower + a language model (where stage 1 starts).
-
-Stages (LLaVA-1.5, Liu et al. 2023b, Appendix hyperparameters; original scripts/v1_5/pretrain.sh, finetune.sh,
-finetune_lora.sh):
-- `pretrain` (stage 1): only the projector learns (LR 1e-3); `plain` template; output: the projector alone.
-- `finetune` (stage 2): projector + language model (LR 2e-5); vision tower frozen.
-- `lora` (stage 2 LoRA): LoRA on the language model's linear layers, the projector fully trained with its own LR.
-- `qlora`: `lora` on a 4-bit language model; vision tower, projector and lm_head stay out of quantization.
+"""How the LLaVA stages train what `arguments.STAGES` says they train: freezing, per-component learning rates,
+LoRA/QLoRA configs, the stage-1 projector file, and building a model from a vision tower + a language model (where
+stage 1 starts). Under QLoRA the vision tower, the projector and lm_head stay out of quantization.
 """
 
 import logging
@@ -15,13 +9,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save
 
-from ..training_arguments import LORA_TARGET_MODULES
 from ..utils.io import atomic_write
 from ..utils.loading import QUANTIZATION_SKIP_MODULES, bitsandbytes_config
+from .arguments import LORA_TARGET_MODULES
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("pretrain", "finetune", "lora", "qlora")
 # Kept in full precision under QLoRA: bitsandbytes' default skip list is only lm_head, which would quantize the vision
 # tower and the projector (transformers' BitsAndBytesConfig: `llm_int8_skip_modules`, default: the output layer).
 QLORA_SKIP_MODULES = QUANTIZATION_SKIP_MODULES  # the language model only: see llava_hf.utils.loading
@@ -403,7 +396,6 @@ __all__ = [
     "LORA_TARGET_MODULES",
     "PROJECTOR_FILE",
     "QLORA_SKIP_MODULES",
-    "STAGES",
     "build_from_parts",
     "build_processor_from_parts",
     "component_of",
