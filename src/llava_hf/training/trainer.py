@@ -23,10 +23,12 @@ from ..data import LlavaCollator, load_rows
 from ..data.check import preflight
 from ..processing import resolve_chat_template
 from ..utils.loading import load_checkpoint
+from ..utils.loading import load_processor as load_checkpoint_processor
 from .arguments import STAGES, LlavaRunArguments
 from .recipes import (
     PROJECTOR_FILE,
     build_from_parts,
+    build_processor_from_parts,
     load_projector,
     lora_config,
     parameter_groups,
@@ -123,16 +125,31 @@ def load_model_and_processor(run: LlavaRunArguments):
             for_inference=False,
         )
     if run.vision_tower and run.language_model:
-        return build_from_parts(
-            run.vision_tower,
-            run.language_model,
-            projector_type=run.projector_type,
-            vision_feature_layer=run.vision_feature_layer,
-            image_aspect_ratio=run.image_aspect_ratio,
-            dtype=dtype,
-            quantization_config=quantization,
-        )
-    raise ValueError("give model_name_or_path, or vision_tower and language_model, or pass a model and processor.")
+        return build_from_parts(**parts_arguments(run), dtype=dtype, quantization_config=quantization)
+    raise ValueError(NO_MODEL)
+
+
+def load_processor(run: LlavaRunArguments):
+    """The processor `load_model_and_processor(run)` returns, without loading any weights."""
+    if run.model_name_or_path:
+        return load_checkpoint_processor(run.model_name_or_path)
+    if run.vision_tower and run.language_model:
+        return build_processor_from_parts(**parts_arguments(run))
+    raise ValueError(NO_MODEL)
+
+
+NO_MODEL = "give model_name_or_path, or vision_tower and language_model, or pass a model and processor."
+
+
+def parts_arguments(run: LlavaRunArguments) -> dict:
+    """What `build_from_parts` and `build_processor_from_parts` take from the run."""
+    return {
+        "vision_tower": run.vision_tower,
+        "language_model": run.language_model,
+        "projector_type": run.projector_type,
+        "vision_feature_layer": run.vision_feature_layer,
+        "image_aspect_ratio": run.image_aspect_ratio,
+    }
 
 
 def build_trainer(
@@ -143,17 +160,17 @@ def build_trainer(
     train_dataset=None,
     eval_dataset=None,
 ) -> LlavaSFTTrainer:
-    """Everything up to `trainer.train()`: model, projector, data check, freezing/LoRA, collator, optimizer groups."""
-    if model is None:
-        model, processor = load_model_and_processor(run)
-    elif processor is None:
-        raise ValueError("pass the processor that goes with the model.")
-    if run.projector_path:
-        load_projector(model, run.projector_path)
-    chat_template = resolve_chat_template(run.chat_template or STAGES[run.stage].chat_template)
+    """Everything up to `trainer.train()`: data check, model, projector, freezing/LoRA, collator, optimizer groups.
 
+    The data is read and checked before the model is loaded (with the processor alone): refused data stops the run
+    in seconds, not after minutes of loading a 7B model."""
+    if model is not None and processor is None:
+        raise ValueError("pass the processor that goes with the model.")
     if train_dataset is None and not run.data_path:
         raise ValueError("give data_path (or pass train_dataset).")
+    data_processor = processor if processor is not None else load_processor(run)
+    chat_template = resolve_chat_template(run.chat_template or STAGES[run.stage].chat_template)
+
     # The main process reads the data and checks it (or finds both cached) first; the other ranks then read them from
     # the cache instead of parsing and checking the same file at the same time.
     with args.main_process_first(desc="loading and checking the training data"):
@@ -169,7 +186,7 @@ def build_trainer(
             train_dataset = train_dataset.select(range(min(run.max_train_samples, len(train_dataset))))
         checked = preflight(
             train_dataset,
-            processor,
+            data_processor,
             chat_template,
             args.max_length,
             run.skip_bad_rows,
@@ -177,6 +194,11 @@ def build_trainer(
             run.preflight_num_proc,
         )
     train_dataset = checked.dataset
+
+    if model is None:
+        model, processor = load_model_and_processor(run)
+    if run.projector_path:
+        load_projector(model, run.projector_path)
 
     stage = STAGES[run.stage]
     set_trainable(
@@ -433,6 +455,7 @@ __all__ = [
     "last_complete_checkpoint",
     "load_lora_base",
     "load_model_and_processor",
+    "load_processor",
     "merge_lora_adapter",
     "resolve_resume_checkpoint",
     "save_outputs",
