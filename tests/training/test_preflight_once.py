@@ -7,8 +7,9 @@ import sys
 import pytest
 from test_group_by_modality import sft_config
 
+from helpers.paths import REAL_SHAPED
 from llava_hf.data import check as check_module
-from llava_hf.testing import make_tiny_data, make_tiny_model, make_tiny_processor
+from llava_hf.testing import make_tiny_data, make_tiny_model, make_tiny_parts, make_tiny_processor
 from llava_hf.training import LlavaRunArguments, build_trainer, train
 
 
@@ -65,3 +66,24 @@ def test_the_run_arguments_refuse_an_unknown_image_check():
 
     with pytest.raises(ValueError, match="image_check must be one of header, decode, none"):
         check_rows([], image_check="pixels")
+
+
+def test_a_model_built_from_parts_starts_from_the_seed(tmp_path):
+    """Two runs of one recipe from a vision tower + LLM start from the same projector; another seed from another."""
+    vision, language = make_tiny_parts(tmp_path / "parts", REAL_SHAPED)
+    json_path, image_folder = make_tiny_data(tmp_path / "data", num_rows=8)
+    run = LlavaRunArguments(
+        stage="pretrain",
+        vision_tower=str(vision),
+        language_model=str(language),
+        data_path=str(json_path),
+        image_folder=str(image_folder),
+    )
+
+    def projector(seed: int) -> dict:
+        trainer = build_trainer(run, sft_config(tmp_path / f"run{seed}", seed=seed))
+        return {name: tensor.clone() for name, tensor in trainer.model.model.multi_modal_projector.state_dict().items()}
+
+    first, again, other = projector(3), projector(3), projector(4)
+    assert all(first[name].equal(again[name]) for name in first)
+    assert not all(first[name].equal(other[name]) for name in first)

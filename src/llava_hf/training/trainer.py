@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from transformers import set_seed
 from trl import SFTConfig, SFTTrainer
 
 from ..data import LlavaCollator, load_rows
@@ -196,6 +197,9 @@ def build_trainer(
     train_dataset = checked.dataset
 
     if model is None:
+        # Seeded before the model exists: a model built from parts starts with a random projector, and the Trainer
+        # seeds only once it is constructed, so without this two runs of one recipe would start from different weights.
+        set_seed(args.seed)
         model, processor = load_model_and_processor(run)
     if run.projector_path:
         load_projector(model, run.projector_path)
