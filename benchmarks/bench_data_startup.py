@@ -1,4 +1,5 @@
 # python benchmarks/bench_data_startup.py [--data /work/standins/mix665k] [--slice_rows 100000] [--convert_rows 20000]
+#                                       [--json_rows N]
 #                                       [--work DIR] [--results table.md] [--skip STEP ...]
 """Start-up of training on the LLaVA-1.5 stage-2 mix at real size: ours vs the original code, in one run.
 
@@ -122,17 +123,42 @@ def preflight_seconds(output: str) -> str:
     return f"{float(match.group(1)):.1f}" if match else "?"
 
 
+def parse_seconds(output: str) -> str:
+    """The JSON -> Arrow parse's own time (its log line); "cached" when the rows file was reused, "" for parquet."""
+    match = re.search(r"rows: parsed \d+ records in ([0-9.]+) s", output)
+    return f"{float(match.group(1)):.1f}" if match else "cached" if "rows: reusing" in output else ""
+
+
 def startup_row(label: str, result: dict, input_gb: float) -> tuple:
     """A table row for one `llava-hf train` start-up (RSS / input size: the JSON file's or the parquet file's)."""
     return (
         label,
         f"{result['first_step_s']:.1f}",
+        parse_seconds(result["output"]),
         preflight_seconds(result["output"]),
         f"{result['wall_s']:.1f}",
         f"{result['cpu_s']:.1f}",
         f"{result['peak_rss_gb']:.2f}",
         f"{result['peak_rss_gb'] / input_gb:.2f}",
     )
+
+
+def first_records(json_path: Path, count: int, output: Path) -> Path:
+    """Write the first `count` records of a LLaVA JSON list to `output` as the original is written (indent 2), without
+    loading the whole list (the stand-in is shuffled like the released file, so they are a fair sample)."""
+    records = []
+    with open(json_path) as file:
+        decoder, buffer = json.JSONDecoder(), file.read(64 << 20)
+        position = buffer.index("[") + 1
+        while len(records) < count:
+            while buffer[position] in " \t\r\n,":
+                position += 1
+            if len(buffer) - position < 16 << 20:  # keep a whole record ahead
+                buffer, position = buffer[position:] + file.read(64 << 20), 0
+            record, position = decoder.raw_decode(buffer, position)
+            records.append(record)
+    output.write_text(json.dumps(records, indent=2))
+    return output
 
 
 def train_command(parts: Path, output_dir: Path, data_path: Path, image_folder: Path | None) -> list[str]:
@@ -171,6 +197,7 @@ def main() -> None:
     parser.add_argument("--work", default="/work/standins/bench_data_startup")
     parser.add_argument("--slice_rows", type=int, default=100_000, help="rows of the parquet file to start on")
     parser.add_argument("--convert_rows", type=int, default=20_000, help="rows to convert")
+    parser.add_argument("--json_rows", type=int, default=None, help="start on the first N rows of the JSON only")
     parser.add_argument("--results", default=None, help="where to write the table (default: --work/table.md)")
     parser.add_argument("--skip", nargs="*", default=[], help="steps to leave out: original json parquet convert")
     parser.add_argument("--json_runs", nargs="*", default=["cold", "cached"], help="which JSON start-ups to run")
@@ -191,6 +218,8 @@ def main() -> None:
     parts = work / "parts"
     if not parts.is_dir():
         make_tiny_parts(parts, REPO / "tests" / "assets" / "real_shaped")
+    if args.json_rows:  # a slice, e.g. to compare two versions of the code on the same rows in less time
+        json_path = first_records(json_path, args.json_rows, work / f"mix_first_{args.json_rows}.json")
     json_gb = json_path.stat().st_size / 1e9
     rows: list[tuple] = []
     header = [
@@ -198,8 +227,9 @@ def main() -> None:
         f"{os.getloadavg()[0]:.1f} (the machine is shared; wall times stretch with the load, CPU times do not)",
         f"data: {json_path} ({json_gb:.2f} GB, 2x = {2 * json_gb:.2f} GB)",
         "",
-        "| run | time to first step (s) | preflight (s) | wall (s) | CPU (s) | peak RSS (GB) | RSS / input size |",
-        "|---|---|---|---|---|---|---|",
+        "| run | time to first step (s) | JSON -> Arrow (s) | preflight (s) | wall (s) | CPU (s) | peak RSS (GB) "
+        "| RSS / input size | load average (start, end) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
 
     results = Path(args.results or work / "table.md")
@@ -209,11 +239,16 @@ def main() -> None:
         print("\n".join(header + ["| " + " | ".join(map(str, row)) + " |" for row in rows[-1:]]), flush=True)
 
     step = r"'loss'|\"loss\"|\{'loss"
+
+    def loads(started: float) -> str:
+        return f"{started:.1f}, {os.getloadavg()[0]:.1f}"
+
     if "json" not in args.skip:
         for label in args.json_runs:
+            load = os.getloadavg()[0]
             result = measure(train_command(parts, work / f"out-json-{label}", json_path, image_folder), env, step)
             (work / f"json-{label}.log").write_text(result["output"])
-            rows.append(startup_row(f"ours, LLaVA JSON, {label}", result, json_gb))
+            rows.append(startup_row(f"ours, LLaVA JSON, {label}", result, json_gb) + (loads(load),))
             write()
     if "parquet" not in args.skip:
         import pyarrow.parquet as parquet
@@ -228,26 +263,18 @@ def main() -> None:
                 if written >= args.slice_rows:
                     break
         for label in ("cold", "cached"):
+            load = os.getloadavg()[0]
             result = measure(train_command(parts, work / f"out-parquet-{label}", sliced, None), env, step)
             (work / f"parquet-{label}.log").write_text(result["output"])
             size_gb = sliced.stat().st_size / 1e9
             label = f"ours, the_cauldron parquet ({args.slice_rows} rows, {size_gb:.2f} GB), {label}"
-            rows.append(startup_row(label, result, size_gb))
+            rows.append(startup_row(label, result, size_gb) + (loads(load),))
             write()
     if "convert" not in args.skip:
-        records = []
-        with open(json_path) as file:  # the first rows, without loading the whole list
-            decoder, buffer = json.JSONDecoder(), file.read(64 << 20)
-            position = buffer.index("[") + 1
-            while len(records) < args.convert_rows:
-                while buffer[position] in " \t\r\n,":
-                    position += 1
-                record, position = decoder.raw_decode(buffer, position)
-                records.append(record)
-        small = work / f"mix_{args.convert_rows}.json"
-        small.write_text(json.dumps(records, indent=2))
+        small = first_records(json_path, args.convert_rows, work / f"mix_{args.convert_rows}.json")
         command = [sys.executable, "-m", "llava_hf.cli", "data", "convert", "--json_path", str(small)]
         command += ["--image_folder", str(image_folder), "--output_dir", str(work / "converted")]
+        load = os.getloadavg()[0]
         result = measure(command, env)
         size = sum(file.stat().st_size for file in (work / "converted").rglob("*.parquet")) / 1e9
         rows.append(
@@ -256,10 +283,12 @@ def main() -> None:
                 f"{args.convert_rows / result['wall_s']:.0f} rows/s)",
                 "",
                 "",
+                "",
                 f"{result['wall_s']:.1f}",
                 f"{result['cpu_s']:.1f}",
                 f"{result['peak_rss_gb']:.2f}",
                 "",
+                loads(load),
             )
         )
         write()
@@ -268,17 +297,20 @@ def main() -> None:
     if "original" not in args.skip:
         with open(args.lock if os.path.exists(args.lock) else os.devnull) as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            load = os.getloadavg()[0]
             result = measure([sys.executable, "-c", ANCHOR, str(json_path)], env)
         anchor = json.loads(result["output"].strip().splitlines()[-1])
         rows.append(
             (
                 "original: json.load + modality_lengths (anchor; then no tokenization before step 1)",
                 f"{result['wall_s']:.1f} (+ model)",
+                f"{anchor['json_load_s']:.1f} (json.load)",
                 f"{anchor['modality_lengths_s']:.1f} (word counts)",
                 f"{result['wall_s']:.1f}",
                 f"{result['cpu_s']:.1f}",
                 f"{result['peak_rss_gb']:.2f}",
                 f"{result['peak_rss_gb'] / json_gb:.2f}",
+                loads(load),
             )
         )
         write()

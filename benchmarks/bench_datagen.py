@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from llava_hf.datagen.inputs import read_jsonl_images
-from llava_hf.datagen.pipeline import GenerationConfig, run_generation
+from llava_hf.datagen.pipeline import GenerateDataArguments, run_generation
 from llava_hf.testing import OpenAIServer, TeacherScript
 from llava_hf.utils.endpoints import ChatClient, ChatResult
 
@@ -36,7 +36,7 @@ def bench_pipeline(latency: float, concurrency: int) -> tuple[int, float]:
     """A full run: prompts, HTTP, parsing, validation, an fsync'd journal line per request, outputs."""
     teacher = TeacherScript(read_jsonl_images(CAPS_BOXES))
     with OpenAIServer(responder=teacher, latency=latency) as server, tempfile.TemporaryDirectory() as output_dir:
-        config = GenerationConfig(
+        config = GenerateDataArguments(
             output_dir=output_dir,
             input=str(CAPS_BOXES),
             base_url=server.base_url,

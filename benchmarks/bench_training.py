@@ -47,9 +47,10 @@ from llava_hf import LlavaHfConfig, LlavaHfForConditionalGeneration, LlavaHfProc
 from llava_hf.data import ROW_FEATURES, LlavaCollator, padding_fraction, to_conversation
 from llava_hf.data.synthetic import make_shape_rows
 from llava_hf.processing import get_chat_template
-from llava_hf.testing import builtin_llava_config, load_tiny_tokenizer
+from llava_hf.testing import TINY_TEXT, TINY_VISION, builtin_llava_config, load_tiny_tokenizer
 from llava_hf.training import (
     LORA_TARGET_MODULES,
+    STAGES,
     LlavaRunArguments,
     ModalityLengthGroupedSampler,
     build_trainer,
@@ -61,19 +62,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "RESULTS_training.md"
 PRESETS = {
     "tiny": dict(
-        vision=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            image_size=32,
-            patch_size=8,
-        ),
-        text=dict(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
-        ),
-        image_size=32,
-        patch_size=8,
+        vision=TINY_VISION,
+        text=TINY_TEXT,
+        image_size=TINY_VISION["image_size"],
+        patch_size=TINY_VISION["patch_size"],
         batch_size=8,
         rows=160,
         lora_r=8,
@@ -217,7 +209,7 @@ def run_one(implementation: str, stage: str, pack: bool, args, preset: dict, dev
     ours, processor, builtin, image_processor, tokenizer = build_models(preset, device)
     steps = args.warmup + args.steps
     output_dir = f"/tmp/bench_training/{implementation}-{stage}-{pack}"
-    template = "plain" if stage == "pretrain" else "vicuna_v1"
+    template = STAGES[stage].chat_template or "vicuna_v1"
     if implementation == "ours":
         run = LlavaRunArguments(
             stage=stage, pack_batches=pack, lora_r=preset["lora_r"], lora_alpha=2 * preset["lora_r"]
@@ -225,7 +217,7 @@ def run_one(implementation: str, stage: str, pack: bool, args, preset: dict, dev
         trainer = build_trainer(run, sft_config(output_dir, steps, preset, device), ours, processor, rows)
     else:
         builtin.model.vision_tower.requires_grad_(False)
-        if stage == "pretrain":
+        if not STAGES[stage].train_language_model:
             builtin.model.language_model.requires_grad_(False)
             builtin.lm_head.requires_grad_(False)
         trl_rows = Dataset.from_list([{"messages": to_conversation(row), "images": row["images"]} for row in rows])

@@ -103,7 +103,7 @@ def test_real_size_benchmark_runs_on_a_tiny_checkpoint(tmp_path, monkeypatch):
     machine where float32 does not fit but 16 bits do."""
     import torch
 
-    from conftest import make_tiny_model, make_tiny_processor
+    from llava_hf.testing import make_tiny_model, make_tiny_processor
 
     ours = tmp_path / "ours"
     model = make_tiny_model().to(torch.float16)

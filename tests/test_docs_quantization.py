@@ -12,9 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REAL_SHAPED, make_image, make_tiny_processor
+from helpers.paths import REAL_SHAPED
 from llava_hf.cli import main as llava_hf
-from llava_hf.testing import make_tiny_data, make_tiny_parts, make_tiny_quantizable_model
+from llava_hf.testing import (
+    make_image,
+    make_tiny_data,
+    make_tiny_parts,
+    make_tiny_processor,
+    make_tiny_quantizable_model,
+)
 
 pytest.importorskip("bitsandbytes")
 pytestmark = pytest.mark.slow  # a QLoRA run, quantization, three generations: a minute or two on 2 loaded cores

@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import make_image
+from llava_hf.testing import make_image
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 

@@ -20,9 +20,9 @@ from transformers import (
 )
 from transformers import LlavaForConditionalGeneration as BuiltinLlava
 
-from conftest import make_image, make_tiny_model, make_tiny_processor
-from hub_cache import populate_hf_cache
+from helpers.hub_cache import populate_hf_cache
 from llava_hf import LlavaHfConfig, LlavaHfForConditionalGeneration, LlavaHfModel, LlavaHfProcessor
+from llava_hf.testing import make_image, make_tiny_model, make_tiny_processor
 
 TESTS_DIR = Path(__file__).parent
 MESSAGES = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is this?"}]}]
@@ -190,7 +190,7 @@ PUSH_SCRIPT = textwrap.dedent(
     sys.path.insert(0, sys.argv[2])
     import transformers.utils.hub as transformers_hub
     from huggingface_hub import HfApi
-    from hub_cache import populate_hf_cache
+    from helpers.hub_cache import populate_hf_cache
     import llava_hf
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from huggingface_hub import constants
@@ -252,7 +252,7 @@ def test_processor_with_square_images_saves_its_mode(tmp_path, tokenizer):
 def test_a_model_the_builtin_cannot_express_keeps_the_llava_hf_type(tmp_path, processor):
     """A linear projector is out of the built-in's reach: the llava_hf format, which `import llava_hf` registers with
     the Auto classes (and which is shared with its code, see conversion/hub.py)."""
-    from conftest import make_tiny_config
+    from llava_hf.testing import make_tiny_config
 
     model = make_tiny_model(make_tiny_config(projector_type="linear"))
     model.save_pretrained(tmp_path)

@@ -24,13 +24,13 @@ def test_package_datagen_scorers_and_cli_import_no_torch():
         "llava_hf",
         "llava_hf.cli",
         "llava_hf.datagen.pipeline",
-        "llava_hf.datagen.cli",
+        "llava_hf.datagen.generate_data_command",
         "llava_hf.evaluation.scienceqa",
         "llava_hf.evaluation.pope",
         "llava_hf.evaluation.llava_bench",
-        "llava_hf.evaluation.cli",
+        "llava_hf.evaluation.evaluate_command",
         "llava_hf.utils.io",
-        "llava_hf.utils.cli",
+        "llava_hf.utils.command_line",
     ]
     code = f"import sys\nfor name in {modules!r}: __import__(name)\nprint(sorted({{'torch', 'transformers'}} & set(sys.modules)))"
     assert run_python(code) == "[]"
@@ -38,7 +38,7 @@ def test_package_datagen_scorers_and_cli_import_no_torch():
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from conftest import make_tiny_config, make_tiny_model, make_tiny_processor
+    from llava_hf.testing import make_tiny_config, make_tiny_model, make_tiny_processor
 
     # a linear projector: the `llava_hf` model type (built-in llava's projector is always mlp2x_gelu), which only the
     # Auto registration makes loadable; the processor is transformers' own LlavaProcessor either way

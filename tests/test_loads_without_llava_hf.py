@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REAL_SHAPED
+from helpers.paths import REAL_SHAPED
 from helpers.without_llava_hf import run_without_llava_hf
 from llava_hf import LlavaHfForConditionalGeneration, LlavaHfProcessor
 from llava_hf.conversion.model_card import write_model_card

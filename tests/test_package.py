@@ -56,7 +56,7 @@ def test_evaluation_evaluate_stays_the_function_after_the_cli_is_imported():
     """The command's module is `evaluation.cli`: a submodule named `evaluate` would replace the package's
     `evaluate()` function with itself as soon as anything (the CLI) imported it."""
     import llava_hf.evaluation
-    import llava_hf.evaluation.cli  # noqa: F401
+    import llava_hf.evaluation.evaluate_command  # noqa: F401
 
     assert (
         callable(llava_hf.evaluation.evaluate) and llava_hf.evaluation.evaluate.__module__ == "llava_hf.evaluation.run"

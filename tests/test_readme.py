@@ -7,9 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_image, make_tiny_model, make_tiny_processor
 from llava_hf.processing import get_chat_template
-from llava_hf.testing import make_tiny_next_model, make_tiny_next_processor
+from llava_hf.testing import (
+    make_image,
+    make_tiny_model,
+    make_tiny_next_model,
+    make_tiny_next_processor,
+    make_tiny_processor,
+)
 
 ROOT = Path(__file__).parents[1]
 # docs/quantization.md's blocks need a quantized checkpoint: tests/test_docs_quantization.py runs them on one.

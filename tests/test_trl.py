@@ -5,7 +5,7 @@ from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 from trl.trainer.utils import add_fused_lm_head
 
-from conftest import make_image
+from llava_hf.testing import make_image
 
 
 def make_batch(processor, questions_answers):

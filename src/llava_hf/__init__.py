@@ -3,10 +3,15 @@
 What llava_hf saves loads without llava_hf: a model transformers' built-in llava can express (every `mlp2x_gelu`
 projector) is saved in the built-in's format (`model_type: "llava"`, `LlavaProcessor`), which the Auto classes load
 as transformers' own classes; llava_hf's classes read it back explicitly (`LlavaForConditionalGeneration
-.from_pretrained`, `LlavaProcessor.from_pretrained` from this package). The public names `LlavaConfig`,
-`LlavaForConditionalGeneration` and `LlavaProcessor` are aliases of classes whose own `__name__`s (`LlavaHf*`) never
-collide with transformers' built-ins, because saved JSON files refer to classes by name and transformers resolves its
-own names first.
+.from_pretrained`, `LlavaProcessor.from_pretrained` from this package).
+
+Names: each class has one public name, `Llava*` (`LlavaConfig`, `LlavaForConditionalGeneration`, `LlavaProcessor`,
+`LlavaNext*`, ...: `__all__`). The classes' own `__name__`s are `LlavaHf*`, so they never collide with transformers'
+built-ins (saved JSON files refer to classes by name and transformers resolves its own names first); those names stay
+importable from here for code written against them. Inside the package: run settings are dataclasses named
+`*Arguments` (parsed by `HfArgumentParser`, in a package's `arguments.py` when several commands share them); the
+module behind `llava-hf X` is `X_command.py` (dashes as underscores) in the package that does the work, with a
+`main(argv)`; no two modules share a name unless they mean the same thing (`arguments.py`).
 
 Importing the package is cheap: nothing here imports torch or transformers, so `llava-hf --help`, data generation and
 the scorers never pay for the model code. The public names load on first access (the lazy-module pattern of
@@ -16,7 +21,8 @@ transformers' own `__init__`), and the first access to one of the model or proce
 such folders load with `AutoConfig`, `AutoModelForImageTextToText`, `AutoProcessor` and `pipeline`.
 
 - `modeling`, `processing`     the model, config and processor classes (import nothing else from llava_hf)
-- `data`, `training`           training data (formats, preflight check, masking collator) and the stages around TRL
+- `data`, `training`           training data (formats, preflight check, masking collator); the stage table, the
+                               stages around TRL and `llava-hf train`
 - `datagen`                    instruction data from captions + boxes by a text-only teacher
 - `evaluation`                 ScienceQA, POPE, LLaVA-Bench with the paper's protocols
 - `conversion`                 original checkpoints -> llava_hf, export to transformers' layout, model cards, the Hub
@@ -24,8 +30,6 @@ such folders load with `AutoConfig`, `AutoModelForImageTextToText`, `AutoProcess
 - `demo`                       `llava-hf demo`: the recipe end to end on a synthetic world
 - `utils`                      the one lower layer of plumbing
 - `cli.py`                     `llava-hf <command>`: a table from command name to the module that runs it
-- `train_cli.py`               `llava-hf train`: --help and LLaVA's flags checked before TRL loads
-- `training_arguments.py`      LlavaRunArguments (outside `training`, whose import loads torch and TRL)
 - `testing.py`                 the tiny LLaVA that tests, benchmarks and examples share
 - `testing_assets`             its tiny tokenizer (package data)
 """
@@ -36,35 +40,36 @@ __version__ = "0.1.0"
 
 # public name -> (submodule, attribute); `from llava_hf import X` imports the submodule on first use.
 _LAZY_ATTRIBUTES = {
-    "LlavaHfConfig": ("modeling", "LlavaHfConfig"),
-    "LlavaHfForConditionalGeneration": ("modeling", "LlavaHfForConditionalGeneration"),
-    "LlavaHfModel": ("modeling", "LlavaHfModel"),
-    "LlavaHfMultiModalProjector": ("modeling", "LlavaHfMultiModalProjector"),
-    "LlavaHfPreTrainedModel": ("modeling", "LlavaHfPreTrainedModel"),
-    "LlavaHfProcessor": ("processing", "LlavaHfProcessor"),
-    "LlavaHfImageProcessor": ("processing", "LlavaHfImageProcessor"),
-    "LlavaHfNextConfig": ("modeling", "LlavaHfNextConfig"),
-    "LlavaHfNextForConditionalGeneration": ("modeling", "LlavaHfNextForConditionalGeneration"),
-    "LlavaHfNextModel": ("modeling", "LlavaHfNextModel"),
-    "LlavaHfNextProcessor": ("processing", "LlavaHfNextProcessor"),
-    "build_next_image_processor": ("processing", "build_next_image_processor"),
     "LlavaConfig": ("modeling", "LlavaHfConfig"),
     "LlavaForConditionalGeneration": ("modeling", "LlavaHfForConditionalGeneration"),
     "LlavaModel": ("modeling", "LlavaHfModel"),
+    "LlavaMultiModalProjector": ("modeling", "LlavaHfMultiModalProjector"),
+    "LlavaPreTrainedModel": ("modeling", "LlavaHfPreTrainedModel"),
     "LlavaProcessor": ("processing", "LlavaHfProcessor"),
+    "LlavaImageProcessor": ("processing", "LlavaHfImageProcessor"),
+    "LlavaNextConfig": ("modeling", "LlavaHfNextConfig"),
+    "LlavaNextForConditionalGeneration": ("modeling", "LlavaHfNextForConditionalGeneration"),
+    "LlavaNextModel": ("modeling", "LlavaHfNextModel"),
+    "LlavaNextProcessor": ("processing", "LlavaHfNextProcessor"),
+    "build_next_image_processor": ("processing", "build_next_image_processor"),
     "CHAT_TEMPLATE_NAMES": ("processing", "CHAT_TEMPLATE_NAMES"),
     "build_image_processor": ("processing", "build_image_processor"),
     "get_chat_template": ("processing", "get_chat_template"),
     "to_rgb": ("processing", "to_rgb"),
+}
+# The classes' own names (`LlavaHf*`, what saved JSON files refer to) stay importable for code written against them;
+# they are the same objects as the public names above, not part of `__all__`.
+_CLASS_NAMES = {
+    attribute: (module, attribute) for module, attribute in _LAZY_ATTRIBUTES.values() if attribute.startswith("LlavaHf")
 }
 
 __all__ = sorted(_LAZY_ATTRIBUTES) + ["register_auto_classes"]
 
 
 def __getattr__(name: str):
-    if name not in _LAZY_ATTRIBUTES:
+    if name not in _LAZY_ATTRIBUTES and name not in _CLASS_NAMES:
         raise AttributeError(f"module 'llava_hf' has no attribute {name!r}")
-    module_name, attribute = _LAZY_ATTRIBUTES[name]
+    module_name, attribute = _LAZY_ATTRIBUTES.get(name) or _CLASS_NAMES[name]
     value = getattr(importlib.import_module(f".{module_name}", __name__), attribute)
     if isinstance(value, type):  # a model, config or processor class: the Auto classes should know it too
         register_auto_classes()
@@ -73,7 +78,7 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY_ATTRIBUTES))
+    return sorted(set(globals()) | set(_LAZY_ATTRIBUTES) | set(_CLASS_NAMES))
 
 
 _registered = False

@@ -13,33 +13,49 @@ import sys
 # which would turn every one-line error of `llava-hf train` into three lines. The commands mute those two loggers only.
 OPTIONAL_KERNEL_LOGGERS = ("bitsandbytes.backends.cpu.ops", "kernels._internals.hf_hub")
 
-# command -> (module or module:function, one-line help). The function (default `main`) takes the arguments after the
-# command and returns the exit status; its module imports nothing heavy, so --help and bad flags answer at once.
+# command -> (module, one-line help). Each module is named after its command (`<command>_command.py`); its `main` takes
+# the arguments after the command and returns the exit status; it imports nothing heavy, so --help and bad flags
+# answer at once.
 COMMANDS = {
-    "generate": ("llava_hf.serving.generate", "answer one prompt about one image with a checkpoint"),
-    "demo": ("llava_hf.demo.cli", "the whole LLaVA recipe end to end on a synthetic world (~10 min on a laptop CPU)"),
+    "generate": ("llava_hf.serving.generate_command", "answer one prompt about one image with a checkpoint"),
+    "demo": (
+        "llava_hf.demo.demo_command",
+        "the whole LLaVA recipe end to end on a synthetic world (~10 min on a laptop CPU)",
+    ),
     "convert": (
-        "llava_hf.conversion.cli:convert",
+        "llava_hf.conversion.convert_command",
         "original LLaVA / stage-1 / LoRA / transformers llava checkpoint -> llava_hf (--verify to check logits)",
     ),
     "export": (
-        "llava_hf.conversion.cli:export",
+        "llava_hf.conversion.export_command",
         "llava_hf -> transformers' built-in llava layout",
     ),
     "quantize": (
-        "llava_hf.conversion.cli:quantize",
+        "llava_hf.conversion.quantize_command",
         "checkpoint -> 4-bit or 8-bit (bitsandbytes) checkpoint, one file at a time; stock transformers loads it",
     ),
-    "generate-data": ("llava_hf.datagen.cli", "instruction data from captions + boxes via a teacher LLM or rules"),
+    "generate-data": (
+        "llava_hf.datagen.generate_data_command",
+        "instruction data from captions + boxes via a teacher LLM or rules",
+    ),
     "data": (
-        "llava_hf.data.cli",
+        "llava_hf.data.data_command",
         "check training data (preflight report) or convert LLaVA JSON to a Hub-ready dataset",
     ),
-    "train": ("llava_hf.train_cli", "train a stage recipe (YAML + overrides) through TRL's SFTTrainer"),
-    "evaluate": ("llava_hf.evaluation.cli", "run ScienceQA / POPE / LLaVA-Bench on a checkpoint or score answers"),
-    "scienceqa-to-llava": ("llava_hf.evaluation.scienceqa", "convert ScienceQA to LLaVA fine-tuning JSON"),
-    "chat": ("llava_hf.serving.chat", "multi-turn chat about an image in the terminal, answers streamed"),
-    "serve": ("llava_hf.serving.serve", "OpenAI-compatible HTTP server with dynamic batching and a web chat page"),
+    "train": ("llava_hf.training.train_command", "train a stage recipe (YAML + overrides) through TRL's SFTTrainer"),
+    "evaluate": (
+        "llava_hf.evaluation.evaluate_command",
+        "run ScienceQA / POPE / LLaVA-Bench on a checkpoint or score answers",
+    ),
+    "scienceqa-to-llava": (
+        "llava_hf.evaluation.scienceqa_to_llava_command",
+        "convert ScienceQA to LLaVA fine-tuning JSON",
+    ),
+    "chat": ("llava_hf.serving.chat_command", "multi-turn chat about an image in the terminal, answers streamed"),
+    "serve": (
+        "llava_hf.serving.serve_command",
+        "OpenAI-compatible HTTP server with dynamic batching and a web chat page",
+    ),
 }
 
 
@@ -66,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def command_function(command: str):
     """The function behind `llava-hf COMMAND` (see COMMANDS)."""
-    module_name, _, function = COMMANDS[command][0].partition(":")
-    return getattr(importlib.import_module(module_name), function or "main")
+    return importlib.import_module(COMMANDS[command][0]).main
 
 
 if __name__ == "__main__":

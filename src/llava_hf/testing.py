@@ -43,6 +43,19 @@ TINY_TOKENIZER_DIR = Path(__file__).with_name("testing_assets") / "tiny_tokenize
 TINY_IMAGE_SIZE = 32
 TINY_PATCH_SIZE = 8
 TINY_IMAGE_TOKENS = (TINY_IMAGE_SIZE // TINY_PATCH_SIZE) ** 2
+# The tiny towers' sizes, for every tiny model (tests, benchmarks, examples); any vision config class takes TINY_VISION
+# (CLIP, SigLIP), any causal LM config class TINY_TEXT (Llama, Mistral, Qwen2).
+TINY_VISION = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    image_size=TINY_IMAGE_SIZE,
+    patch_size=TINY_PATCH_SIZE,
+)
+TINY_TEXT = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+)
 
 
 def load_tiny_tokenizer():
@@ -52,15 +65,7 @@ def load_tiny_tokenizer():
 def make_tiny_config(tokenizer=None, config_class=LlavaHfConfig, **overrides) -> LlavaHfConfig:
     """The tiny LLaVA-1.5 config; `config_class=LlavaHfNextConfig` for the LLaVA-1.6 one (pinpoints of 32 px tiles)."""
     tokenizer = tokenizer or load_tiny_tokenizer()
-    vision_config = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        image_size=TINY_IMAGE_SIZE,
-        patch_size=TINY_PATCH_SIZE,
-        projection_dim=32,
-    )
+    vision_config = CLIPVisionConfig(**TINY_VISION, projection_dim=32)
     text_config = make_tiny_text_config(tokenizer)
     kwargs = dict(vision_config=vision_config, text_config=text_config, image_token_index=tokenizer.image_token_id)
     kwargs.update(overrides)
@@ -71,11 +76,7 @@ def make_tiny_text_config(tokenizer, config_class=LlamaConfig):
     """A 2-layer LM of width 32 over the tiny tokenizer; `config_class` picks the family (Llama, Mistral, Qwen2)."""
     return config_class(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **TINY_TEXT,
         max_position_embeddings=512,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

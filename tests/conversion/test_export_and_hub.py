@@ -15,15 +15,15 @@ import torch
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 from transformers import LlavaProcessor as BuiltinLlavaProcessor
 
-from conftest import make_image, make_tiny_model
+from helpers.hub_cache import populate_hf_cache
 from helpers.without_llava_hf import run_without_llava_hf
-from hub_cache import populate_hf_cache
 from llava_hf import LlavaHfForConditionalGeneration
 from llava_hf.cli import main as cli_main
 from llava_hf.conversion import ConversionError, ConvertArguments, convert_checkpoint
 from llava_hf.conversion.convert_transformers_checkpoint import export_to_transformers
 from llava_hf.conversion.hub import add_remote_code
 from llava_hf.conversion.model_card import render_model_card
+from llava_hf.testing import make_image, make_tiny_model
 
 TESTS_DIR = Path(__file__).parents[1]
 sys.path.insert(0, str(TESTS_DIR / "assets"))
@@ -98,7 +98,7 @@ def test_a_folder_in_the_llava_hf_format_is_rewritten_for_the_hub_and_export(con
 
 
 def test_export_refuses_what_the_builtin_cannot_represent(tmp_path, capsys):
-    from conftest import make_tiny_config, make_tiny_processor
+    from llava_hf.testing import make_tiny_config, make_tiny_processor
 
     model = make_tiny_model(make_tiny_config(projector_type="linear"))
     model.save_pretrained(tmp_path / "linear")

@@ -13,10 +13,15 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText
 
-from conftest import make_image, make_tiny_config, make_tiny_model, make_tiny_processor
 from llava_hf.cli import main as llava_hf
 from llava_hf.conversion import quantize as quantize_module
-from llava_hf.testing import make_tiny_quantizable_model
+from llava_hf.testing import (
+    make_image,
+    make_tiny_config,
+    make_tiny_model,
+    make_tiny_processor,
+    make_tiny_quantizable_model,
+)
 from llava_hf.utils.loading import bitsandbytes_config
 
 pytest.importorskip("bitsandbytes")

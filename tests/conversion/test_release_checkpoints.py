@@ -17,9 +17,9 @@ pytest.importorskip("google.protobuf")
 import torch
 from huggingface_hub import ModelCard
 
-from conftest import make_image
-from hub_cache import populate_hf_cache
+from helpers.hub_cache import populate_hf_cache
 from llava_hf import LlavaHfForConditionalGeneration, LlavaHfProcessor
+from llava_hf.testing import make_image
 
 TESTS_DIR = Path(__file__).parents[1]
 SCRIPT = TESTS_DIR.parent / "examples" / "release_checkpoints.py"

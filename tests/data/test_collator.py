@@ -6,10 +6,10 @@ import random
 import pytest
 import torch
 
-from conftest import TINY_IMAGE_TOKENS, make_image, make_tiny_model, make_tiny_processor
 from llava_hf import CHAT_TEMPLATE_NAMES
 from llava_hf.data import IGNORE_INDEX, LlavaCollator, SampleError, padding_fraction
 from llava_hf.data.synthetic import make_shape_rows
+from llava_hf.testing import TINY_IMAGE_TOKENS, make_image, make_tiny_model, make_tiny_processor
 
 # How each template closes an answer: the supervised text of one answer `a` (the original `llava/conversation.py` and `llava/train/train.py` `preprocess_v1`).
 SUPERVISED_ANSWER = {

@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
-from conftest import TINY_IMAGE_TOKENS, make_image, make_tiny_processor
 from helpers.processes import run_to_exit
 from llava_hf.cli import main as cli_main
 from llava_hf.data import load_llava_json
 from llava_hf.data.check import DataCheckError, check_rows, preflight
+from llava_hf.testing import TINY_IMAGE_TOKENS, make_image, make_tiny_processor
 
 
 def human(value):

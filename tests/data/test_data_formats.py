@@ -11,9 +11,9 @@ import pytest
 from datasets import Dataset, Features, Image, List, Value, load_dataset
 from PIL import Image as PILImage
 
-from conftest import make_image
 from helpers.processes import run_to_exit
 from llava_hf.data import convert_llava_json, load_llava_json, load_rows, to_conversation
+from llava_hf.testing import make_image
 
 
 def write_llava_json(tmp_path: Path) -> tuple[Path, Path]:
@@ -77,6 +77,16 @@ def test_llava_json_errors_name_the_record(tmp_path):
     path.write_text(json.dumps([{"id": "r8", "conversations": [{"from": "bot", "value": "x"}]}]))
     with pytest.raises(ValueError, match="r8.*'bot'"):
         load_llava_json(path)
+
+
+def test_llava_rows_from_parquet_are_the_json_rows_written_to_arrow(tmp_path):
+    """LLaVA records stored as parquet (or a Hub dataset) load like the JSON file: the same rows, converted batch by
+    batch into a cached Arrow file that is memory-mapped, not held as Python objects."""
+    json_path, folder = write_llava_json(tmp_path)
+    Dataset.from_list(json.loads(json_path.read_text())).to_parquet(str(tmp_path / "llava.parquet"))
+    rows = load_rows(tmp_path / "llava.parquet", folder)
+    assert rows.cache_files and all(Path(entry["filename"]).is_file() for entry in rows.cache_files)
+    assert rows.data.table.equals(load_llava_json(json_path, folder).data.table)
 
 
 def test_trl_and_cauldron_rows_from_parquet(tmp_path):

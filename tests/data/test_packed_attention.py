@@ -4,11 +4,11 @@ model switched to it stays exact on padded batches and in generation."""
 import torch
 from trl import SFTConfig
 
-from conftest import make_image, make_tiny_model
 from llava_hf.data import LlavaCollator
 from llava_hf.data import packed_attention as packed_attention_module
 from llava_hf.data.packed_attention import PACKED_SDPA, use_packed_attention
 from llava_hf.data.synthetic import make_shape_rows
+from llava_hf.testing import make_image, make_tiny_model
 from llava_hf.training import LlavaRunArguments, build_trainer
 
 

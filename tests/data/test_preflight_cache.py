@@ -8,11 +8,10 @@ import os
 import pytest
 from datasets import Image, List
 
-from conftest import TINY_IMAGE_TOKENS, make_image, make_tiny_processor
 from llava_hf.data import LlavaCollator, load_llava_json
 from llava_hf.data import formats as formats_module
 from llava_hf.data.check import check_rows, preflight
-from llava_hf.testing import make_tiny_data
+from llava_hf.testing import TINY_IMAGE_TOKENS, make_image, make_tiny_data, make_tiny_processor
 
 
 def human(value):

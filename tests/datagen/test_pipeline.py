@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from helpers.datagen_teacher import CAPS_BOXES, load_coco_images
-from llava_hf.datagen import cli
-from llava_hf.datagen.pipeline import GenerationConfig, run_generation
+from llava_hf.datagen import generate_data_command as cli
+from llava_hf.datagen.pipeline import GenerateDataArguments, run_generation
 from llava_hf.datagen.prompts import load_prompt_set
 from llava_hf.testing import VALID_OUTPUTS, OpenAIServer, Reply, TeacherScript
 
@@ -18,7 +18,7 @@ from llava_hf.testing import VALID_OUTPUTS, OpenAIServer, Reply, TeacherScript
 def openai_config(server, output_dir, **overrides):
     settings = {"input": str(CAPS_BOXES), "teacher": "openai", "base_url": server.base_url, "model": "teacher-x"}
     settings.update(concurrency=4, max_retries=2, timeout=120.0, limit=6)  # no retry because of load
-    return GenerationConfig(output_dir=str(output_dir), **{**settings, **overrides})
+    return GenerateDataArguments(output_dir=str(output_dir), **{**settings, **overrides})
 
 
 def read_output(output_dir, name):
@@ -115,7 +115,7 @@ def test_failed_requests_are_not_journaled_and_retried_on_rerun(tmp_path, capsys
 
 
 def test_torn_last_journal_line_is_dropped(tmp_path):
-    config = GenerationConfig(output_dir=str(tmp_path), input=str(CAPS_BOXES), teacher="rule-based", limit=4)
+    config = GenerateDataArguments(output_dir=str(tmp_path), input=str(CAPS_BOXES), teacher="rule-based", limit=4)
     run_generation(config, progress=False)
     journal = tmp_path / "journal.jsonl"
     lines = journal.read_text().splitlines(keepends=True)
@@ -132,8 +132,8 @@ def test_torn_last_journal_line_is_dropped(tmp_path):
 
 
 def test_refuses_to_mix_settings_in_one_folder(tmp_path):
-    run_generation(GenerationConfig(str(tmp_path), input=str(CAPS_BOXES), teacher="rule-based", limit=1), False)
-    other = GenerationConfig(str(tmp_path), input=str(CAPS_BOXES), base_url="http://127.0.0.1:9/v1", model="m")
+    run_generation(GenerateDataArguments(str(tmp_path), input=str(CAPS_BOXES), teacher="rule-based", limit=1), False)
+    other = GenerateDataArguments(str(tmp_path), input=str(CAPS_BOXES), base_url="http://127.0.0.1:9/v1", model="m")
     with pytest.raises(ValueError, match="model, sampling, teacher_kind differ"):
         run_generation(other, progress=False)
 

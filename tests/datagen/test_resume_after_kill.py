@@ -57,7 +57,7 @@ def test_kill_9_twice_then_resume(tmp_path):
     processes = []
     try:
         with OpenAIServer(responder=teacher_script, latency=0.05) as server:
-            command = [sys.executable, "-m", "llava_hf.datagen.cli", "--input", str(CAPS_BOXES)]
+            command = [sys.executable, "-m", "llava_hf.datagen.generate_data_command", "--input", str(CAPS_BOXES)]
             command += ["--limit", str(IMAGES), "--output-dir", str(output_dir), "--base-url", server.base_url]
             # A long request timeout: a request slowed by load must not be retried (that would count as re-sent).
             command += ["--model", "teacher-x", "--concurrency", str(CONCURRENCY), "--timeout", "3600"]

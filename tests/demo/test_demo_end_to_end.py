@@ -99,7 +99,7 @@ def test_stage1_ablation_trains_both_arms_on_the_same_seeds(tmp_path, capsys, mo
     # One core only: the towers pretrain one after the other in this process (the default run covers two cores).
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
     monkeypatch.setattr("os.cpu_count", lambda: 1)
-    monkeypatch.setattr("llava_hf.demo.pipeline.ProcessPoolExecutor", None)  # any use of a worker would fail
+    monkeypatch.setattr("llava_hf.demo.end_to_end.ProcessPoolExecutor", None)  # any use of a worker would fail
     output_dir = tmp_path / "ablation"
     tiny = [
         "--num-train-images", "64", "--num-test-images", "12", "--clip-steps", "5", "--language-model-steps", "5",

@@ -147,7 +147,7 @@ def test_vision_tower_trains_the_same_in_the_worker_process(tmp_path):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from llava_hf.demo.pipeline import pretrain_clip_weights
+    from llava_hf.demo.end_to_end import pretrain_clip_weights
 
     world, captions, pixel_values = _world_inputs(tmp_path)
     tokenizer = pretrain.train_tokenizer([c for image_captions in captions for c in image_captions], SIZES.vocab_size)

@@ -5,13 +5,12 @@ import json
 import re
 
 import pytest
-from evaluation_fixtures import LLAVA_BENCH_COCO, LLAVA_BENCH_WILD, write_jsonl
 
-from conftest import make_image
+from helpers.evaluation_data import LLAVA_BENCH_COCO, LLAVA_BENCH_WILD, write_jsonl
 from llava_hf.evaluation import evaluate, llava_bench, score_task
-from llava_hf.evaluation.llava_bench import JudgeSettings
-from llava_hf.testing import OpenAIServer, Reply
-from llava_hf.utils.endpoints import EndpointSettings
+from llava_hf.evaluation.llava_bench import JudgeArguments
+from llava_hf.testing import OpenAIServer, Reply, make_image
+from llava_hf.utils.endpoints import EndpointArguments
 
 
 @pytest.mark.parametrize(
@@ -38,7 +37,7 @@ def test_coco_layout_and_context(tmp_path):
     questions = [json.loads(line) for line in (LLAVA_BENCH_COCO / "qa90_questions.jsonl").read_text().splitlines()]
     for index, name in enumerate(sorted({question["image"] for question in questions})):
         make_image(index, (20, 16)).save(tmp_path / name)
-    settings = JudgeSettings(base_url="http://127.0.0.1:9/v1", model="judge")
+    settings = JudgeArguments(base_url="http://127.0.0.1:9/v1", model="judge")
     task = llava_bench.build_task(LLAVA_BENCH_COCO, settings, tmp_path / "j.jsonl", image_folder=str(tmp_path))
     assert task.name == "llava_bench_coco" and len(task.examples) == 90
     assert {example.metadata["category"] for example in task.examples} == {"conv", "detail", "complex"}
@@ -88,7 +87,7 @@ def predictions_file(tmp_path):
 def test_judging_retries_cache_and_relative_scores(tmp_path):
     judge = Judge()
     with OpenAIServer(responder=judge) as server:
-        settings = JudgeSettings(base_url=server.base_url, model="judge-model", retries=2)
+        settings = JudgeArguments(base_url=server.base_url, model="judge-model", retries=2)
         results = evaluate(wild_task(tmp_path, settings), predictions=predictions_file(tmp_path))
         # q0 once, q1 twice (unparseable, then fine), q2 three times (1 + 2 retries) and then reported
         assert server.request_count == 6
@@ -106,8 +105,8 @@ def test_judging_retries_cache_and_relative_scores(tmp_path):
         assert [item["question_id"] for item in unparsed] == ["2"] and unparsed[0]["attempts"] == 3
         assert results["judge"]["model"] == "judge-model" and results["judge"]["served_models"] == ["judge-model"]
         assert results["judge"]["prompt_hash"] == llava_bench.PROMPT_HASH
-        # the endpoint fields are EndpointSettings' own; results.json keeps the order it always had
-        assert isinstance(settings, EndpointSettings)
+        # the endpoint fields are EndpointArguments' own; results.json keeps the order it always had
+        assert isinstance(settings, EndpointArguments)
         assert list(results["judge"]) == [
             "base_url", "model", "api_key_env", "temperature", "max_tokens", "retries", "swapped", "concurrency",
             "timeout", "max_retries", "served_models", "prompt_hash",
@@ -121,14 +120,14 @@ def test_judging_retries_cache_and_relative_scores(tmp_path):
         assert len(cached) == 6 and {record["prompt_hash"] for record in cached} == {llava_bench.PROMPT_HASH}
 
         # another judge model is another request (the model is part of the key)
-        other = JudgeSettings(base_url=server.base_url, model="other-judge", retries=0)
+        other = JudgeArguments(base_url=server.base_url, model="other-judge", retries=0)
         evaluate(wild_task(tmp_path, other), predictions=predictions_file(tmp_path))
         assert server.request_count == 9
 
 
 def test_swapped_pass_measures_position_bias(tmp_path):
     with OpenAIServer(responder=Judge()) as server:
-        settings = JudgeSettings(base_url=server.base_url, model="judge", retries=1, swapped=True)
+        settings = JudgeArguments(base_url=server.base_url, model="judge", retries=1, swapped=True)
         results = evaluate(wild_task(tmp_path, settings), predictions=predictions_file(tmp_path))
     swapped = results["passes"]["candidate_first"]
     # candidate first gets the +1: q0 ref 8 cand 7, q1 ref 9 cand 10
@@ -142,7 +141,7 @@ def test_swapped_pass_measures_position_bias(tmp_path):
 
 def test_http_failures_are_reported_not_scored(tmp_path):
     with OpenAIServer(default=Reply(status=400)) as server:
-        settings = JudgeSettings(base_url=server.base_url, model="judge", max_retries=0)
+        settings = JudgeArguments(base_url=server.base_url, model="judge", max_retries=0)
         results = evaluate(wild_task(tmp_path, settings), predictions=predictions_file(tmp_path))
     assert results["metrics"] == {}
     errors = results["judge_errors"]["reference_first"]
@@ -166,7 +165,7 @@ def test_hub_layout_and_in_memory_examples(tmp_path):
     path.parent.mkdir()
     datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image()).to_parquet(str(path))
     with OpenAIServer(default=Reply(text="8 4\nok")) as server:
-        settings = JudgeSettings(base_url=server.base_url, model="judge")
+        settings = JudgeArguments(base_url=server.base_url, model="judge")
         task = llava_bench.build_task(tmp_path / "data", settings, tmp_path / "cache.jsonl")
         assert task.name == "llava_bench_wild" and task.examples[1].metadata["context"] == "A blue square on grey."
         results = score_task(task, {"a": {"question_id": "a", "text": "x"}, "b": {"question_id": "b", "text": "y"}})

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-from evaluation_fixtures import POPE, write_jsonl
 
+from helpers.evaluation_data import POPE, write_jsonl
 from llava_hf.evaluation import evaluate, pope, score_task
 
 

@@ -4,10 +4,10 @@ output and scoring compared with what the original LLaVA scripts produce on the 
 import json
 
 import pytest
-from evaluation_fixtures import SCIENCEQA, SCIENCEQA_ORIGINAL, scienceqa_parquet, write_jsonl
 
-from conftest import make_tiny_processor
+from helpers.evaluation_data import SCIENCEQA, SCIENCEQA_ORIGINAL, scienceqa_parquet, write_jsonl
 from llava_hf.evaluation import evaluate, markdown_table, scienceqa
+from llava_hf.testing import make_tiny_processor
 
 CHOICES = ["cat", "dog", "bird"]
 

@@ -4,9 +4,8 @@ to transformers' built-in Llava), resumable predictions files, results files, th
 import json
 
 import pytest
-from evaluation_fixtures import LLAVA_BENCH_WILD, POPE, SCIENCEQA
 
-from conftest import make_image, make_tiny_model, make_tiny_processor
+from helpers.evaluation_data import LLAVA_BENCH_WILD, POPE, SCIENCEQA
 from llava_hf.evaluation import (
     Example,
     Task,
@@ -18,7 +17,7 @@ from llava_hf.evaluation import (
     read_predictions,
     scienceqa,
 )
-from llava_hf.testing import OpenAIServer, Reply
+from llava_hf.testing import OpenAIServer, Reply, make_image, make_tiny_model, make_tiny_processor
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +123,7 @@ def test_builtin_llava_gives_the_same_predictions(tmp_path, tiny):
 def test_llava_bench_end_to_end_with_a_judge(tmp_path, tiny):
     model, processor = tiny
     with OpenAIServer(default=Reply(text="8 2\nthe second answer is noise")) as server:
-        settings = llava_bench.JudgeSettings(base_url=server.base_url, model="judge")
+        settings = llava_bench.JudgeArguments(base_url=server.base_url, model="judge")
         task = llava_bench.build_task(LLAVA_BENCH_WILD, settings, tmp_path / "judgments.jsonl", max_new_tokens=4)
         results = evaluate(task, model, processor, output_dir=tmp_path, batch_size=3, progress=False)
         assert server.request_count == 3

@@ -1,8 +1,5 @@
 """For the datagen tests and benchmark: the 80 released COCO symbolic images (the scripted teacher for the test server
-is `llava_hf.testing.TeacherScript`).
-
-Plain functions, not fixtures in a `tests/datagen/conftest.py`: a second `conftest` module would shadow the root one
-that other test folders import as `from conftest import ...`."""
+is `llava_hf.testing.TeacherScript`)."""
 
 import functools
 from pathlib import Path

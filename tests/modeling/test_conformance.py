@@ -42,7 +42,9 @@ from transformers.modeling_outputs import (
 )
 from transformers.utils.generic import ModelOutput
 
-from conftest import (
+from llava_hf import LlavaHfForConditionalGeneration, LlavaHfModel, LlavaHfProcessor
+from llava_hf.testing import (
+    TINY_VISION,
     builtin_llava_config,
     builtin_llava_twin,
     make_image,
@@ -50,13 +52,10 @@ from conftest import (
     make_tiny_processor,
     make_tiny_text_config,
 )
-from llava_hf import LlavaHfForConditionalGeneration, LlavaHfModel, LlavaHfProcessor
 
 # Both towers at 32 px, patch 8, 2 layers of width 32. SigLIP has no CLS token, so it must use "full" feature
 # selection (see the deliberate differences); CLIP uses LLaVA's "default" (CLS dropped).
-TOWER = dict(
-    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
-)
+TOWER = {**TINY_VISION, "num_hidden_layers": 2}
 VISION_CONFIGS = {
     "clip": (lambda: CLIPVisionConfig(**TOWER, projection_dim=32), "default"),
     "siglip": (lambda: SiglipVisionConfig(**TOWER), "full"),

@@ -4,8 +4,16 @@ import pytest
 import torch
 from transformers import LlavaForConditionalGeneration as BuiltinLlava
 
-from conftest import TINY_IMAGE_TOKENS, builtin_llava_twin, make_image, make_tiny_config, make_tiny_model
 from llava_hf import LlavaForConditionalGeneration, LlavaHfForConditionalGeneration
+from llava_hf.testing import (
+    TINY_IMAGE_TOKENS,
+    TINY_TEXT,
+    TINY_VISION,
+    builtin_llava_twin,
+    make_image,
+    make_tiny_config,
+    make_tiny_model,
+)
 
 
 def chat_inputs(processor, questions, images, padding_side="left"):
@@ -191,16 +199,10 @@ def test_other_language_models_and_siglip(processor):
     tokenizer = processor.tokenizer
     common = dict(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **{**TINY_TEXT, "num_hidden_layers": 1},
         pad_token_id=tokenizer.pad_token_id,
     )
-    siglip = SiglipVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
-    )
+    siglip = SiglipVisionConfig(**{**TINY_VISION, "num_hidden_layers": 2})
     for text_config, vision_config, strategy in [
         (MistralConfig(**common), None, "default"),
         (Qwen2Config(**common), siglip, "full"),

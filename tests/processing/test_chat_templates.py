@@ -4,8 +4,8 @@ exactly the supervised tokens (the original `llava/train/train.py` `preprocess_v
 import pytest
 import torch
 
-from conftest import TINY_IMAGE_TOKENS, make_image, make_tiny_processor
 from llava_hf import CHAT_TEMPLATE_NAMES, get_chat_template
+from llava_hf.testing import TINY_IMAGE_TOKENS, make_image, make_tiny_processor
 
 VICUNA_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_image
 from llava_hf import build_image_processor, to_rgb
+from llava_hf.testing import make_image
 
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073])
 STD = np.array([0.26862954, 0.26130258, 0.27577711])

@@ -9,10 +9,10 @@ import torch
 from PIL import Image
 from transformers import AutoImageProcessor, LlavaImageProcessorPil
 
-from conftest import make_image
 from llava_hf import LlavaHfImageProcessor, LlavaHfProcessor, build_image_processor, to_rgb
 from llava_hf.conversion.reference import original_pixel_values
 from llava_hf.processing.image_processing_llava import _resize_padded_landscape
+from llava_hf.testing import make_image
 
 
 def builtin_twin(processor: LlavaHfImageProcessor) -> LlavaImageProcessorPil:

@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import TokenizersBackend
 
-from conftest import TINY_IMAGE_TOKENS, make_image, make_tiny_processor
 from llava_hf import LlavaHfProcessor
+from llava_hf.testing import TINY_IMAGE_TOKENS, make_image, make_tiny_processor
 
 
 def test_each_placeholder_becomes_image_seq_length_tokens(processor):

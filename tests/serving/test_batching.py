@@ -4,10 +4,10 @@ import queue
 import threading
 
 import pytest
-from serving_helpers import reference_answer, tiny  # noqa: F401  (fixture)
 
-from conftest import make_image
+from helpers.serving import reference_answer, tiny  # noqa: F401  (fixture)
 from llava_hf.serving.batching import BatchingEngine, GenerationJob, held_back
+from llava_hf.testing import make_image
 
 QUESTIONS = [("What is it?", 1), ("Describe the scene in detail.", 2), ("Hi", None), ("Colour?", 3)]
 

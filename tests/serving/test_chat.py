@@ -3,12 +3,11 @@
 import subprocess
 import sys
 
-from serving_helpers import checkpoint, subprocess_env, tiny  # noqa: F401  (fixtures)
-
-from conftest import make_image
-from llava_hf.serving import chat
-from llava_hf.serving.generate import answer, user_message
-from llava_hf.serving.loading import SamplingArguments
+from helpers.serving import checkpoint, subprocess_env, tiny  # noqa: F401  (fixtures)
+from llava_hf.serving import chat_command as chat
+from llava_hf.serving.generate_command import answer, user_message
+from llava_hf.serving.inference import SamplingArguments
+from llava_hf.testing import make_image
 
 
 def test_chat_session_over_stdin(checkpoint, tiny, tmp_path):  # noqa: F811

@@ -5,12 +5,12 @@ import subprocess
 import sys
 
 import pytest
-from serving_helpers import checkpoint, reference_answer, subprocess_env, tiny  # noqa: F401  (fixtures)
 
-from conftest import make_image
-from hub_cache import populate_hf_cache
-from llava_hf.serving import generate
-from llava_hf.serving.loading import ModelArguments, SamplingArguments, load_model_and_processor
+from helpers.hub_cache import populate_hf_cache
+from helpers.serving import checkpoint, reference_answer, subprocess_env, tiny  # noqa: F401  (fixtures)
+from llava_hf.serving import generate_command as generate
+from llava_hf.serving.inference import ModelArguments, SamplingArguments, load_model_and_processor
+from llava_hf.testing import make_image
 
 
 @pytest.fixture

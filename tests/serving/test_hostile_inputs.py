@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from serving_helpers import checkpoint, data_url, start_server, stop_server, tiny  # noqa: F401  (fixtures)
 
-from conftest import make_tiny_config, make_tiny_model
+from helpers.serving import checkpoint, data_url, start_server, stop_server, tiny  # noqa: F401  (fixtures)
 from llava_hf.serving.server import ServeArguments, ServerThread
+from llava_hf.testing import make_tiny_config, make_tiny_model
 
 pytestmark = pytest.mark.slow
 MiB = 2**20

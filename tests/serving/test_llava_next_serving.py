@@ -10,10 +10,10 @@ import urllib.request
 
 import openai
 import pytest
-from serving_helpers import data_url, png_bytes
 
-from llava_hf.serving.generate import answer
-from llava_hf.serving.loading import SamplingArguments
+from helpers.serving import data_url, png_bytes
+from llava_hf.serving.generate_command import answer
+from llava_hf.serving.inference import SamplingArguments
 from llava_hf.serving.server import ServeArguments, ServerThread
 from llava_hf.testing import make_image, make_tiny_next_model, make_tiny_next_processor
 

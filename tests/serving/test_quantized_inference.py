@@ -10,12 +10,11 @@ from pathlib import Path
 import openai
 import pytest
 import torch
-from serving_helpers import image_message, start_server, stop_server, subprocess_env
 
-from conftest import make_image, make_tiny_processor
-from llava_hf.serving.generate import answer, user_message
-from llava_hf.serving.loading import ModelArguments, SamplingArguments, load_model_and_processor
-from llava_hf.testing import make_tiny_model, make_tiny_quantizable_model
+from helpers.serving import image_message, start_server, stop_server, subprocess_env
+from llava_hf.serving.generate_command import answer, user_message
+from llava_hf.serving.inference import ModelArguments, SamplingArguments, load_model_and_processor
+from llava_hf.testing import make_image, make_tiny_model, make_tiny_processor, make_tiny_quantizable_model
 
 pytest.importorskip("bitsandbytes")
 pytestmark = pytest.mark.slow  # one `llava-hf` process per command, each importing torch and bitsandbytes
@@ -107,7 +106,7 @@ def test_evaluate_runs_in_8bit_on_cpu(checkpoint, tmp_path):
 
 
 def test_4bit_on_cpu_refuses_widths_its_kernel_cannot_run(tmp_path, capsys):
-    from llava_hf.serving import generate
+    from llava_hf.serving import generate_command as generate
 
     make_tiny_model().save_pretrained(tmp_path / "narrow")  # a 32-wide language model
     make_tiny_processor().save_pretrained(tmp_path / "narrow")

@@ -12,8 +12,8 @@ import urllib.parse
 import openai
 import pytest
 from PIL import Image
-from serving_helpers import data_url, image_message, png_bytes, reference_answer, tiny  # noqa: F401  (fixture)
 
+from helpers.serving import data_url, image_message, png_bytes, reference_answer, tiny  # noqa: F401  (fixture)
 from llava_hf.serving.server import ServeArguments, ServerThread
 
 MODEL = "tiny-llava"

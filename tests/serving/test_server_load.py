@@ -10,7 +10,8 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
-from serving_helpers import (  # noqa: F401  (fixtures)
+
+from helpers.serving import (  # noqa: F401  (fixtures)
     checkpoint,
     data_url,
     image_message,

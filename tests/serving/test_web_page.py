@@ -10,12 +10,12 @@ import shutil
 import signal
 
 import pytest
-from serving_helpers import tiny  # noqa: F401  (fixture)
 
-from conftest import make_image
-from llava_hf.serving.generate import answer, user_message
-from llava_hf.serving.loading import SamplingArguments
+from helpers.serving import tiny  # noqa: F401  (fixture)
+from llava_hf.serving.generate_command import answer, user_message
+from llava_hf.serving.inference import SamplingArguments
 from llava_hf.serving.server import ServeArguments, ServerThread
+from llava_hf.testing import make_image
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

@@ -1,6 +1,7 @@
-"""The same `llava-hf train` command runs under `accelerate launch` with 2 CPU processes (DDP over gloo), and a rank
-that fails ends the whole run instead of leaving the other rank waiting. Every process of a launch is found by a marker
-in its environment and killed when the test ends, so no rank outlives a failing test."""
+"""The same `llava-hf train` command runs under `accelerate launch` with 2 CPU processes (DDP over gloo), the second
+rank reusing the first one's parsed rows and data check, and a rank that fails ends the whole run instead of leaving
+the other rank waiting. Every process of a launch is found by a marker in its environment and killed when the test
+ends, so no rank outlives a failing test."""
 
 import os
 import re
@@ -17,7 +18,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from conftest import REAL_SHAPED
+from helpers.paths import REAL_SHAPED
 from llava_hf.testing import make_tiny_data, make_tiny_parts
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,8 +105,14 @@ def launch(tmp_path: Path, entry: list[str], *overrides: str, config: Path = DDP
 @pytest.mark.slow  # two processes import torch and train: a minute or more on 2 loaded cores
 def test_ddp_two_cpu_processes(tmp_path):
     output = tmp_path / "ddp"
-    status, log = launch(tmp_path, ["-m", "llava_hf.cli"], "--output_dir", str(output), "--max_steps", "2")
+    script = str(Path(__file__).with_name("ddp_logging_ranks.py"))  # `llava-hf train`, INFO lines with the rank
+    status, log = launch(tmp_path, [script], "--output_dir", str(output), "--max_steps", "2")
     assert status == 0, log[-4000:]
+    # The main process parses the JSON and checks the rows; rank 1 waits for it, then reads both from the cache.
+    assert re.findall(r"rank (\d): llava_hf\.data\.formats: rows: (parsed|reusing)", log) == [
+        ("0", "parsed"), ("1", "reusing")], log[-4000:]  # fmt: skip
+    assert re.findall(r"rank (\d): llava_hf\.data\.check: preflight: (checked|reusing)", log) == [
+        ("0", "checked"), ("1", "reusing")], log[-4000:]  # fmt: skip
     # 16 rows, 8 per process: with 2 processes one step is a whole epoch (a single process would need 2 steps).
     epochs = [float(value) for value in re.findall(r"'epoch': '([0-9.]+)'", log)]
     assert epochs[:2] == [1.0, 2.0], log[-3000:]

@@ -14,7 +14,7 @@ import torch
 from peft import PeftModel
 from PIL import Image
 
-from conftest import REAL_SHAPED
+from helpers.paths import REAL_SHAPED
 from helpers.processes import run_to_exit
 from llava_hf import LlavaHfForConditionalGeneration, LlavaHfProcessor
 from llava_hf.testing import make_tiny_data

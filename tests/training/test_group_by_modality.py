@@ -15,9 +15,9 @@ from datasets import Dataset
 from torch.utils.data import BatchSampler
 from trl import SFTConfig, TrlParser
 
-from conftest import load_tiny_tokenizer, make_tiny_model, make_tiny_processor
 from llava_hf.data import ROW_FEATURES, LlavaCollator, padding_fraction
 from llava_hf.data.synthetic import make_shape_rows
+from llava_hf.testing import load_tiny_tokenizer, make_tiny_model, make_tiny_processor
 from llava_hf.training import (
     LlavaRunArguments,
     ModalityLengthGroupedSampler,

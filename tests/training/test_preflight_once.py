@@ -50,7 +50,7 @@ def test_group_by_modality_length_uses_the_preflight_lengths(tmp_path, monkeypat
     def refuse(*args, **kwargs):
         raise AssertionError("lengths were estimated although the preflight measured them")
 
-    train_module = sys.modules["llava_hf.training.train"]  # the package exports a function of the same name
+    train_module = sys.modules["llava_hf.training.trainer"]
     monkeypatch.setattr(train_module, "estimate_lengths", refuse)
     sampler = trainer.get_train_dataloader().batch_sampler.sampler
     lengths, has_image = trainer.modality_lengths

@@ -10,7 +10,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from conftest import REAL_SHAPED
+from helpers.paths import REAL_SHAPED
 from llava_hf.cli import main as llava_hf
 from llava_hf.testing import make_image, make_tiny_data, make_tiny_parts
 from llava_hf.training import LlavaRunArguments, load_lora_base, load_model_and_processor, merge_lora_adapter

@@ -16,7 +16,7 @@ from tiny_run import THREADS, make_run, make_trainer
 from helpers.processes import run_to_exit
 from llava_hf.cli import main as llava_hf
 from llava_hf.training import train
-from llava_hf.training.train import last_complete_checkpoint, resolve_resume_checkpoint
+from llava_hf.training.trainer import last_complete_checkpoint, resolve_resume_checkpoint
 
 SCRIPT = Path(__file__).with_name("tiny_run.py")
 
@@ -77,7 +77,7 @@ def test_resume_true_skips_a_checkpoint_left_partial_by_a_kill_while_saving(tmp_
     assert last_complete_checkpoint(interrupted) == interrupted / "checkpoint-4"
 
     run, args, model, processor, rows = make_run(str(interrupted), resume_from_checkpoint="true")
-    with caplog.at_level(logging.INFO, logger="llava_hf.training.train"):
+    with caplog.at_level(logging.INFO, logger="llava_hf.training.trainer"):
         resumed = train(run, args, model, processor, rows)
     assert (
         f"skipping {partial}: incomplete" in caplog.text

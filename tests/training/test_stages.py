@@ -7,11 +7,11 @@ from datasets import Dataset
 from safetensors.torch import load_file
 from trl import SFTConfig
 
-from conftest import make_tiny_model, make_tiny_processor
 from llava_hf import LlavaHfForConditionalGeneration, get_chat_template
 from llava_hf.data import ROW_FEATURES, LlavaCollator
 from llava_hf.data.check import DataCheckError
 from llava_hf.data.synthetic import make_shape_rows
+from llava_hf.testing import make_tiny_model, make_tiny_processor
 from llava_hf.training import (
     QLORA_SKIP_MODULES,
     LlavaRunArguments,
@@ -173,7 +173,7 @@ def test_stage1_projector_loads_into_stage2(tmp_path, rows):
     load_projector(fresh, tmp_path / "mm_projector.bin")
     assert torch.equal(fresh.model.multi_modal_projector.linear_2.weight, trained.linear_2.weight)
 
-    from conftest import make_tiny_config
+    from llava_hf.testing import make_tiny_config
 
     linear = make_tiny_model(make_tiny_config(projector_type="linear"))
     save_projector(linear, tmp_path / "linear")

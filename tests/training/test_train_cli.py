@@ -8,11 +8,11 @@ import yaml
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForCausalLM
 
-from conftest import REAL_SHAPED
+from helpers.paths import REAL_SHAPED
 from llava_hf import LlavaHfForConditionalGeneration, LlavaHfProcessor
 from llava_hf.cli import main as llava_hf
 from llava_hf.testing import make_tiny_data, make_tiny_parts
-from llava_hf.training import build_from_parts
+from llava_hf.training import build_from_parts, build_processor_from_parts
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "examples" / "configs"
@@ -35,6 +35,10 @@ def test_build_from_parts_keeps_the_pretrained_weights(tmp_path):
     torch.testing.assert_close(model.lm_head.weight[known_rows], language.lm_head.weight.float().mean(dim=0))
     assert not any(parameter.requires_grad for parameter in model.model.vision_tower.parameters())
     assert processor.image_seq_length == 16
+    # The processor alone (what training checks its data with, before loading the weights) is the same processor.
+    alone = build_processor_from_parts(str(vision_dir), str(language_dir), projector_type="mlp2x_gelu")
+    assert alone.to_dict() == processor.to_dict() and alone.tokenizer.get_vocab() == processor.tokenizer.get_vocab()
+    assert (alone.image_token_id, alone.tokenizer.pad_token_id) == (processor.image_token_id, 0)
 
 
 def test_tiny_recipes_run_from_the_command_line(tmp_path, capsys):
@@ -100,10 +104,17 @@ def test_build_from_parts_normalises_with_the_towers_own_statistics(tmp_path):
     assert list(processor.image_processor.image_mean) == list(processor.image_processor.image_std) == [0.5, 0.5, 0.5]
 
 
-def test_refused_data_exits_2_with_the_report_and_one_error_line(tmp_path, capsys):
+def test_refused_data_exits_2_with_the_report_and_one_error_line(tmp_path, capsys, monkeypatch):
     """Data the preflight check refuses is bad input: the report on stdout, one line on stderr naming the fix, exit 2
-    (no traceback), and nothing trained or written."""
+    (no traceback), and nothing trained or written; the check runs before the model is loaded."""
     import json
+
+    import llava_hf.training.trainer as trainer_module
+
+    def refuse(run):
+        raise AssertionError("the model was loaded before the data was checked")
+
+    monkeypatch.setattr(trainer_module, "load_model_and_processor", refuse)
 
     record = {"id": "lost", "image": "missing.png", "conversations": [
         {"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "A cat."}]}  # fmt: skip

@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from conftest import make_tiny_model, make_tiny_processor
-from llava_hf.serving import generate
+from llava_hf.serving import generate_command as generate
+from llava_hf.testing import make_tiny_model, make_tiny_processor
 from llava_hf.utils import loading
 from llava_hf.utils.loading import WeightsSize, check_memory, choose_dtype, read_weights_size
 

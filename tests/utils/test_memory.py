@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import llava_hf  # noqa: F401  (registers the model type)
-from conftest import make_tiny_model, make_tiny_processor
+from llava_hf.testing import make_tiny_model, make_tiny_processor
 from llava_hf.utils import memory
 from llava_hf.utils.loading import load_checkpoint
 

@@ -2,8 +2,10 @@
 bitsandbytes 4-bit / 8-bit copies that stock transformers loads (`quantize`), and the model card written next to
 every converted checkpoint.
 
-- `cli.py`                              `llava-hf convert` and `llava-hf export`: arguments and source checked before torch loads
-- `arguments.py`                        ConvertArguments, ExportArguments
+- `convert_command.py`                  `llava-hf convert`: arguments and source checked before torch loads
+- `export_command.py`                   `llava-hf export`
+- `quantize_command.py`                 `llava-hf quantize`
+- `arguments.py`                        ConvertArguments, ExportArguments, QuantizeArguments and their SRC DST command line
 - `convert.py`                          convert_checkpoint(): detect the source, pick the direction, stage atomically, verify, card
 - `sources.py`                          reading original sources: folder or Hub, format detection, mm_* checks, weights
 - `convert_original_checkpoint.py`      original / stage-1 / LoRA -> llava_hf checkpoint (weights, token rows, tokenizer, processor)
@@ -12,13 +14,13 @@ every converted checkpoint.
 - `reference.py`                        the original computation (tokenizer_image_token, pad + CLIP, projector, splice, Llama)
 - `common.py`                           what both directions share: ConversionError, JSON/safetensors writing, the verification input
 - `model_card.py`                       README.md of a checkpoint rendered through `model_card_template.md`
-- `quantize.py`                         `llava-hf quantize`: a bitsandbytes 4/8-bit checkpoint written one weights file at a time
+- `quantize.py`                         a bitsandbytes 4/8-bit checkpoint written one weights file at a time
 - `hub.py`                              prepare_for_hub / push_to_hub (filled card, trust_remote_code files when needed)
 """
 
 from ..utils.lazy import lazy_attributes
 
-# public name -> submodule, loaded on first use: `llava-hf convert --help` (conversion/cli.py) needs no torch.
+# public name -> submodule, loaded on first use: `llava-hf convert --help` (convert_command.py) needs no torch.
 _LAZY_ATTRIBUTES = {
     "ConversionError": "common",
     "ConvertArguments": "arguments",

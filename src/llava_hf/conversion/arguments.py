@@ -1,8 +1,10 @@
-"""The settings of `llava-hf convert` and `llava-hf export`, apart from the conversion code so that `--help` and
-argument errors answer before torch loads (`cli.py`)."""
+"""The settings of `llava-hf convert`, `export` and `quantize`, and their shared `SRC DST` command line, apart from the
+conversion code so that `--help` and argument errors answer before torch loads (`*_command.py`)."""
 
 from dataclasses import dataclass, field
 from typing import Literal
+
+from ..utils.command_line import build_parser, parse_into_dataclasses
 
 
 @dataclass
@@ -52,3 +54,11 @@ class QuantizeArguments:
             "4-bit blocks' scales; bfloat16 matches the 4-bit compute dtype; auto keeps the source's dtype."
         },
     )
+
+
+def parse(settings_class: type, argv: list[str] | None, prog: str, description: str, source_help: str):
+    """(settings, positional SOURCE and DESTINATION) of a `llava-hf convert|export|quantize ... SRC DST` command line."""
+    parser = build_parser(settings_class, prog, description=description)
+    parser.add_argument("source", help=source_help)
+    parser.add_argument("destination", help="folder to create (must not exist)")
+    return parse_into_dataclasses(parser, argv)

@@ -4,13 +4,14 @@
 - `check.py`             preflight check of training data (summary table, offending ids, refuse or skip)
 - `collator.py`          masking collator (answers + end tokens only), padded or padding-free
 - `packed_attention.py`  SDPA per packed sample for padding-free batches
-- `synthetic.py`         a small learnable coloured-shapes dataset for smoke tests, tiny recipes and benchmarks
-- `cli.py`               `llava-hf data check|convert`
+- `synthetic.py`         a small learnable coloured-shapes dataset for smoke tests, tiny recipes and benchmarks; the
+                         shape painter the demo's world draws with
+- `data_command.py`      `llava-hf data check|convert`
 """
 
 from ..utils.lazy import lazy_attributes
 
-# public name -> submodule, loaded on first use: `llava-hf data --help` (data/cli.py) needs no torch or datasets.
+# public name -> submodule, loaded on first use: `llava-hf data --help` (data_command.py) needs no torch or datasets.
 _LAZY_ATTRIBUTES = {
     "CheckReport": "check",
     "DataCheckError": "check",

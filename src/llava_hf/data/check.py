@@ -262,14 +262,14 @@ def _check_batch(batch: dict, indices: list[int], collator, max_length, image_ch
         role_problems = _role_problems(messages)
         problems += role_problems
         if collator is not None and "image_count_mismatch" not in problems and "role_order" not in role_problems:
-            encodable.append((position, {**row, "images": images}))
+            encodable.append((position, {**row, "images": images}, messages))
         results["id"].append(str(row.get("id") or index))
         results["problems"].append(problems)
         results["length"].append(-1)
         results["has_image"].append(bool(images))
     if encodable:
-        lengths = collator.encoded_lengths([row for _, row in encodable])
-        for (position, _), length in zip(encodable, lengths):
+        lengths = collator.encoded_lengths([row for _, row, _ in encodable], [messages for _, _, messages in encodable])
+        for (position, _, _), length in zip(encodable, lengths):
             if length is None:
                 results["problems"][position].append("unmaskable")
             else:

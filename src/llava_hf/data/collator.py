@@ -155,24 +155,32 @@ class LlavaCollator:
             images = images[:kept_images]
         return EncodedSample(input_ids=input_ids, labels=labels, images=images)
 
-    def encoded_lengths(self, rows: list[dict]) -> list[int | None]:
+    def encoded_lengths(self, rows: list[dict], conversations: list[list[dict]] | None = None) -> list[int | None]:
         """What `encode` gives each row, without building it: the length in tokens after image expansion (before
         any `max_length` truncation), or None where `encode` raises `SampleError` (placeholders != images, nothing
         supervised). The preflight check runs this on every row, so it does what `apply_chat_template(...,
         return_assistant_tokens_mask=True)` does in `encode` (render with the answer spans, tokenize the batch in one
         call) without its per-token Python loop: a row needs only one supervised token, found by looking up the
         token under each character of the answer spans until one is not the first token or an image token.
-        A test checks the lengths equal `len(encode(row).input_ids)`.
+        A test checks the lengths equal `len(encode(row).input_ids)`. `conversations`: the rows' `to_conversation`,
+        when the caller has them already.
         """
         from transformers.utils.chat_template_utils import render_jinja_template
 
         rendered, spans = render_jinja_template(
-            conversations=[to_conversation(row) for row in rows],
+            conversations=conversations or [to_conversation(row) for row in rows],
             chat_template=self.chat_template,
             return_assistant_tokens_mask=True,
             **self.tokenizer.special_tokens_map,  # what apply_chat_template gives the template
         )
-        encodings = self.tokenizer(rendered, add_special_tokens=False).encodings
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None and backend.truncation is None and backend.padding is None:
+            # The Rust tokenizer directly, as `tokenizer(...)` calls it with these settings, without building the
+            # Python lists of ids and masks for each row that the preflight never reads.
+            backend.encode_special_tokens = bool(self.tokenizer.split_special_tokens)
+            encodings = backend.encode_batch(rendered, add_special_tokens=False)
+        else:
+            encodings = self.tokenizer(rendered, add_special_tokens=False).encodings
         lengths: list[int | None] = []
         for row, encoding, answer_spans in zip(rows, encodings, spans):
             token_ids = encoding.ids

@@ -6,6 +6,7 @@ descriptions, multi-turn samples and text-only rows, like the v1.5 mix (whose le
 measurements.
 """
 
+import math
 import random
 
 from PIL import Image, ImageDraw
@@ -14,19 +15,32 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 60, 220), 
 SHAPES = ("square", "circle", "triangle")
 
 
+def paint_shape(canvas: ImageDraw.ImageDraw, shape: str, box: tuple[float, float, float, float], fill) -> None:
+    """Fill one shape (square, circle, triangle or star) inscribed in `box` = (x1, y1, x2, y2) pixels; the one shape
+    painter of this dataset and of the demo's shapes world."""
+    x1, y1, x2, y2 = box
+    if shape == "circle":
+        canvas.ellipse(box, fill=fill)
+    elif shape == "square":
+        canvas.rectangle(box, fill=fill)
+    elif shape == "triangle":
+        canvas.polygon([(x1, y2), (x2, y2), ((x1 + x2) / 2, y1)], fill=fill)
+    else:  # a five-pointed star
+        centre_x, centre_y, radius = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 2
+        canvas.regular_polygon((centre_x, centre_y, radius), 5, fill=fill)  # the star's body
+        points = []
+        for index in range(10):
+            angle = -math.pi / 2 + index * math.pi / 5
+            reach = radius if index % 2 == 0 else radius * 0.45
+            points.append((centre_x + reach * math.cos(angle), centre_y + reach * math.sin(angle)))
+        canvas.polygon(points, fill=fill)
+
+
 def draw_shape(colour: str, shape: str, size: int = 64, seed: int = 0) -> Image.Image:
     rng = random.Random(seed)
     image = Image.new("RGB", (size, size), (rng.randint(200, 255),) * 3)
-    draw = ImageDraw.Draw(image)
     margin = rng.randint(size // 8, size // 4)
-    box = (margin, margin, size - margin, size - margin)
-    fill = COLOURS[colour]
-    if shape == "square":
-        draw.rectangle(box, fill=fill)
-    elif shape == "circle":
-        draw.ellipse(box, fill=fill)
-    else:
-        draw.polygon([(box[0], box[3]), (box[2], box[3]), ((box[0] + box[2]) // 2, box[1])], fill=fill)
+    paint_shape(ImageDraw.Draw(image), shape, (margin, margin, size - margin, size - margin), COLOURS[colour])
     return image
 
 

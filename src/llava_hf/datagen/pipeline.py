@@ -38,7 +38,7 @@ from .rule_teacher import RuleBasedTeacher
 
 
 @dataclass
-class GenerationConfig:
+class GenerateDataArguments:
     """Settings of one run; the CLI flags are these fields (`--output-dir` for `output_dir`, ...)."""
 
     output_dir: str = field(metadata={"help": "folder for outputs and the resume journal; re-run to resume"})
@@ -93,7 +93,7 @@ class LLMTeacher:
     kind = "llm"
     deterministic = False
 
-    def __init__(self, config: GenerationConfig):
+    def __init__(self, config: GenerateDataArguments):
         self.client = ChatClient.from_settings(config)
         self.model = config.model
         self.sampling = config.sampling()
@@ -127,14 +127,14 @@ class RunState:
             self.accepted.setdefault(job, entry)
 
 
-def cost_usd(config: GenerationConfig, prompt_tokens: int, completion_tokens: int) -> float:
+def cost_usd(config: GenerateDataArguments, prompt_tokens: int, completion_tokens: int) -> float:
     return (
         prompt_tokens * config.usd_per_million_prompt_tokens
         + completion_tokens * config.usd_per_million_completion_tokens
     ) / 1e6
 
 
-def budget_spent(config: GenerationConfig, state: RunState) -> bool:
+def budget_spent(config: GenerateDataArguments, state: RunState) -> bool:
     tokens = state.prompt_tokens + state.completion_tokens
     if config.max_total_tokens is not None and tokens >= config.max_total_tokens:
         return True
@@ -142,7 +142,7 @@ def budget_spent(config: GenerationConfig, state: RunState) -> bool:
     return config.max_cost_usd is not None and cost >= config.max_cost_usd
 
 
-def load_images(config: GenerationConfig) -> list[SymbolicImage]:
+def load_images(config: GenerateDataArguments) -> list[SymbolicImage]:
     if config.input is not None:
         images = read_jsonl_images(config.input)
     else:
@@ -150,7 +150,7 @@ def load_images(config: GenerationConfig) -> list[SymbolicImage]:
     return select_images(images, config.limit, config.sample_seed)
 
 
-def run_generation(config: GenerationConfig, progress: bool | None = None) -> dict:
+def run_generation(config: GenerateDataArguments, progress: bool | None = None) -> dict:
     """Run (or resume) generation into `config.output_dir`; returns the summary (also written to summary.json).
 
     `progress`: show a tqdm bar (None = only on a terminal). Safe to call again after any interruption.
@@ -240,7 +240,7 @@ async def _run_jobs(jobs, config, teacher, prompts, journal, state, max_attempts
     bar.close()
 
 
-def check_run_settings(output_dir: Path, config: GenerationConfig, teacher, prompts: PromptSet) -> None:
+def check_run_settings(output_dir: Path, config: GenerateDataArguments, teacher, prompts: PromptSet) -> None:
     """Refuse to mix outputs of different teachers, prompts or sampling in one folder (records would silently differ
     in provenance); the first run writes `run.json`, later runs must match it."""
     settings = {

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from .pipeline import (
-    DemoConfig,
+from .end_to_end import (
+    DemoArguments,
     build_towers,
     evaluate_model,
     generate_data,
@@ -41,7 +41,7 @@ def mean_and_standard_error(values: list[float]) -> tuple[float, float]:
     return mean, (statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0)
 
 
-def run_seed(config: DemoConfig, device: str) -> dict[str, dict]:
+def run_seed(config: DemoArguments, device: str) -> dict[str, dict]:
     """Both arms on one seed's world and towers; returns the multiple-choice accuracy per type for each arm."""
     from ..data import load_llava_json
     from .pretrain import assemble
@@ -66,7 +66,7 @@ def run_seed(config: DemoConfig, device: str) -> dict[str, dict]:
     return results
 
 
-def run_ablation(config: DemoConfig, seeds: int) -> dict:
+def run_ablation(config: DemoArguments, seeds: int) -> dict:
     """The stage-1 ablation over `seeds` seeds (config.seed, config.seed + 1, ...); writes and returns the summary:
     per arm and question type the mean accuracy and its standard error, and the paired difference (with - without
     stage 1) with its standard error."""

@@ -16,7 +16,6 @@ size, cell) for question writing and scoring.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 # The 3x3 cell names and number words of the rule-based teacher, so questions, captions and generated data agree.
+from ..data.synthetic import paint_shape
 from ..datagen.rule_teacher import NUMBER_WORDS, REGION_NAMES
 from ..utils.io import staged_directory
 
@@ -147,23 +147,7 @@ def draw(world_image: WorldImage, size: int) -> Image.Image:
     image = Image.new("RGB", (size, size), world_image.background)
     canvas = ImageDraw.Draw(image)
     for item in world_image.objects:
-        x1, y1, x2, y2 = (value * size for value in item.bbox)
-        fill = COLOURS[item.colour]
-        if item.shape == "circle":
-            canvas.ellipse((x1, y1, x2, y2), fill=fill)
-        elif item.shape == "square":
-            canvas.rectangle((x1, y1, x2, y2), fill=fill)
-        elif item.shape == "triangle":
-            canvas.polygon([(x1, y2), (x2, y2), ((x1 + x2) / 2, y1)], fill=fill)
-        else:  # a five-pointed star
-            centre_x, centre_y, radius = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 2
-            canvas.regular_polygon((centre_x, centre_y, radius), 5, fill=fill)  # the star's body
-            points = []
-            for index in range(10):
-                angle = -math.pi / 2 + index * math.pi / 5
-                reach = radius if index % 2 == 0 else radius * 0.45
-                points.append((centre_x + reach * math.cos(angle), centre_y + reach * math.sin(angle)))
-            canvas.polygon(points, fill=fill)
+        paint_shape(canvas, item.shape, tuple(value * size for value in item.bbox), COLOURS[item.colour])
     return image
 
 

@@ -27,7 +27,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..utils.endpoints import EndpointSettings
+from ..utils.endpoints import EndpointArguments
 from ..utils.io import JsonlLog, read_jsonl
 from .rows import load_rows, require_columns
 from .task import Example, Outcome, Task
@@ -56,7 +56,7 @@ HUB_COLUMNS = ["question_id", "question", "image", "category", "caption"]
 
 
 # The order in which results.json has always recorded the judge settings (the endpoint fields come first in
-# `asdict(JudgeSettings)` since they are inherited, so the record is built in this order instead).
+# `asdict(JudgeArguments)` since they are inherited, so the record is built in this order instead).
 JUDGE_RECORD_FIELDS = (
     "base_url",
     "model",
@@ -72,8 +72,8 @@ JUDGE_RECORD_FIELDS = (
 
 
 @dataclass
-class JudgeSettings(EndpointSettings):
-    """Where and how to ask the judge: the endpoint (`EndpointSettings`: base_url incl. /v1, model, api_key_env,
+class JudgeArguments(EndpointArguments):
+    """Where and how to ask the judge: the endpoint (`EndpointArguments`: base_url incl. /v1, model, api_key_env,
     timeout, max_retries, concurrency, all passed to `llava_hf.utils.endpoints.ChatClient`) plus the protocol below.
 
     Args:
@@ -215,7 +215,7 @@ def parse_judgment(text: str) -> tuple[float, float] | None:
     return scores if all(1.0 <= score <= 10.0 for score in scores) else None
 
 
-def request_key(settings: JudgeSettings, messages: list[dict], attempt: int) -> str:
+def request_key(settings: JudgeArguments, messages: list[dict], attempt: int) -> str:
     """Cache key: a hash of everything that determines a judgment, plus the attempt number (retries are new asks)."""
     request = {
         "model": settings.model,
@@ -227,7 +227,7 @@ def request_key(settings: JudgeSettings, messages: list[dict], attempt: int) -> 
     return hashlib.sha256(json.dumps(request, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-def judge(outcomes: list[Outcome], settings: JudgeSettings, cache_path: str | Path) -> dict:
+def judge(outcomes: list[Outcome], settings: JudgeArguments, cache_path: str | Path) -> dict:
     """Judge every answered outcome in each order, with cached requests; returns per-question judgments.
 
     Returns `{order: {question_id: {"reference", "candidate", "attempts", "judgment"} | {"error", ...}}}`.
@@ -331,7 +331,7 @@ def relative_scores(judged: dict[str, dict], categories: dict[str, str]) -> dict
     return table
 
 
-def make_score(settings: JudgeSettings, cache_path: str | Path):
+def make_score(settings: JudgeArguments, cache_path: str | Path):
     """The task's score function: judge, then relative scores per category (and the swapped pass, if asked)."""
 
     def score(outcomes: list[Outcome]) -> dict:
@@ -390,7 +390,7 @@ def _dash(value):
 
 def build_task(
     data=None,
-    judge_settings: JudgeSettings | None = None,
+    judge_settings: JudgeArguments | None = None,
     cache_path: str | Path = "judgments.jsonl",
     split: str = "train",
     image_folder: str | None = None,
@@ -401,7 +401,7 @@ def build_task(
 ) -> Task:
     """The LLaVA-Bench task from files (`data`) or from in-memory `examples` (see `make_example`)."""
     if judge_settings is None:
-        raise ValueError("LLaVA-Bench needs a judge: pass JudgeSettings(base_url=..., model=...) (--judge-base-url).")
+        raise ValueError("LLaVA-Bench needs a judge: pass JudgeArguments(base_url=..., model=...) (--judge-base-url).")
     if examples is None:
         if data is None:
             raise ValueError("pass data (a LLaVA-Bench folder, parquet or Hub id) or in-memory examples.")

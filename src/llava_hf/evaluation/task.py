@@ -10,7 +10,7 @@ lives next to it, one concern per file:
 - `predictions.py`: reading a predictions file (ours or the original LLaVA answer file);
 - `scoring.py`: parse + score, `results.json` / `results.md`;
 - `run.py`: `evaluate()`, generation then scoring, or scoring alone;
-- `model_card.py`: the metrics filed in a model card's `model-index`.
+- `model_index.py`: the metrics filed in a model card's `model-index`.
 
 
     task = scienceqa.build_task(data="derek-thomas/ScienceQA", split="test")         # or Task(...) from memory

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from llava_hf.serving.loading import pad_token_id
+from llava_hf.serving.inference import pad_token_id
 
 
 @dataclass

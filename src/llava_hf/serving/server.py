@@ -39,9 +39,10 @@ from pathlib import Path
 import jinja2
 import torch
 
+from llava_hf.serving.arguments import ModelArguments, ServeArguments
 from llava_hf.serving.batching import BatchingEngine, GenerationJob
 from llava_hf.serving.images import decode_image, image_bytes
-from llava_hf.serving.loading import load_model_and_processor
+from llava_hf.serving.inference import load_model_and_processor
 from llava_hf.serving.protocol import (
     ChatRequest,
     RequestError,
@@ -51,8 +52,7 @@ from llava_hf.serving.protocol import (
     usage_body,
     without_text,
 )
-from llava_hf.serving.settings import ModelArguments, ServeArguments
-from llava_hf.utils.cli import usage_error
+from llava_hf.utils.command_line import usage_error
 
 try:
     import uvicorn

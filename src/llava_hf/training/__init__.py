@@ -1,59 +1,42 @@
 """LLaVA's training stages around TRL's SFTTrainer.
 
-- `recipes.py`  what each stage trains, LoRA/QLoRA configs, the stage-1 projector file, building from a tower + LLM
-- `sampler.py`  LLaVA-1.5's group-by-modality-length batching
-- `train.py`    LlavaSFTTrainer (per-group learning rates), build_trainer(), train(), saving, resuming
-- `cli.py`      the run behind `llava-hf train`: YAML + flags -> arguments, train, DDP teardown
+- `arguments.py`      the stage table (`STAGES`: what each stage trains and saves) and LlavaRunArguments; no torch
+- `recipes.py`        applying a stage: freezing, LoRA/QLoRA configs, the stage-1 projector file, building from parts
+- `sampler.py`        LLaVA-1.5's group-by-modality-length batching
+- `trainer.py`        LlavaSFTTrainer (per-group learning rates), build_trainer(), train(), saving, resuming
+- `train_command.py`  `llava-hf train`: --help and LLaVA's flags before TRL loads, then YAML + flags -> one stage
 """
 
-from .recipes import (
-    LORA_TARGET_MODULES,
-    PROJECTOR_FILE,
-    QLORA_SKIP_MODULES,
-    STAGES,
-    build_from_parts,
-    load_projector,
-    lora_config,
-    qlora_quantization_config,
-    save_projector,
-    set_trainable,
-    trainable_counts,
-    unfreeze_vision_layers,
-)
-from .sampler import ModalityLengthGroupedSampler, estimate_lengths, modality_length_grouped_indices
-from .train import (
-    LlavaRunArguments,
-    LlavaSFTTrainer,
-    build_trainer,
-    load_lora_base,
-    load_model_and_processor,
-    merge_lora_adapter,
-    save_outputs,
-    train,
-)
+from ..utils.lazy import lazy_attributes
 
-__all__ = [
-    "LORA_TARGET_MODULES",
-    "PROJECTOR_FILE",
-    "QLORA_SKIP_MODULES",
-    "STAGES",
-    "LlavaRunArguments",
-    "LlavaSFTTrainer",
-    "ModalityLengthGroupedSampler",
-    "build_from_parts",
-    "build_trainer",
-    "estimate_lengths",
-    "load_lora_base",
-    "load_model_and_processor",
-    "load_projector",
-    "lora_config",
-    "merge_lora_adapter",
-    "modality_length_grouped_indices",
-    "qlora_quantization_config",
-    "save_outputs",
-    "save_projector",
-    "set_trainable",
-    "train",
-    "trainable_counts",
-    "unfreeze_vision_layers",
-]
+# public name -> submodule, loaded on first use: `llava-hf train --help` (train_command.py) needs no torch or TRL.
+_LAZY_ATTRIBUTES = {
+    "LORA_TARGET_MODULES": "arguments",
+    "STAGES": "arguments",
+    "LlavaRunArguments": "arguments",
+    "Stage": "arguments",
+    "PROJECTOR_FILE": "recipes",
+    "QLORA_SKIP_MODULES": "recipes",
+    "build_from_parts": "recipes",
+    "build_processor_from_parts": "recipes",
+    "load_projector": "recipes",
+    "lora_config": "recipes",
+    "qlora_quantization_config": "recipes",
+    "save_projector": "recipes",
+    "set_trainable": "recipes",
+    "trainable_counts": "recipes",
+    "unfreeze_vision_layers": "recipes",
+    "ModalityLengthGroupedSampler": "sampler",
+    "estimate_lengths": "sampler",
+    "modality_length_grouped_indices": "sampler",
+    "LlavaSFTTrainer": "trainer",
+    "build_trainer": "trainer",
+    "load_lora_base": "trainer",
+    "load_model_and_processor": "trainer",
+    "load_processor": "trainer",
+    "merge_lora_adapter": "trainer",
+    "save_outputs": "trainer",
+    "train": "trainer",
+}
+__all__ = sorted(_LAZY_ATTRIBUTES)
+__getattr__ = lazy_attributes(__name__, _LAZY_ATTRIBUTES)

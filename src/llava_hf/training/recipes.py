@@ -1,12 +1,6 @@
-"""What each LLaVA stage trains, and how: freezing, per-component learning rates, LoRA/QLoRA configs, the stage-1
-projector file, and building a model from a vision tower + a language model (where stage 1 starts).
-
-Stages (LLaVA-1.5, Liu et al. 2023b, Appendix hyperparameters; original scripts/v1_5/pretrain.sh, finetune.sh,
-finetune_lora.sh):
-- `pretrain` (stage 1): only the projector learns (LR 1e-3); `plain` template; output: the projector alone.
-- `finetune` (stage 2): projector + language model (LR 2e-5); vision tower frozen.
-- `lora` (stage 2 LoRA): LoRA on the language model's linear layers, the projector fully trained with its own LR.
-- `qlora`: `lora` on a 4-bit language model; vision tower, projector and lm_head stay out of quantization.
+"""How the LLaVA stages train what `arguments.STAGES` says they train: freezing, per-component learning rates,
+LoRA/QLoRA configs, the stage-1 projector file, and building a model from a vision tower + a language model (where
+stage 1 starts). Under QLoRA the vision tower, the projector and lm_head stay out of quantization.
 """
 
 import logging
@@ -15,13 +9,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save
 
-from ..training_arguments import LORA_TARGET_MODULES
 from ..utils.io import atomic_write
 from ..utils.loading import QUANTIZATION_SKIP_MODULES, bitsandbytes_config
+from .arguments import LORA_TARGET_MODULES
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("pretrain", "finetune", "lora", "qlora")
 # Kept in full precision under QLoRA: bitsandbytes' default skip list is only lm_head, which would quantize the vision
 # tower and the projector (transformers' BitsAndBytesConfig: `llm_int8_skip_modules`, default: the output layer).
 QLORA_SKIP_MODULES = QUANTIZATION_SKIP_MODULES  # the language model only: see llava_hf.utils.loading
@@ -260,25 +253,25 @@ def build_from_parts(
     a tokenizer without a pad token pads with `unk` (LLaVA-1.5's choice) or else `eos`. `quantization_config`
     (QLoRA) applies to the language model only; the vision tower and the projector stay in `dtype`.
     `image_aspect_ratio="anyres"` builds LLaVA-1.6 (`LlavaHfNext*`: the released pinpoints scaled to the tower's size,
-    "spatial_unpad", `image_newline` drawn as the original draws it). Returns `(model, processor)`.
+    "spatial_unpad", `image_newline` drawn as the original draws it). Returns `(model, processor)`; the processor
+    alone, without loading any weights, is `build_processor_from_parts`.
     """
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+    from transformers import AutoModel, AutoModelForCausalLM
 
-    from ..modeling import (
-        LlavaHfConfig,
-        LlavaHfForConditionalGeneration,
-        LlavaHfNextConfig,
-        LlavaHfNextForConditionalGeneration,
-    )
+    from ..modeling import LlavaHfForConditionalGeneration, LlavaHfNextForConditionalGeneration
     from ..modeling.modeling_llava import LlavaHfMultiModalProjector
-    from ..processing import LlavaHfNextProcessor, LlavaHfProcessor, build_image_processor, build_next_image_processor
 
     dtype = dtype or torch.float32  # not the checkpoints' own dtypes: Vicuna is fp16 on disk, CLIP fp32
-    tokenizer = load_tokenizer_with_image_token(language_model)
-    if tokenizer.pad_token is None:
-        # The original sets pad = unk for its v1 and `plain` recipes (llava/train/train.py, `tokenizer.pad_token =
-        # tokenizer.unk_token`): Vicuna and Mistral ship no pad. Qwen2 has a pad but no unk; eos is the last resort.
-        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    processor = build_processor_from_parts(
+        vision_tower,
+        language_model,
+        projector_type,
+        vision_feature_layer,
+        vision_feature_select_strategy,
+        image_aspect_ratio,
+        chat_template,
+    )
+    tokenizer = processor.tokenizer
     language = AutoModelForCausalLM.from_pretrained(
         language_model, dtype=dtype, quantization_config=quantization_config
     )
@@ -292,27 +285,25 @@ def build_from_parts(
                 embeddings.weight[known_rows:] = embeddings.weight[:known_rows].mean(dim=0)
     language.config.pad_token_id = tokenizer.pad_token_id
 
-    vision_source_config = AutoConfig.from_pretrained(vision_tower)
-    vision_config = getattr(vision_source_config, "vision_config", vision_source_config)
+    config = _parts_config(
+        vision_tower,
+        language.config,
+        tokenizer,
+        projector_type,
+        vision_feature_layer,
+        vision_feature_select_strategy,
+        image_aspect_ratio,
+    )
     vision = AutoModel.from_pretrained(vision_tower, dtype=dtype)
     vision_state = (vision.vision_model if hasattr(vision, "vision_model") else vision).state_dict()
 
     anyres = image_aspect_ratio == "anyres"
-    config = (LlavaHfNextConfig if anyres else LlavaHfConfig)(
-        vision_config=vision_config,
-        text_config=language.config,
-        image_token_index=tokenizer.convert_tokens_to_ids(tokenizer.image_token),
-        projector_type=projector_type,
-        vision_feature_layer=vision_feature_layer,
-        vision_feature_select_strategy=vision_feature_select_strategy,
-        **({} if anyres else {"image_aspect_ratio": image_aspect_ratio}),
-    )
     # Build the shell on the meta device (no second copy of a 7B LLM in memory), then move the loaded towers in.
     with torch.device("meta"):
         model = (LlavaHfNextForConditionalGeneration if anyres else LlavaHfForConditionalGeneration)(config)
     model.model.language_model = language.model
     model.lm_head = language.lm_head
-    model.model.vision_tower = AutoModel.from_config(vision_config, dtype=dtype)
+    model.model.vision_tower = AutoModel.from_config(config.vision_config, dtype=dtype)
     model.model.vision_tower.load_state_dict(vision_state)
     model.model.vision_tower.requires_grad_(False)
     model.model.multi_modal_projector = LlavaHfMultiModalProjector(config).to(dtype)
@@ -323,34 +314,90 @@ def build_from_parts(
     if on_meta:
         raise RuntimeError(f"tensors left on the meta device after assembling the model: {on_meta[:5]}")
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, processor
 
+
+def build_processor_from_parts(
+    vision_tower: str,
+    language_model: str,
+    projector_type: str = "mlp2x_gelu",
+    vision_feature_layer: int = -2,
+    vision_feature_select_strategy: str = "default",
+    image_aspect_ratio: str = "pad",
+    chat_template: str | None = None,
+):
+    """The processor `build_from_parts` returns with the same arguments, from the parts' configs and tokenizer only
+    (no weights loaded): what training needs to check its data before it loads the model."""
+    from transformers import AutoConfig
+
+    from ..processing import LlavaHfNextProcessor, LlavaHfProcessor, build_image_processor, build_next_image_processor
+
+    tokenizer = load_tokenizer_with_image_token(language_model)
+    if tokenizer.pad_token is None:
+        # The original sets pad = unk for its v1 and `plain` recipes (llava/train/train.py, `tokenizer.pad_token =
+        # tokenizer.unk_token`): Vicuna and Mistral ship no pad. Qwen2 has a pad but no unk; eos is the last resort.
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    config = _parts_config(
+        vision_tower,
+        AutoConfig.from_pretrained(language_model),
+        tokenizer,
+        projector_type,
+        vision_feature_layer,
+        vision_feature_select_strategy,
+        image_aspect_ratio,
+    )
     normalisation = tower_normalisation(vision_tower)
-    if anyres:
-        processor = LlavaHfNextProcessor(
+    if image_aspect_ratio == "anyres":
+        return LlavaHfNextProcessor(
             image_processor=build_next_image_processor(
-                vision_config.image_size, config.image_grid_pinpoints, *normalisation
+                config.vision_config.image_size, config.image_grid_pinpoints, *normalisation
             ),
             tokenizer=tokenizer,
             chat_template=chat_template,
             mm_patch_merge_type=config.mm_patch_merge_type,
             **config.image_token_settings,
         )
-        return model, processor
-    processor = LlavaHfProcessor(
-        image_processor=build_image_processor(vision_config.image_size, image_aspect_ratio, *normalisation),
+    return LlavaHfProcessor(
+        image_processor=build_image_processor(config.vision_config.image_size, image_aspect_ratio, *normalisation),
         tokenizer=tokenizer,
         chat_template=chat_template,
         **config.image_token_settings,
     )
-    return model, processor
+
+
+def _parts_config(
+    vision_tower,
+    text_config,
+    tokenizer,
+    projector_type,
+    vision_feature_layer,
+    vision_feature_select_strategy,
+    image_aspect_ratio,
+):
+    """The LLaVA config of a model built from parts (LLaVA-1.6's for `image_aspect_ratio="anyres"`)."""
+    from transformers import AutoConfig
+
+    from ..modeling import LlavaHfConfig, LlavaHfNextConfig
+
+    vision_source_config = AutoConfig.from_pretrained(vision_tower)
+    anyres = image_aspect_ratio == "anyres"
+    return (LlavaHfNextConfig if anyres else LlavaHfConfig)(
+        vision_config=getattr(vision_source_config, "vision_config", vision_source_config),
+        text_config=text_config,
+        image_token_index=tokenizer.convert_tokens_to_ids(tokenizer.image_token),
+        projector_type=projector_type,
+        vision_feature_layer=vision_feature_layer,
+        vision_feature_select_strategy=vision_feature_select_strategy,
+        **({} if anyres else {"image_aspect_ratio": image_aspect_ratio}),
+    )
 
 
 __all__ = [
     "LORA_TARGET_MODULES",
     "PROJECTOR_FILE",
     "QLORA_SKIP_MODULES",
-    "STAGES",
     "build_from_parts",
+    "build_processor_from_parts",
     "component_of",
     "load_tokenizer_with_image_token",
     "load_projector",

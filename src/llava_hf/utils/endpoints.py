@@ -1,7 +1,7 @@
 """OpenAI-compatible chat endpoints (OpenAI, vLLM, TGI, Ollama, llama.cpp) for the datagen teacher and the judge, on the
 `openai` SDK (`pip install openai`, in the datagen and eval extras).
 
-    settings = EndpointSettings("http://127.0.0.1:8000/v1", model="Qwen/Qwen2.5-7B-Instruct")
+    settings = EndpointArguments("http://127.0.0.1:8000/v1", model="Qwen/Qwen2.5-7B-Instruct")
     client = ChatClient.from_settings(settings)
     result = await client.complete([{"role": "user", "content": "Hi"}], temperature=0.0, max_tokens=64)
     results = client.complete_many([[{"role": "user", "content": "Hi"}]] * 10)   # sync, from plain code
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 
 @dataclass
-class EndpointSettings:
+class EndpointArguments:
     """Where an OpenAI-compatible endpoint is and how to talk to it (teachers and judges alike)."""
 
     base_url: str
@@ -82,8 +82,8 @@ class ChatClient:
         self._per_loop: dict[asyncio.AbstractEventLoop, tuple] = {}
 
     @classmethod
-    def from_settings(cls, settings: EndpointSettings) -> ChatClient:
-        """A client for `settings`: an `EndpointSettings` or any settings object with the same fields (the datagen
+    def from_settings(cls, settings: EndpointArguments) -> ChatClient:
+        """A client for `settings`: an `EndpointArguments` or any settings object with the same fields (the datagen
         run settings, the judge settings)."""
         return cls(
             settings.base_url,

@@ -232,6 +232,25 @@ def check_4bit_widths_for_cpu(model) -> None:
         )
 
 
+def not_loadable(model: str, error: OSError) -> str:
+    return (
+        f"could not load --model {model!r}: it is neither a checkpoint folder nor a Hub repo available "
+        f"here (offline runs need it in the HF cache). Details: {error}"
+    )
+
+
+def load_processor(model: str, revision: str | None = None):
+    """The processor `load_checkpoint` returns with the model, alone (no weights read)."""
+    from .. import register_auto_classes
+
+    register_auto_classes()  # folders saved in the older llava_hf format name our processor classes
+    path = os.path.expanduser(model)
+    try:
+        return checkpoint_classes(path, revision)[1].from_pretrained(path, revision=revision)
+    except OSError as error:
+        raise ValueError(not_loadable(model, error)) from error
+
+
 def load_checkpoint(
     model: str,
     *,
@@ -292,10 +311,7 @@ def load_checkpoint(
             cast_parameters_releasing_pages(loaded, torch_dtype)
             loaded.config.dtype = torch_dtype
     except OSError as error:
-        raise ValueError(
-            f"could not load --model {model!r}: it is neither a checkpoint folder nor a Hub repo available "
-            f"here (offline runs need it in the HF cache). Details: {error}"
-        ) from error
+        raise ValueError(not_loadable(model, error)) from error
     if chat_template:
         processor.chat_template = resolve_chat_template(chat_template)
     if not for_inference:

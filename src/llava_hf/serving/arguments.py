@@ -1,7 +1,7 @@
 """The settings of `llava-hf generate`, `chat` and `serve`: dataclasses parsed by `HfArgumentParser`.
 
 They live apart from the code that uses them and import nothing heavy, so `--help` and bad flags answer before
-torch, transformers' models or FastAPI load (`llava_hf.utils.cli`).
+torch, transformers' models or FastAPI load (`llava_hf.utils.command_line`).
 """
 
 import os

@@ -2,22 +2,22 @@
 #               [--ablation-seeds 3]
 """`llava-hf demo`: the whole LLaVA recipe on a synthetic world, end to end, on a CPU, nothing downloaded.
 
-Flags are the fields of `DemoConfig` (llava_hf/demo/pipeline.py), written with dashes or underscores.
+Flags are the fields of `DemoArguments` (llava_hf/demo/end_to_end.py), written with dashes or underscores.
 """
 
 from __future__ import annotations
 
 import sys
 
-from ..utils.cli import build_parser, parse_into_dataclasses, usage_error
-from .pipeline import DemoConfig
+from ..utils.command_line import build_parser, parse_into_dataclasses, usage_error
+from .end_to_end import DemoArguments
 
 PROG = "llava-hf demo"
 
 
-def parse_args(argv: list[str]) -> DemoConfig:
+def parse_args(argv: list[str]) -> DemoArguments:
     # HfArgumentParser accepts both --skip-stage1 and --skip_stage1; booleans take `--flag` or `--flag false`.
-    parser = build_parser(DemoConfig, PROG, description=__doc__.splitlines()[0])
+    parser = build_parser(DemoArguments, PROG, description=__doc__.splitlines()[0])
     (config,) = parse_into_dataclasses(parser, argv)
     return config
 
@@ -64,14 +64,14 @@ def check_lines(checks: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     try:
         config = parse_args(sys.argv[1:] if argv is None else argv)
-    except ValueError as error:  # DemoConfig's checks: one line naming the fix, exit code 2 like argparse
+    except ValueError as error:  # DemoArguments's checks: one line naming the fix, exit code 2 like argparse
         return usage_error(PROG, error)
     if config.ablation_seeds:
         from .ablation import format_ablation, run_ablation
 
         print(format_ablation(run_ablation(config, config.ablation_seeds)))
         return 0
-    from .pipeline import run_demo  # torch, transformers, TRL
+    from .end_to_end import run_demo  # torch, transformers, TRL
 
     summary = run_demo(config)
     print(format_summary(summary))

@@ -7,7 +7,7 @@
   traceback or a usage dump: argparse errors, and ValueErrors raised by the dataclasses' `__post_init__` checks.
 - Commands import their heavy modules (torch, models, TRL, FastAPI) inside `main`, after parsing, and declare their
   settings dataclasses in modules that import nothing heavy, so `--help` and bad flags answer without loading torch
-  (`tests/utils/test_cli.py` checks it for every command).
+  (`tests/utils/test_command_line.py` checks it for every command).
 
     (arguments,) = parse_args(EvaluateArguments, argv, prog="llava-hf evaluate")
     ...

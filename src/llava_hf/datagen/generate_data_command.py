@@ -4,7 +4,7 @@
     llava-hf generate-data --input caps_boxes.jsonl --output-dir out/ --base-url http://127.0.0.1:8000/v1 \\
         --model Qwen/Qwen2.5-7B-Instruct --concurrency 16 --limit 1000 --max-total-tokens 5000000
     # offline, no LLM: templated Q&A from the annotations (labelled rule-based in every record)
-    python -m llava_hf.datagen.cli --coco-captions captions_train2017.json \\
+    python -m llava_hf.datagen.generate_data_command --coco-captions captions_train2017.json \\
         --coco-instances instances_train2017.json --output-dir out/ --teacher rule-based
 
 Interrupt it any way you like (Ctrl-C, kill -9, a crash) and run the same command again: it resumes from the
@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import sys
 
-from ..utils.cli import parse_args
-from .pipeline import GenerationConfig, run_generation
+from ..utils.command_line import parse_args
+from .pipeline import GenerateDataArguments, run_generation
 
 
 def main(argv: list[str] | None = None) -> int:
-    (config,) = parse_args(GenerationConfig, argv, "llava-hf generate-data", description=__doc__.split("\n\n")[0])
+    (config,) = parse_args(GenerateDataArguments, argv, "llava-hf generate-data", description=__doc__.split("\n\n")[0])
     summary = run_generation(config)
     print(format_summary(summary, config))
     if summary["stopped_by_budget"]:
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def format_summary(summary: dict, config: GenerationConfig) -> str:
+def format_summary(summary: dict, config: GenerateDataArguments) -> str:
     lines = [
         f"teacher: {summary['teacher']['kind']} ({summary['teacher']['model']}), {summary['images']} images",
         f"records: {json.dumps(summary['records'])}, stage-1 captions: {summary['caption_records']}",

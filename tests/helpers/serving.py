@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_image, make_tiny_model, make_tiny_processor
-from llava_hf.serving.generate import answer
-from llava_hf.serving.loading import SamplingArguments
+from llava_hf.serving.generate_command import answer
+from llava_hf.serving.inference import SamplingArguments
+from llava_hf.testing import make_image, make_tiny_model, make_tiny_processor
 
 SERVE_LINE = re.compile(r"llava-hf serve: .* on (http://[\d.]+:\d+)")
 
 
 def save_tiny_checkpoint(folder: Path) -> Path:
-    """The conftest tiny model and processor, saved as a checkpoint folder."""
+    """The tiny model and processor (`llava_hf.testing`), saved as a checkpoint folder."""
     make_tiny_model().save_pretrained(folder)
     make_tiny_processor().save_pretrained(folder)
     return folder

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from ..utils.cli import parse_args
+from ..utils.command_line import parse_args
 from ..utils.loading import QUANTIZE_4BIT_HELP, QUANTIZE_8BIT_HELP
 from . import llava_bench, pope, scienceqa
-from .model_card import add_results_to_model_card
+from .model_index import add_results_to_model_card
 from .predictions import PREDICTIONS_FILE
 from .run import evaluate
 from .scoring import markdown_table
@@ -99,7 +99,7 @@ def build_task(arguments: EvaluateArguments) -> Task:
         return pope.build_task(arguments.data, split, arguments.image_folder, arguments.pope_splits, **common)
     if not (arguments.judge_base_url and arguments.judge_model):
         raise ValueError("--task llava_bench needs a judge: pass --judge-base-url and --judge-model.")
-    settings = llava_bench.JudgeSettings(
+    settings = llava_bench.JudgeArguments(
         base_url=arguments.judge_base_url,
         model=arguments.judge_model,
         api_key_env=arguments.judge_api_key_env,

@@ -11,7 +11,7 @@ from PIL import Image
 from transformers import BatchFeature
 
 from llava_hf.processing import to_rgb
-from llava_hf.serving.settings import ModelArguments, SamplingArguments  # noqa: F401  (re-exported)
+from llava_hf.serving.arguments import ModelArguments, SamplingArguments  # noqa: F401  (re-exported)
 from llava_hf.utils.loading import load_checkpoint, quantization_from_flags
 
 

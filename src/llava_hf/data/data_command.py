@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..utils.cli import fail, parse_args
+from ..utils.command_line import fail, parse_args
 
 
 @dataclass

@@ -22,11 +22,13 @@ from trl import SFTConfig, SFTTrainer
 from ..data import LlavaCollator, load_rows
 from ..data.check import preflight
 from ..processing import resolve_chat_template
-from ..training_arguments import LlavaRunArguments
 from ..utils.loading import load_checkpoint
+from ..utils.loading import load_processor as load_checkpoint_processor
+from .arguments import STAGES, LlavaRunArguments
 from .recipes import (
     PROJECTOR_FILE,
     build_from_parts,
+    build_processor_from_parts,
     load_projector,
     lora_config,
     parameter_groups,
@@ -40,9 +42,7 @@ from .sampler import ModalityLengthGroupedSampler, estimate_lengths
 
 logger = logging.getLogger(__name__)
 
-# stage -> (train_projector, train_language_model) defaults; LoRA stages train the LLM through adapters instead.
 RUN_ARGUMENTS_FILE = "llava_run_arguments.json"  # the run's LlavaRunArguments, next to every stage's output
-STAGE_DEFAULTS = {"pretrain": (True, False), "finetune": (True, True), "lora": (True, False), "qlora": (True, False)}
 
 
 class LlavaSFTTrainer(SFTTrainer):
@@ -112,7 +112,9 @@ def load_model_and_processor(run: LlavaRunArguments):
     """The starting model: a checkpoint (`model_name_or_path`) or a vision tower + language model (`build_from_parts`)."""
     dtype = getattr(torch, run.dtype)
     quantization = (
-        qlora_quantization_config(dtype if dtype != torch.float32 else torch.bfloat16) if run.stage == "qlora" else None
+        qlora_quantization_config(dtype if dtype != torch.float32 else torch.bfloat16)
+        if STAGES[run.stage].quantized
+        else None
     )
     if run.model_name_or_path:
         return load_checkpoint(
@@ -123,16 +125,31 @@ def load_model_and_processor(run: LlavaRunArguments):
             for_inference=False,
         )
     if run.vision_tower and run.language_model:
-        return build_from_parts(
-            run.vision_tower,
-            run.language_model,
-            projector_type=run.projector_type,
-            vision_feature_layer=run.vision_feature_layer,
-            image_aspect_ratio=run.image_aspect_ratio,
-            dtype=dtype,
-            quantization_config=quantization,
-        )
-    raise ValueError("give model_name_or_path, or vision_tower and language_model, or pass a model and processor.")
+        return build_from_parts(**parts_arguments(run), dtype=dtype, quantization_config=quantization)
+    raise ValueError(NO_MODEL)
+
+
+def load_processor(run: LlavaRunArguments):
+    """The processor `load_model_and_processor(run)` returns, without loading any weights."""
+    if run.model_name_or_path:
+        return load_checkpoint_processor(run.model_name_or_path)
+    if run.vision_tower and run.language_model:
+        return build_processor_from_parts(**parts_arguments(run))
+    raise ValueError(NO_MODEL)
+
+
+NO_MODEL = "give model_name_or_path, or vision_tower and language_model, or pass a model and processor."
+
+
+def parts_arguments(run: LlavaRunArguments) -> dict:
+    """What `build_from_parts` and `build_processor_from_parts` take from the run."""
+    return {
+        "vision_tower": run.vision_tower,
+        "language_model": run.language_model,
+        "projector_type": run.projector_type,
+        "vision_feature_layer": run.vision_feature_layer,
+        "image_aspect_ratio": run.image_aspect_ratio,
+    }
 
 
 def build_trainer(
@@ -143,17 +160,17 @@ def build_trainer(
     train_dataset=None,
     eval_dataset=None,
 ) -> LlavaSFTTrainer:
-    """Everything up to `trainer.train()`: model, projector, data check, freezing/LoRA, collator, optimizer groups."""
-    if model is None:
-        model, processor = load_model_and_processor(run)
-    elif processor is None:
-        raise ValueError("pass the processor that goes with the model.")
-    if run.projector_path:
-        load_projector(model, run.projector_path)
-    chat_template = resolve_chat_template(run.chat_template or ("plain" if run.stage == "pretrain" else None))
+    """Everything up to `trainer.train()`: data check, model, projector, freezing/LoRA, collator, optimizer groups.
 
+    The data is read and checked before the model is loaded (with the processor alone): refused data stops the run
+    in seconds, not after minutes of loading a 7B model."""
+    if model is not None and processor is None:
+        raise ValueError("pass the processor that goes with the model.")
     if train_dataset is None and not run.data_path:
         raise ValueError("give data_path (or pass train_dataset).")
+    data_processor = processor if processor is not None else load_processor(run)
+    chat_template = resolve_chat_template(run.chat_template or STAGES[run.stage].chat_template)
+
     # The main process reads the data and checks it (or finds both cached) first; the other ranks then read them from
     # the cache instead of parsing and checking the same file at the same time.
     with args.main_process_first(desc="loading and checking the training data"):
@@ -169,7 +186,7 @@ def build_trainer(
             train_dataset = train_dataset.select(range(min(run.max_train_samples, len(train_dataset))))
         checked = preflight(
             train_dataset,
-            processor,
+            data_processor,
             chat_template,
             args.max_length,
             run.skip_bad_rows,
@@ -178,21 +195,28 @@ def build_trainer(
         )
     train_dataset = checked.dataset
 
-    default_projector, default_language_model = STAGE_DEFAULTS[run.stage]
+    if model is None:
+        model, processor = load_model_and_processor(run)
+    if run.projector_path:
+        load_projector(model, run.projector_path)
+
+    stage = STAGES[run.stage]
     set_trainable(
         model,
         train_vision_tower=run.train_vision_tower,
-        train_projector=default_projector if run.train_projector is None else run.train_projector,
-        train_language_model=default_language_model if run.train_language_model is None else run.train_language_model,
+        train_projector=stage.train_projector if run.train_projector is None else run.train_projector,
+        train_language_model=stage.train_language_model
+        if run.train_language_model is None
+        else run.train_language_model,
     )
     if run.pack_batches:
         from ..data.packed_attention import use_packed_attention
 
         use_packed_attention(model)  # SDPA per packed sample: without it packing is slower than padding (no varlen)
-    if run.stage in ("lora", "qlora"):
+    if stage.lora:
         from peft import get_peft_model, prepare_model_for_kbit_training
 
-        if run.stage == "qlora":
+        if stage.quantized:
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.activation_checkpointing)
         # PEFT freezes everything but the adapters and `modules_to_save` (the projector copy).
         model = get_peft_model(
@@ -325,21 +349,21 @@ def save_outputs(trainer: LlavaSFTTrainer, run: LlavaRunArguments) -> Path:
     (`modules_to_save`), and the merged model under `merged/` when asked (QLoRA: merged into the base reloaded
     unquantized in `run.dtype`, see `merge_lora_adapter`)."""
     output_dir = Path(trainer.args.output_dir)
-    if run.stage != "pretrain":
+    if not STAGES[run.stage].saves_projector_only:
         trainer.save_model(str(output_dir))  # every rank calls it: ZeRO-3 / FSDP gather the weights collectively
     if not trainer.is_world_process_zero():
         return output_dir
     processor = trainer.processing_class
-    if run.stage == "pretrain":
+    if STAGES[run.stage].saves_projector_only:
         save_projector(trainer.model, output_dir)
     processor.save_pretrained(str(output_dir))
     # Written before the merge: a base built from parts is rebuilt from the parts this file names.
     (output_dir / RUN_ARGUMENTS_FILE).write_text(json.dumps(asdict(run), indent=2))
-    if run.stage == "lora" and run.merge_lora:
+    if run.merge_lora and STAGES[run.stage].lora and not STAGES[run.stage].quantized:
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(str(output_dir / "merged"))
         processor.save_pretrained(str(output_dir / "merged"))
-    if run.stage == "qlora" and run.merge_lora:
+    if run.merge_lora and STAGES[run.stage].quantized:
         merge_lora_adapter(output_dir, output_dir / "merged", getattr(torch, run.dtype))
     return output_dir
 
@@ -431,6 +455,7 @@ __all__ = [
     "last_complete_checkpoint",
     "load_lora_base",
     "load_model_and_processor",
+    "load_processor",
     "merge_lora_adapter",
     "resolve_resume_checkpoint",
     "save_outputs",

@@ -1,11 +1,34 @@
-"""`LlavaRunArguments`: what `llava-hf train` and `llava_hf.training.train()` train, and on what.
+"""What `llava-hf train` and `llava_hf.training.train()` train, and on what: the stage table (`STAGES`) and
+`LlavaRunArguments`. The optimisation settings are TRL's `SFTConfig`, parsed alongside.
 
-It lives outside `training/`, whose package import loads torch and TRL, so `llava-hf train --help` and its argument
-errors answer before they load (`train_cli.py`). The optimisation settings are TRL's `SFTConfig`, parsed alongside.
+Imports nothing heavy, so `llava-hf train --help` and its argument errors answer before torch and TRL load.
 """
 
 from dataclasses import dataclass, field
 from typing import Literal
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What one training stage trains and saves; `STAGES` is the one place these are defined."""
+
+    train_projector: bool  # default of --train_projector
+    train_language_model: bool  # default of --train_language_model (LoRA stages train it through adapters instead)
+    lora: bool  # LoRA adapters on the language model's linear layers (+ the projector as a module to save)
+    quantized: bool  # the language model loaded in 4-bit under the adapters (QLoRA)
+    chat_template: str | None  # default template; None = the processor's own
+    saves_projector_only: bool  # stage 1's output is projector.safetensors (+ processor), not a model
+
+
+# LLaVA-1.5 (Liu et al. 2023b, Appendix hyperparameters; original scripts/v1_5/pretrain.sh, finetune.sh,
+# finetune_lora.sh): stage 1 trains only the projector on captions with the `plain` template; stage 2 trains the
+# projector and the language model (fully or through LoRA); the vision tower stays frozen in both.
+STAGES = {
+    "pretrain": Stage(True, False, lora=False, quantized=False, chat_template="plain", saves_projector_only=True),
+    "finetune": Stage(True, True, lora=False, quantized=False, chat_template=None, saves_projector_only=False),
+    "lora": Stage(True, False, lora=True, quantized=False, chat_template=None, saves_projector_only=False),
+    "qlora": Stage(True, False, lora=True, quantized=True, chat_template=None, saves_projector_only=False),
+}
 
 # The language model's linear layers (LLaVA's LoRA recipe targets all of them); the regex keeps LoRA off the vision
 # tower and the projector, and off lm_head, which TRL 1.16 refuses to adapt ("Applying a PEFT adapter to lm_head is not supported").
@@ -16,9 +39,12 @@ LORA_TARGET_MODULES = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_pr
 class LlavaRunArguments:
     """What to train and on what; the optimisation settings are TRL's `SFTConfig` (parsed alongside)."""
 
-    stage: Literal["pretrain", "finetune", "lora", "qlora"] = field(
+    stage: str = field(
         default="finetune",
-        metadata={"help": "pretrain = stage 1 (projector only), finetune = stage 2 (projector + LLM), lora / qlora."},
+        metadata={
+            "help": "pretrain = stage 1 (projector only), finetune = stage 2 (projector + LLM), lora / qlora.",
+            "choices": tuple(STAGES),
+        },
     )
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "A llava_hf checkpoint (folder or Hub id) to start from."}
@@ -117,3 +143,7 @@ class LlavaRunArguments:
     dtype: Literal["float32", "bfloat16", "float16"] = field(
         default="float32", metadata={"help": "Weights dtype when loading."}
     )
+
+    def __post_init__(self):
+        if self.stage not in STAGES:  # a YAML recipe's value, which argparse's choices do not see
+            raise ValueError(f"stage {self.stage!r}: choose one of {', '.join(STAGES)}")

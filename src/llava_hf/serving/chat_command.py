@@ -13,9 +13,9 @@ the first user turn of a conversation, one image per conversation, as LLaVA-1.5 
 import sys
 import threading
 
-from llava_hf.serving.generate import user_message
-from llava_hf.serving.settings import ChatArguments, ModelArguments, SamplingArguments
-from llava_hf.utils.cli import build_parser, parse_into_dataclasses, usage_error
+from llava_hf.serving.arguments import ChatArguments, ModelArguments, SamplingArguments
+from llava_hf.serving.generate_command import user_message
+from llava_hf.utils.command_line import build_parser, parse_into_dataclasses, usage_error
 
 HELP = "commands: /image PATH (new image, new conversation), /reset (forget the conversation), /quit"
 
@@ -43,7 +43,7 @@ def stream_answer(model, processor, messages, images, sampling: SamplingArgument
     import torch
     from transformers import TextIteratorStreamer
 
-    from llava_hf.serving.loading import encode_conversation, generation_kwargs
+    from llava_hf.serving.inference import encode_conversation, generation_kwargs
 
     inputs = encode_conversation(processor, messages, images).to(model.device)
     if "pixel_values" in inputs:
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser((ModelArguments, SamplingArguments, ChatArguments), prog)
     try:
         model_args, sampling, args = parse_into_dataclasses(parser, argv)
-        from llava_hf.serving.loading import load_image, load_model_and_processor  # torch + transformers
+        from llava_hf.serving.inference import load_image, load_model_and_processor  # torch + transformers
 
         conversation = Conversation(load_image(args.image) if args.image else None)
         model, processor = load_model_and_processor(model_args)

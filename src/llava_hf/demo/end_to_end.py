@@ -1,4 +1,4 @@
-"""The whole LLaVA recipe at toy scale, one function: `run_demo(DemoConfig(...))`, behind `llava-hf demo`.
+"""The whole LLaVA recipe at toy scale, one function: `run_demo(DemoArguments(...))`, behind `llava-hf demo`.
 
     world -> instruction data (datagen) -> tokenizer, vision tower, LLM (pretrain.py) -> stage 1 -> stage 2
           -> evaluation (multiple choice + LLaVA-Bench-style) -> Hub-ready folder + chat transcript -> report
@@ -33,7 +33,7 @@ OPEN_ANSWER_TOKENS = 96  # generation budget of the free-form answers (evaluatio
 
 
 @dataclass
-class DemoConfig:
+class DemoArguments:
     """Settings of `llava-hf demo`. The defaults are README command 1; docs/demo.md says what they and the
     alternatives below were measured to give."""
 
@@ -217,7 +217,7 @@ def _cpu_seconds() -> float:
 # Steps
 
 
-def make_world(config: DemoConfig, folder: Path) -> World:
+def make_world(config: DemoArguments, folder: Path) -> World:
     """The shapes world of `config` (its sizes, seed, image size and objects per image) written into `folder`."""
     return build_world(
         folder,
@@ -229,10 +229,10 @@ def make_world(config: DemoConfig, folder: Path) -> World:
     )
 
 
-def generate_data(config: DemoConfig, world: World, data_dir: Path, seed: int) -> dict[str, Path]:
+def generate_data(config: DemoArguments, world: World, data_dir: Path, seed: int) -> dict[str, Path]:
     """Instruction data (conversation / detail / complex) and stage-1 caption data from the train annotations via the
     data-generation pipeline, plus ScienceQA-format multiple-choice training questions about the train images."""
-    from ..datagen.pipeline import GenerationConfig, run_generation
+    from ..datagen.pipeline import GenerateDataArguments, run_generation
     from .questions import multiple_choice, multiple_choice_records
 
     teacher = (
@@ -246,7 +246,7 @@ def generate_data(config: DemoConfig, world: World, data_dir: Path, seed: int) -
         else {"teacher": "rule-based"}
     )
     summary = run_generation(
-        GenerationConfig(
+        GenerateDataArguments(
             output_dir=str(data_dir / "generated"), input=str(world.records_path("train")), seed=seed, **teacher
         ),
         progress=config.progress,
@@ -266,7 +266,7 @@ def generate_data(config: DemoConfig, world: World, data_dir: Path, seed: int) -
     }
 
 
-def build_towers(config: DemoConfig, world: World, data: dict, device: str):
+def build_towers(config: DemoArguments, world: World, data: dict, device: str):
     """Tokenizer, CLIP vision tower and Llama LLM pretrained on the train split; returns them and their loss curves."""
     from transformers import CLIPModel
 
@@ -376,7 +376,7 @@ def _timed(threads: int, function, **arguments):
 
 
 def train_stage(
-    stage: str, config: DemoConfig, model, processor, rows, output_dir: Path, device: str
+    stage: str, config: DemoArguments, model, processor, rows, output_dir: Path, device: str
 ) -> tuple[list[tuple[int, float]], float]:
     """One LLaVA stage through `llava_hf.training.train` (TRL SFTTrainer); returns the logged (step, loss) pairs and
     the seconds per optimizer step.
@@ -423,7 +423,7 @@ def train_stage(
 
 
 def evaluate_model(
-    config: DemoConfig, world: World, model, processor, eval_dir: Path, open_questions_too: bool = True
+    config: DemoArguments, world: World, model, processor, eval_dir: Path, open_questions_too: bool = True
 ) -> dict:
     """Multiple choice on every held-out image and (`open_questions_too`) the LLaVA-Bench-style questions on the
     first `max_open_questions_images`; returns the results dict of each task by name."""
@@ -456,7 +456,7 @@ def evaluate_model(
     )
     open_examples = open_questions(world, "test")[: 3 * config.max_open_questions_images]
     if config.judge_url:
-        settings = llava_bench.JudgeSettings(
+        settings = llava_bench.JudgeArguments(
             base_url=config.judge_url, model=config.judge_model, api_key_env=config.api_key_env
         )
         open_task = llava_bench.build_task(
@@ -521,7 +521,7 @@ def chat_transcript(model_dir: Path, world: World, device: str, seed: int) -> li
     return [{"image": world_image.image, "image_id": world_image.id, "annotations": world_image.record()}] + transcript
 
 
-def save_model(model, processor, model_dir: Path, config: DemoConfig, results: dict, timings: dict) -> None:
+def save_model(model, processor, model_dir: Path, config: DemoArguments, results: dict, timings: dict) -> None:
     """The Hub-ready folder: weights + config + processor + a model card with the demo's evaluation table."""
     from ..conversion.model_card import render_model_card
     from ..evaluation import add_results_to_model_card
@@ -571,7 +571,7 @@ def save_model(model, processor, model_dir: Path, config: DemoConfig, results: d
         add_results_to_model_card(temporary / "README.md", list(results.values()), "llava_hf demo")
 
 
-def stage2_rows(config: DemoConfig, world: World, data: dict, data_dir: Path):
+def stage2_rows(config: DemoArguments, world: World, data: dict, data_dir: Path):
     """The stage-2 mix (generated instructions + multiple-choice training questions, shuffled), written as one LLaVA
     JSON and loaded as training rows."""
     from ..data import load_llava_json
@@ -583,7 +583,7 @@ def stage2_rows(config: DemoConfig, world: World, data: dict, data_dir: Path):
     return load_llava_json(stage2_path, world.folder)
 
 
-def _judge_label(config: DemoConfig) -> str:
+def _judge_label(config: DemoArguments) -> str:
     return f"LLM judge {config.judge_model}" if config.judge_url else "rule-based judge"
 
 
@@ -595,7 +595,7 @@ def write_json(path: Path, value) -> None:
 # The run
 
 
-def run_demo(config: DemoConfig) -> dict:
+def run_demo(config: DemoArguments) -> dict:
     """Run the whole recipe into `config.output_dir` and return the summary (also written to summary.json)."""
     import torch
     from transformers import set_seed
@@ -680,4 +680,4 @@ def run_demo(config: DemoConfig) -> dict:
     return summary
 
 
-__all__ = ["DemoConfig", "make_world", "pretrain_clip_weights", "resolve_device", "run_demo", "stage2_rows"]
+__all__ = ["DemoArguments", "make_world", "pretrain_clip_weights", "resolve_device", "run_demo", "stage2_rows"]

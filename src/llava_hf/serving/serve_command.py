@@ -7,8 +7,8 @@ The settings are parsed before FastAPI, uvicorn and torch are imported, so `--he
 
 import sys
 
-from llava_hf.serving.settings import ModelArguments, ServeArguments
-from llava_hf.utils.cli import build_parser, parse_into_dataclasses, usage_error
+from llava_hf.serving.arguments import ModelArguments, ServeArguments
+from llava_hf.utils.command_line import build_parser, parse_into_dataclasses, usage_error
 
 PROG = "llava-hf serve"
 

@@ -1,21 +1,49 @@
 # llava-hf train --config examples/configs/tiny_stage2_finetune.yaml [--learning_rate 1e-4 ...]
 # accelerate launch --config_file examples/configs/accelerate/ddp.yaml -m llava_hf.cli train --config recipe.yaml
-"""The run behind `llava-hf train` (started by `llava_hf/train_cli.py`, which answers --help first): TrlParser splits
-the YAML recipe and the command line between `LlavaRunArguments` and TRL's `SFTConfig` (a flag overrides the file),
-then one stage trains."""
+"""`llava-hf train`: one stage from a YAML recipe plus command-line overrides. The YAML keys and flags are the fields
+of `LlavaRunArguments` and of TRL's `SFTConfig` (which holds transformers' `TrainingArguments`).
 
+`--help` and mistakes in LLaVA's own flags answer before torch and TRL load (several seconds): `--help` lists LLaVA's
+flags and points to `--help-all`, which loads TRL and lists SFTConfig's flags too; LLaVA's flags are checked
+(choices, types) first; then `run` parses everything with TRL's `TrlParser` (a flag overrides the file) and one stage
+trains.
+"""
+
+import os
 import sys
 
-from ..utils.cli import HelpFormatter, usage_error
+from ..utils.command_line import HelpFormatter, build_parser, fail, usage_error
+from .arguments import LlavaRunArguments
 
 PROG = "llava-hf train"
+EPILOG = (
+    "Training settings: every field of TRL's SFTConfig and transformers' TrainingArguments (--output_dir, "
+    "--learning_rate, --num_train_epochs, --per_device_train_batch_size, --max_length, ...), as flags or as YAML keys "
+    "in --config; a flag overrides the file. `llava-hf train --help-all` lists them (it loads TRL and torch, a few "
+    "seconds)."
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--help-all" in argv:
+        argv = ["--help"]  # TrlParser's own help: LLaVA's flags and SFTConfig's
+    else:
+        parser = build_parser(LlavaRunArguments, PROG, description=__doc__.split("\n\n")[0])
+        parser.epilog = EPILOG
+        parser.add_argument("--config", help="YAML recipe (examples/configs/); flags override its keys.")
+        parser.add_argument("--help-all", action="store_true", help="Also list SFTConfig's flags (loads TRL).")
+        known = parser.parse_known_args(argv)[0]  # --help, and LLaVA's flags checked before TRL loads (exit 2)
+        if known.config is not None and not os.path.isfile(known.config):
+            fail(PROG, f"--config {known.config}: no such file (the recipes are in examples/configs/)")
+    return run(argv)
 
 
 def run(argv: list[str]) -> int:
     from trl import SFTConfig, TrlParser
 
     from ..data.check import DataCheckError
-    from .train import CheckpointNotFound, LlavaRunArguments, train
+    from .trainer import CheckpointNotFound, train
 
     parser = TrlParser((LlavaRunArguments, SFTConfig), prog=PROG, formatter_class=HelpFormatter)
     parser.error = lambda message: sys.exit(usage_error(PROG, f"{message} (see `{PROG} --help-all`)"))
@@ -79,3 +107,7 @@ def close_process_group(succeeded: bool = True, timeout_seconds: int = 1800) -> 
                 distributed.barrier()
     finally:
         distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

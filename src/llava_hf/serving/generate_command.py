@@ -7,8 +7,8 @@ trained (the original `llava/train/train.py`, `preprocess_multimodal`), so the a
 
 import sys
 
-from llava_hf.serving.settings import GenerateArguments, ModelArguments, SamplingArguments
-from llava_hf.utils.cli import build_parser, parse_into_dataclasses, usage_error
+from llava_hf.serving.arguments import GenerateArguments, ModelArguments, SamplingArguments
+from llava_hf.utils.command_line import build_parser, parse_into_dataclasses, usage_error
 
 
 def user_message(prompt: str, with_image: bool) -> dict:
@@ -21,7 +21,7 @@ def answer(model, processor, messages: list[dict], images: list, sampling: Sampl
     """Generate the assistant's next turn for `messages` and return it as text (special tokens removed)."""
     import torch
 
-    from llava_hf.serving.loading import encode_conversation, generation_kwargs
+    from llava_hf.serving.inference import encode_conversation, generation_kwargs
 
     inputs = encode_conversation(processor, messages, images).to(model.device)
     if "pixel_values" in inputs:
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         model_args, sampling, args = parse_into_dataclasses(parser, argv)
         if not args.prompt:
             raise ValueError("--prompt is required.")
-        from llava_hf.serving.loading import load_image, load_model_and_processor  # torch + transformers
+        from llava_hf.serving.inference import load_image, load_model_and_processor  # torch + transformers
 
         images = [load_image(args.image)] if args.image else []
         model, processor = load_model_and_processor(model_args)

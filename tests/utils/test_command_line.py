@@ -1,4 +1,4 @@
-"""Every `llava-hf` command follows `llava_hf.utils.cli`: `--help` exits 0 and lists all of the command's flags, a bad
+"""Every `llava-hf` command follows `llava_hf.utils.command_line`: `--help` exits 0 and lists all of the command's flags, a bad
 flag exits 2 with one line on stderr, and neither loads torch, transformers' models, TRL, datasets or FastAPI (what
 made `--help` take 5-13 s). Each check runs the command in a fresh interpreter and reads its `sys.modules`."""
 
@@ -12,19 +12,19 @@ import pytest
 
 from llava_hf.cli import COMMANDS
 from llava_hf.conversion.arguments import ConvertArguments, ExportArguments, QuantizeArguments
-from llava_hf.data.cli import CheckArguments, DataConvertArguments
-from llava_hf.datagen.pipeline import GenerationConfig
-from llava_hf.demo.pipeline import DemoConfig
-from llava_hf.evaluation.cli import EvaluateArguments
-from llava_hf.evaluation.scienceqa import ScienceQAToLlavaArguments
-from llava_hf.serving.settings import (
+from llava_hf.data.data_command import CheckArguments, DataConvertArguments
+from llava_hf.datagen.pipeline import GenerateDataArguments
+from llava_hf.demo.end_to_end import DemoArguments
+from llava_hf.evaluation.evaluate_command import EvaluateArguments
+from llava_hf.evaluation.scienceqa_to_llava_command import ScienceQAToLlavaArguments
+from llava_hf.serving.arguments import (
     ChatArguments,
     GenerateArguments,
     ModelArguments,
     SamplingArguments,
     ServeArguments,
 )
-from llava_hf.training_arguments import LlavaRunArguments
+from llava_hf.training.arguments import LlavaRunArguments
 
 HEAVY = ("torch", "transformers.modeling_utils", "trl", "datasets", "fastapi", "uvicorn", "openai")
 
@@ -33,11 +33,11 @@ COMMAND_SETTINGS = {
     ("generate",): ((ModelArguments, SamplingArguments, GenerateArguments), ()),
     ("chat",): ((ModelArguments, SamplingArguments, ChatArguments), ()),
     ("serve",): ((ModelArguments, ServeArguments), ()),
-    ("demo",): ((DemoConfig,), ()),
+    ("demo",): ((DemoArguments,), ()),
     ("convert",): ((ConvertArguments,), ("source", "destination")),
     ("export",): ((ExportArguments,), ("source", "destination")),
     ("quantize",): ((QuantizeArguments,), ("source", "destination")),
-    ("generate-data",): ((GenerationConfig,), ()),
+    ("generate-data",): ((GenerateDataArguments,), ()),
     ("data", "check"): ((CheckArguments,), ()),
     ("data", "convert"): ((DataConvertArguments,), ()),
     ("train",): ((LlavaRunArguments,), ("--config", "--help-all")),
