@@ -11,12 +11,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_image, make_tiny_config, make_tiny_processor, make_tiny_text_config
 from llava_hf.cli import main as llava_hf
 from llava_hf.modeling import LlavaHfForConditionalGeneration
-from llava_hf.serving.generate import user_message
-from llava_hf.serving.loading import encode_conversation
-from llava_hf.testing import load_tiny_tokenizer, make_tiny_model, make_tiny_quantizable_model
+from llava_hf.serving.generate_command import user_message
+from llava_hf.serving.inference import encode_conversation
+from llava_hf.testing import (
+    load_tiny_tokenizer,
+    make_image,
+    make_tiny_config,
+    make_tiny_model,
+    make_tiny_processor,
+    make_tiny_quantizable_model,
+    make_tiny_text_config,
+)
 from llava_hf.utils import loading
 from llava_hf.utils.loading import load_checkpoint
 
@@ -110,9 +117,11 @@ class Spy:
 
 @pytest.mark.slow  # four commands, each loading the checkpoint
 def test_generate_chat_serve_and_evaluate_load_repacked(tmp_path, monkeypatch):
-    from llava_hf.evaluation import cli as evaluate
-    from llava_hf.serving import chat, generate, server
-    from llava_hf.serving.settings import ModelArguments, ServeArguments
+    from llava_hf.evaluation import evaluate_command as evaluate
+    from llava_hf.serving import chat_command as chat
+    from llava_hf.serving import generate_command as generate
+    from llava_hf.serving import server
+    from llava_hf.serving.arguments import ModelArguments, ServeArguments
 
     folder = quantized(make_tiny_quantizable_model(), tmp_path)
     make_image(1).save(tmp_path / "photo.png")
