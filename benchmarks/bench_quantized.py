@@ -10,6 +10,8 @@ Rows:
   `<name>-8bit`, if missing; that run's own peak RSS and time are reported too).
 - 4-bit at load: the source quantized by transformers while loading (`--load_in_4bit`), the path that holds the
   16-bit weights in memory.
+llava_hf's rows load as the `llava-hf` commands do: on CPU its 4-bit layers are repacked for bitsandbytes' kernel
+while loading, releasing the checkpoint's file pages (transformers' rows repack on their first forward, keeping them).
 Per row: peak RSS of the process, load time, prefill (time to the first token), decode tokens/s over the following
 tokens, and how many of the first 8 greedy tokens agree with the same implementation's bf16 tokens. Random weights
 (stand-ins) make greedy tokens fragile: a flat next-token distribution flips under small quantization noise.
@@ -76,6 +78,7 @@ def load(implementation: str, precision: str, folder: Path):
 
     from llava_hf import LlavaHfForConditionalGeneration
     from llava_hf.utils.loading import bitsandbytes_config
+    from llava_hf.utils.memory import repack_4bit_releasing_pages
 
     if implementation == "llava_hf":
         model_class, config = LlavaHfForConditionalGeneration, llava_hf_config_for(folder)
@@ -86,7 +89,10 @@ def load(implementation: str, precision: str, folder: Path):
         kwargs.update(quantization_config=bitsandbytes_config(4), device_map={"": "cpu"})
     elif precision != "bf16":
         kwargs["dtype"] = "auto"  # stored quantized: the unquantized rest as saved (bfloat16)
-    return model_class.from_pretrained(folder, **kwargs).eval()
+    model = model_class.from_pretrained(folder, **kwargs).eval()
+    if implementation == "llava_hf":  # as the llava-hf commands load: 4-bit layers repacked now, file pages released
+        repack_4bit_releasing_pages(model)
+    return model
 
 
 def measure(spec: dict) -> dict:
@@ -240,7 +246,9 @@ def main() -> None:
     bf16_tokens = {}
     for implementation, precision in rows:
         spec = {"implementation": implementation, "precision": precision, "folder": str(folders[precision])}
-        spec.update(processor=str(source), threads=arguments.threads)
+        # the source's processor (the same inputs for every row); a stored copy's own where the source is gone
+        processor = source if source.exists() else folders[precision]
+        spec.update(processor=str(processor), threads=arguments.threads)
         row = in_child("measure", spec)
         if precision == "bf16":
             bf16_tokens[implementation] = row["tokens"]

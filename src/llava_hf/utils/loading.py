@@ -25,7 +25,9 @@ give transformers' built-in for a stock `llava` folder, without our exact prepro
 - chat template: the processor's own unless `chat_template` overrides it (a name, a `.jinja` file, or Jinja source,
   see `llava_hf.processing.resolve_chat_template`); loading for inference refuses a checkpoint without one.
 - inference (`for_inference=True`): eval mode, on the device, the tokenizer left-padded so batched generation
-  continues every row from its own last prompt token.
+  continues every row from its own last prompt token. On CPU, a 4-bit model's layers are repacked for bitsandbytes'
+  CPU kernel while loading, releasing the checkpoint's file pages as it goes (`repack_4bit_releasing_pages`): one
+  copy of the 4-bit weights in memory, not the file's and the repacked one.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from .memory import (
     cpu_has_native_bf16,
     gib,
     read_weights_size,
+    repack_4bit_releasing_pages,
 )
 
 # transformers 5 matches these against full module names from the start (or as a suffix), so the towers need their
@@ -324,4 +327,7 @@ def load_checkpoint(
         )
     # Decoder-only batches must be left-padded so every row's next token follows its own last prompt token.
     processor.tokenizer.padding_side = "left"
-    return loaded.eval(), processor
+    loaded.eval()
+    if device == "cpu":
+        repack_4bit_releasing_pages(loaded)  # one copy of the 4-bit weights in memory, not two
+    return loaded, processor
