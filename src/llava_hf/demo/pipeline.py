@@ -110,11 +110,12 @@ class DemoConfig:
     stage1_learning_rate: float = field(default=2e-3, metadata={"help": "Stage-1 (projector) learning rate."})
     stage2_epochs: float = field(default=0.8, metadata={"help": "Stage-2 epochs over the instruction data."})
     vary_first_question: bool = field(
-        default=False,
+        default=True,
         metadata={
             "help": "In the stage-2 mix, start each generated conversation at a seeded random turn (its turns "
             "rotated), so every kind of question the teacher asks is also asked first, right after the image, as "
-            "the held-out questions are; false: every conversation opens with the teacher's inventory question."
+            "the held-out questions are; false: every conversation opens with the teacher's inventory question "
+            "(the conversation answers then mix in other answers' forms, docs/demo.md)."
         },
     )
     stage2_learning_rate: float = field(default=1e-3, metadata={"help": "Stage-2 (projector + LLM) learning rate."})
