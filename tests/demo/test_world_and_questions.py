@@ -144,3 +144,32 @@ def test_open_questions_carry_teacher_references_the_judge_accepts(tmp_path):
         # The references are true statements about the image: the judge rates each one 10.
         assert questions.judge(example.answer, example.answer, instances) == 10.0
         assert "context" in example.metadata
+
+
+def test_stage2_mix_can_ask_every_conversation_question_first(tmp_path):
+    """--vary-first-question rotates each generated conversation: the same (question, answer) pairs, the image once,
+    before the new first question, and the first questions cover the teacher's kinds; off, the mix keeps the order."""
+    from llava_hf.demo.end_to_end import DemoArguments, generate_data, stage2_rows
+
+    world = build_world(tmp_path / "world", num_train=40, num_test=2, seed=0)
+
+    def conversations(vary: bool) -> dict[str, list[dict]]:
+        config = DemoArguments(output_dir=str(tmp_path), num_train_images=40, vary_first_question=vary, progress=False)
+        data = generate_data(config, world, tmp_path / f"data_{vary}", seed=0)
+        stage2_rows(config, world, data, tmp_path / f"data_{vary}")
+        mix = json.loads((tmp_path / f"data_{vary}" / "stage2_mix.json").read_text())
+        return {record["id"]: record["conversations"] for record in mix if record["id"].endswith("_conversation")}
+
+    def pairs(turns):
+        return Counter((q["value"].replace("<image>\n", ""), a["value"]) for q, a in zip(turns[::2], turns[1::2]))
+
+    teacher, varied = conversations(False), conversations(True)
+    assert set(teacher) == set(varied) and len(teacher) == 40
+    assert {turns[0]["value"].split("\n")[1].split()[0] for turns in teacher.values()} == {"What"}
+    firsts = Counter(turns[0]["value"].split("\n")[1].split(" ", 2)[:2] == ["How", "many"] for turns in varied.values())
+    assert firsts[True] >= 5 and firsts[False] >= 5
+    for record_id, turns in varied.items():
+        assert pairs(turns) == pairs(teacher[record_id])
+        assert turns[0]["value"].startswith("<image>\n")
+        assert sum(turn["value"].count("<image>") for turn in turns) == 1
+        assert [turn["from"] for turn in turns] == [turn["from"] for turn in teacher[record_id]]

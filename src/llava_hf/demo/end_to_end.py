@@ -109,6 +109,15 @@ class DemoArguments:
     stage1_epochs: float = field(default=3.0, metadata={"help": "Stage-1 epochs over the caption data."})
     stage1_learning_rate: float = field(default=2e-3, metadata={"help": "Stage-1 (projector) learning rate."})
     stage2_epochs: float = field(default=0.8, metadata={"help": "Stage-2 epochs over the instruction data."})
+    vary_first_question: bool = field(
+        default=True,
+        metadata={
+            "help": "In the stage-2 mix, start each generated conversation at a seeded random turn (its turns "
+            "rotated), so every kind of question the teacher asks is also asked first, right after the image, as "
+            "the held-out questions are; false: every conversation opens with the teacher's inventory question "
+            "(the conversation answers then mix in other answers' forms, docs/demo.md)."
+        },
+    )
     stage2_learning_rate: float = field(default=1e-3, metadata={"help": "Stage-2 (projector + LLM) learning rate."})
     train_batch_size: int = field(
         default=16,
@@ -576,11 +585,32 @@ def stage2_rows(config: DemoArguments, world: World, data: dict, data_dir: Path)
     JSON and loaded as training rows."""
     from ..data import load_llava_json
 
-    instructions = json.loads(data["instruct"].read_text()) + json.loads(data["multiple_choice"].read_text())
+    instructions = json.loads(data["instruct"].read_text())
+    if config.vary_first_question:
+        rotation = random.Random(f"{config.seed}-first-question")
+        instructions = [rotate_turns(record, rotation) for record in instructions]
+    instructions += json.loads(data["multiple_choice"].read_text())
     random.Random(config.seed).shuffle(instructions)
     stage2_path = data_dir / "stage2_mix.json"
     write_json(stage2_path, instructions)
     return load_llava_json(stage2_path, world.folder)
+
+
+def rotate_turns(record: dict, rng: random.Random) -> dict:
+    """`record` with its (question, answer) pairs rotated to start at a random one, the image placeholder moved to
+    the new first question. The teacher's turns do not refer to each other, so any order is a true conversation."""
+    turns = record["conversations"]
+    pairs = [turns[index : index + 2] for index in range(0, len(turns), 2)]
+    start = rng.randrange(len(pairs))
+    if start == 0:
+        return record
+    pairs = pairs[start:] + pairs[:start]
+    rotated = [dict(turn) for pair in pairs for turn in pair]
+    for turn in rotated:
+        if turn["from"] == "human":
+            turn["value"] = turn["value"].replace("<image>\n", "").replace("<image>", "").strip()
+    rotated[0]["value"] = "<image>\n" + rotated[0]["value"]
+    return {**record, "conversations": rotated}
 
 
 def _judge_label(config: DemoArguments) -> str:
