@@ -292,8 +292,9 @@ def markdown(report: dict) -> str:
         peak = row["peak_rss_gib"]
         ratio = f"{peak / weights['bfloat16']:.2f}" if peak else ""
         load = row.get("load_average")
+        command = row["command"].replace(f"{sys.executable} -m llava_hf.cli", "llava-hf")
         lines.append(
-            f"| {step} | `{row['command']}` | {row['returncode']} | {row['seconds']} | {row.get('cpu_seconds')} "
+            f"| {step} | `{command}` | {row['returncode']} | {row['seconds']} | {row.get('cpu_seconds')} "
             f"| {'' if load is None else f'{load:.1f}'} | {peak} | {ratio} | {note} |"
         )
     return "\n".join(lines) + "\n"
