@@ -268,7 +268,11 @@ def markdown(report: dict) -> str:
             if "error" in row:
                 lines.append(f"| {dtype} | {name} | failed: {row['error'][-120:]} | | | | | | |")
                 continue
-            same = "" if name == "builtin" else str(row.get("generated_ids") == builtin.get("generated_ids"))
+            same = (
+                ""
+                if name == "builtin" or "generated_ids" not in builtin
+                else str(row["generated_ids"] == builtin["generated_ids"])
+            )
             ratio = row["peak_rss_gib"] / weights["bfloat16"]
             lines.append(
                 f"| {dtype} | {name} | {row['load_s']} | {row['load_peak_rss_gib']} | {row['ttft_s']} "
