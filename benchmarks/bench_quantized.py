@@ -2,7 +2,9 @@
 # python benchmarks/bench_quantized.py --source tiny --workdir /tmp/bench_quantized   # tiny model, a minute
 # flock /work/locks/bigmem python benchmarks/bench_quantized.py --source /work/standins/llava-1.5-13b-hf --workdir /work/standins --rows "llava_hf:4-bit stored" --output quantized_13b.json
 """One image question on CPU with a LLaVA checkpoint in bf16, 4-bit NF4 and 8-bit LLM.int8: llava_hf's model vs
-transformers' built-in Llava on the same files, each configuration in its own process (clean peak RSS).
+transformers' built-in Llava on the same files, each configuration in its own process (clean peak RSS). llava_hf
+loads through `load_checkpoint` (what `llava-hf generate/chat/serve/evaluate` do), the built-in through stock
+`LlavaForConditionalGeneration.from_pretrained`.
 
 Rows:
 - bf16: the source checkpoint loaded in bfloat16.
@@ -44,19 +46,6 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
 
 
-def llava_hf_config_for(folder: Path):
-    """A LlavaHfConfig for `folder` (which may hold the built-in `llava` config that `llava-hf quantize` writes)."""
-    from transformers import AutoConfig
-
-    from llava_hf import LlavaHfConfig
-
-    config = AutoConfig.from_pretrained(folder)
-    if isinstance(config, LlavaHfConfig):
-        return config
-    fields = {key: value for key, value in config.to_dict().items() if key not in ("model_type", "architectures")}
-    return LlavaHfConfig(**fields)
-
-
 def builtin_config_for(folder: Path):
     """transformers' LlavaConfig for `folder` (which may hold a llava_hf config)."""
     from transformers import AutoConfig
@@ -73,26 +62,23 @@ def builtin_config_for(folder: Path):
 
 
 def load(implementation: str, precision: str, folder: Path):
+    """llava_hf: `load_checkpoint`, the loader of every llava-hf command (a cast load never holds two copies);
+    transformers: stock `LlavaForConditionalGeneration.from_pretrained`."""
     import torch
     from transformers import LlavaForConditionalGeneration
 
-    from llava_hf import LlavaHfForConditionalGeneration
-    from llava_hf.utils.loading import bitsandbytes_config
-    from llava_hf.utils.memory import repack_4bit_releasing_pages
+    from llava_hf.utils.loading import bitsandbytes_config, load_checkpoint
 
+    quantization = bitsandbytes_config(4) if precision == "4-bit at load" else None
     if implementation == "llava_hf":
-        model_class, config = LlavaHfForConditionalGeneration, llava_hf_config_for(folder)
-    else:
-        model_class, config = LlavaForConditionalGeneration, builtin_config_for(folder)
-    kwargs = dict(config=config, dtype=torch.bfloat16)
-    if precision == "4-bit at load":
-        kwargs.update(quantization_config=bitsandbytes_config(4), device_map={"": "cpu"})
+        dtype = "bfloat16" if precision == "bf16" else "auto"  # auto: bfloat16 at load, stored ones as saved
+        return load_checkpoint(str(folder), dtype=dtype, device="cpu", quantization=quantization)[0]
+    kwargs = dict(config=builtin_config_for(folder), dtype=torch.bfloat16)
+    if quantization is not None:
+        kwargs.update(quantization_config=quantization, device_map={"": "cpu"})
     elif precision != "bf16":
         kwargs["dtype"] = "auto"  # stored quantized: the unquantized rest as saved (bfloat16)
-    model = model_class.from_pretrained(folder, **kwargs).eval()
-    if implementation == "llava_hf":  # as the llava-hf commands load: 4-bit layers repacked now, file pages released
-        repack_4bit_releasing_pages(model)
-    return model
+    return LlavaForConditionalGeneration.from_pretrained(folder, **kwargs).eval()
 
 
 def measure(spec: dict) -> dict:

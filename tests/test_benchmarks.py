@@ -100,7 +100,8 @@ def test_data_startup_benchmark_runs_on_a_small_mix_standin(tmp_path):
 @pytest.mark.slow
 def test_real_size_benchmark_runs_on_a_tiny_checkpoint(tmp_path, monkeypatch):
     """The same steps as the 7B run, on a tiny fp16 checkpoint, with LLAVA_HF_AVAILABLE_MEMORY standing in for a
-    machine where float32 does not fit but 16 bits do."""
+    machine where float32 does not fit but 16 bits do. The checkpoint is saved in the built-in layout, so the
+    built-in side loads the same folder and export is measured into a scratch folder."""
     import torch
 
     from llava_hf.testing import make_tiny_model, make_tiny_processor
@@ -114,12 +115,19 @@ def test_real_size_benchmark_runs_on_a_tiny_checkpoint(tmp_path, monkeypatch):
     report_path, table_path = tmp_path / "report.json", tmp_path / "table.md"
     run_script(
         "bench_real_size.py",
-        *("--ours", str(ours), "--builtin", str(tmp_path / "builtin"), "--new_tokens", "3"),
-        *("--json", str(report_path), "--markdown", str(table_path)),
+        *("--ours", str(ours), "--new_tokens", "3", "--json", str(report_path), "--markdown", str(table_path)),
     )
     report = json.loads(report_path.read_text())
-    assert report["commands"]["export"]["returncode"] == 0 and (tmp_path / "builtin" / "config.json").is_file()
-    assert report["commands"]["generate (default flags)"]["returncode"] == 0
+    assert report["builtin"] == str(ours)
+    assert report["commands"]["export"]["returncode"] == 0 and sorted(p.name for p in tmp_path.iterdir()) == [
+        "ours",
+        "report.json",
+        "table.md",
+    ]
+    for step in ("generate", "chat", "serve", "evaluate"):
+        (row,) = [row for name, row in report["commands"].items() if name.startswith(f"{step} (default flags")]
+        assert row["returncode"] == 0 and row["peak_rss_gib"] > 0, row
+    assert report["commands"]["serve (default flags, one request)"]["completion_tokens"] >= 1
     refused = report["commands"]["generate --dtype float32"]
     assert refused["returncode"] == 2 and "of memory is available" in refused["messages"][-1]
     for dtype in ("bfloat16", "float16"):

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("sentencepiece")
 pytest.importorskip("google.protobuf")
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from llava_hf.conversion import (
     ConversionError,
@@ -127,3 +127,17 @@ def test_verify_that_cannot_fit_says_so_before_loading(tiny_sources, tmp_path, m
     with pytest.raises(ConversionError, match=r"--verify needs .* but 0.0 GiB of memory is available; convert without"):
         convert_checkpoint(tiny_sources["v15"], tmp_path / "out", ConvertArguments(verify=True))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_full_clip_folder_as_tower_converts_without_a_load_report(tiny_sources, tmp_path, capfd):
+    """The released towers are full CLIPModel folders: their text half is left out quietly; a tower folder without
+    the vision weights is an error."""
+    convert_checkpoint(tiny_sources["v15"], tmp_path / "out")
+    assert "UNEXPECTED" not in capfd.readouterr().err
+
+    text_only = tmp_path / "clip-text-only"
+    shutil.copytree(tiny_sources["tower"], text_only)
+    weights = load_file(text_only / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if not k.startswith("vision_model.")}, text_only / "model.safetensors")
+    with pytest.raises(ConversionError, match="vision tower .* is incomplete"):
+        convert_original_checkpoint.load_vision_tower(text_only)

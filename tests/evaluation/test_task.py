@@ -250,3 +250,30 @@ def test_model_card_entries_are_replaced_not_duplicated(tmp_path):
     values = {r.metric_type: r.metric_value for r in card.data.eval_results}
     assert values == {"Avg": 60.0, "IMG": 40.0} and len(card.data.eval_results) == 2
     assert card.data.license == "apache-2.0" and "Some text." in readme.read_text()
+
+
+def test_cli_generates_one_prompt_at_a_time_on_cpu_unless_told(tmp_path, tiny, monkeypatch):
+    """On CPU every prompt of a batch keeps its own KV cache in the memory the weights leave (0.3 GiB per prompt for
+    a 7B), so the CLI's default batch there is 1; --batch-size still sets it."""
+    from llava_hf.cli import main
+    from llava_hf.evaluation import generation
+
+    model, processor = tiny
+    checkpoint = tmp_path / "checkpoint"
+    model.save_pretrained(checkpoint)
+    processor.save_pretrained(checkpoint)
+    batches = []
+    original = generation.generate_answers
+
+    def recording(model, processor, prompts, images, **kwargs):
+        batches.append(len(prompts))
+        return original(model, processor, prompts, images, **kwargs)
+
+    monkeypatch.setattr(generation, "generate_answers", recording)
+    arguments = ["evaluate", "--task", "pope", "--model", str(checkpoint), "--data", str(POPE), "--device", "cpu"]
+    arguments += ["--pope-splits", "popular", "random", "--max-new-tokens", "2", "--no-progress"]
+    assert main([*arguments, "--output-dir", str(tmp_path / "default")]) == 0
+    assert batches == [1, 1, 1, 1, 1]
+    batches.clear()
+    assert main([*arguments, "--output-dir", str(tmp_path / "batched"), "--batch-size", "5"]) == 0
+    assert batches == [5]

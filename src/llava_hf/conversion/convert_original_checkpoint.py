@@ -137,8 +137,19 @@ def add_new_token_rows(matrix: torch.Tensor, count: int) -> torch.Tensor:
 def load_vision_tower(folder: Path) -> dict[str, torch.Tensor]:
     """The CLIPVisionModel weights of a CLIP folder (a full CLIPModel or a vision-only one), float32."""
     from transformers import CLIPVisionModel
+    from transformers.utils import logging
 
-    tower = CLIPVisionModel.from_pretrained(folder, dtype=torch.float32)
+    # A full CLIPModel folder (as openai/clip-vit-large-patch14-336 is) has a text half the vision model leaves out:
+    # transformers would report each of its weights as unexpected. Missing vision weights are what matters here.
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        tower, info = CLIPVisionModel.from_pretrained(folder, dtype=torch.float32, output_loading_info=True)
+    finally:
+        logging.set_verbosity(verbosity)
+    if info["missing_keys"]:
+        missing = sorted(info["missing_keys"])
+        raise ConversionError(f"the vision tower in {folder} is incomplete: missing {missing[:3]}.")
     return {name: tensor.detach() for name, tensor in tower.state_dict().items()}
 
 

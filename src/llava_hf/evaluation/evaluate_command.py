@@ -51,7 +51,13 @@ class EvaluateArguments:
     split: str | None = field(default=None, metadata={"help": "dataset split (default: test; LLaVA-Bench Hub: train)"})
     image_folder: str | None = field(default=None, metadata={"help": "images of the original layouts"})
     limit: int | None = field(default=None, metadata={"help": "evaluate only the first N examples (smoke runs)"})
-    batch_size: int = field(default=8, metadata={"help": "prompts generated together (left-padded)"})
+    batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "prompts generated together, left-padded (default: 8 on a GPU, 1 on CPU, where each prompt's KV "
+            "cache (0.3 GiB for a 7B) counts against the memory the weights leave)"
+        },
+    )
     max_new_tokens: int | None = field(default=None, metadata={"help": "answer length limit (default: per task)"})
     dtype: str = field(
         default="auto",
@@ -154,7 +160,7 @@ def run(arguments: EvaluateArguments) -> int:
         processor,
         output_dir=arguments.output_dir,
         predictions=arguments.predictions,
-        batch_size=arguments.batch_size,
+        batch_size=arguments.batch_size or (1 if model is not None and model.device.type == "cpu" else 8),
         max_new_tokens=arguments.max_new_tokens,
         model_id=arguments.model,
         progress=arguments.progress,
