@@ -1,5 +1,5 @@
 """The teacher and judge endpoint flags, declared once in `utils/endpoints.py`: every command that talks to a teacher
-or a judge takes the same flags, refuses the old spellings, and hands the settings (API key variable included) to the
+or a judge takes the same flags, refuses spellings without the role (`--base-url`, `--judge-url`, ...), and hands the settings (API key variable included) to the
 client that sends the requests."""
 
 import pytest
@@ -45,7 +45,7 @@ def test_each_command_takes_the_role_flags(arguments_class, argv, roles):
         (DemoArguments, ["--api-key-env", "KEY"]),
     ],
 )
-def test_old_flag_spellings_are_refused(arguments_class, argv, capsys):
+def test_spellings_without_the_role_are_refused(arguments_class, argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse_args(arguments_class, argv, "llava-hf test")
     assert exit_info.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
