@@ -1,6 +1,6 @@
 """The teacher and judge endpoint flags, declared once in `utils/endpoints.py`: every command that talks to a teacher
-or a judge takes the same flags, refuses spellings without the role (`--base-url`, `--judge-url`, ...), and hands the settings (API key variable included) to the
-client that sends the requests."""
+or a judge takes the same flags, refuses spellings without the role (`--base-url`, `--judge-url`, ...), and hands
+the settings (API key variable included) to the client that sends the requests."""
 
 import pytest
 
