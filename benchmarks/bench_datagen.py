@@ -39,8 +39,8 @@ def bench_pipeline(latency: float, concurrency: int) -> tuple[int, float]:
         config = GenerateDataArguments(
             output_dir=output_dir,
             input=str(CAPS_BOXES),
-            base_url=server.base_url,
-            model="bench",
+            teacher_base_url=server.base_url,
+            teacher_model="bench",
             concurrency=concurrency,
         )
         started = time.perf_counter()

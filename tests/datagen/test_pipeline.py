@@ -16,7 +16,8 @@ from llava_hf.testing import VALID_OUTPUTS, OpenAIServer, Reply, TeacherScript
 
 
 def openai_config(server, output_dir, **overrides):
-    settings = {"input": str(CAPS_BOXES), "teacher": "openai", "base_url": server.base_url, "model": "teacher-x"}
+    settings = {"input": str(CAPS_BOXES), "teacher": "openai", "teacher_base_url": server.base_url}
+    settings["teacher_model"] = "teacher-x"
     settings.update(concurrency=4, max_retries=2, timeout=120.0, limit=6)  # no retry because of load
     return GenerateDataArguments(output_dir=str(output_dir), **{**settings, **overrides})
 
@@ -102,8 +103,8 @@ def test_failed_requests_are_not_journaled_and_retried_on_rerun(tmp_path, capsys
     broken = (coco_images[1].id, "complex")
     teacher_script.overrides[broken] = [Reply(status=500, headers={"Retry-After": "0"})] * 3
     with OpenAIServer(responder=teacher_script) as server:
-        argv = ["--input", str(CAPS_BOXES), "--output-dir", str(tmp_path), "--base-url", server.base_url]
-        argv += ["--model", "teacher-x", "--limit", "3", "--max-retries", "2"]
+        argv = ["--input", str(CAPS_BOXES), "--output-dir", str(tmp_path), "--teacher-base-url", server.base_url]
+        argv += ["--teacher-model", "teacher-x", "--limit", "3", "--max-retries", "2"]
         assert cli.main(argv) == 1
         assert "re-run the same command" in capsys.readouterr().out
         assert all(
@@ -133,7 +134,9 @@ def test_torn_last_journal_line_is_dropped(tmp_path):
 
 def test_refuses_to_mix_settings_in_one_folder(tmp_path):
     run_generation(GenerateDataArguments(str(tmp_path), input=str(CAPS_BOXES), teacher="rule-based", limit=1), False)
-    other = GenerateDataArguments(str(tmp_path), input=str(CAPS_BOXES), base_url="http://127.0.0.1:9/v1", model="m")
+    other = GenerateDataArguments(
+        str(tmp_path), input=str(CAPS_BOXES), teacher_base_url="http://127.0.0.1:9/v1", teacher_model="m"
+    )
     with pytest.raises(ValueError, match="model, sampling, teacher_kind differ"):
         run_generation(other, progress=False)
 
@@ -153,7 +156,10 @@ def test_rule_based_cli_run_and_dataset(tmp_path, capsys):
     "argv, message",
     [
         (["--output-dir", "x"], "exactly one input"),
-        (["--output-dir", "x", "--input", "a.jsonl"], "needs --base-url"),
+        (
+            ["--output-dir", "x", "--input", "a.jsonl"],
+            "needs --teacher-base-url (e.g. https://api.openai.com/v1) and --teacher-model",
+        ),
         (["--output-dir", "x", "--input", "a.jsonl", "--teacher", "rule-based", "--types", "chat"], "unknown types"),
     ],
 )

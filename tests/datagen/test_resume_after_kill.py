@@ -58,9 +58,10 @@ def test_kill_9_twice_then_resume(tmp_path):
     try:
         with OpenAIServer(responder=teacher_script, latency=0.05) as server:
             command = [sys.executable, "-m", "llava_hf.datagen.generate_data_command", "--input", str(CAPS_BOXES)]
-            command += ["--limit", str(IMAGES), "--output-dir", str(output_dir), "--base-url", server.base_url]
+            command += ["--limit", str(IMAGES), "--output-dir", str(output_dir)]
+            command += ["--teacher-base-url", server.base_url]
             # A long request timeout: a request slowed by load must not be retried (that would count as re-sent).
-            command += ["--model", "teacher-x", "--concurrency", str(CONCURRENCY), "--timeout", "3600"]
+            command += ["--teacher-model", "teacher-x", "--concurrency", str(CONCURRENCY), "--timeout", "3600"]
 
             def start() -> subprocess.Popen:
                 with open(stderr, "ab") as log:  # a file, not a pipe: a pipe nobody reads can block the child

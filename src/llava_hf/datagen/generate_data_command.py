@@ -1,8 +1,9 @@
 """`llava-hf generate-data`: make LLaVA instruction data from captions + boxes with a teacher LLM (or rules).
 
     # any OpenAI-compatible endpoint (OpenAI, vLLM, TGI, Ollama, llama.cpp); the key is read from $OPENAI_API_KEY
-    llava-hf generate-data --input caps_boxes.jsonl --output-dir out/ --base-url http://127.0.0.1:8000/v1 \\
-        --model Qwen/Qwen2.5-7B-Instruct --concurrency 16 --limit 1000 --max-total-tokens 5000000
+    # (--teacher-api-key-env names another variable)
+    llava-hf generate-data --input caps_boxes.jsonl --output-dir out/ \\
+        --teacher-base-url http://127.0.0.1:8000/v1 --teacher-model Qwen/Qwen2.5-7B-Instruct --concurrency 16 --limit 1000 --max-total-tokens 5000000
     # offline, no LLM: templated Q&A from the annotations (labelled rule-based in every record)
     python -m llava_hf.datagen.generate_data_command --coco-captions captions_train2017.json \\
         --coco-instances instances_train2017.json --output-dir out/ --teacher rule-based

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from ..utils.endpoints import ChatClient, ChatError, ChatResult
+from ..utils.endpoints import ChatClient, ChatError, ChatResult, TeacherEndpointArguments
 from ..utils.io import JsonlLog, atomic_write, read_jsonl, remove_leftovers
 from .inputs import SymbolicImage, read_coco_images, read_jsonl_images, select_images
 from .parsing import parse_output
@@ -38,8 +38,9 @@ from .rule_teacher import RuleBasedTeacher
 
 
 @dataclass
-class GenerateDataArguments:
-    """Settings of one run; the CLI flags are these fields (`--output-dir` for `output_dir`, ...)."""
+class GenerateDataArguments(TeacherEndpointArguments):
+    """Settings of one run; the CLI flags are these fields (`--output-dir` for `output_dir`, ...), with the teacher's
+    endpoint (`--teacher-base-url`, `--teacher-model`, `--teacher-api-key-env`) used by `--teacher openai`."""
 
     output_dir: str = field(metadata={"help": "folder for outputs and the resume journal; re-run to resume"})
     input: str | None = field(default=None, metadata={"help": "JSONL of {id, image, captions, instances} records"})
@@ -51,9 +52,6 @@ class GenerateDataArguments:
     teacher: Literal["openai", "rule-based"] = field(
         default="openai", metadata={"help": "'openai' (any OpenAI-compatible API) or 'rule-based'"}
     )
-    base_url: str | None = field(default=None, metadata={"help": "endpoint incl. /v1, e.g. http://127.0.0.1:8000/v1"})
-    model: str | None = field(default=None, metadata={"help": "teacher model name as the endpoint knows it"})
-    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "environment variable holding the API key"})
     concurrency: int = field(default=8, metadata={"help": "requests in flight at once"})
     timeout: float = field(default=120.0, metadata={"help": "seconds to wait for the endpoint (connect, each read)"})
     max_retries: int = field(default=5, metadata={"help": "HTTP retries on 429/5xx/timeouts, with backoff"})
@@ -77,8 +75,10 @@ class GenerateDataArguments:
             raise ValueError("give exactly one input: --input records.jsonl, or --coco-captions (+ --coco-instances)")
         if self.teacher not in TEACHERS:
             raise ValueError(f"unknown teacher {self.teacher!r}; choose from {sorted(TEACHERS)}")
-        if self.teacher == "openai" and (self.base_url is None or self.model is None):
-            raise ValueError("the openai teacher needs --base-url (e.g. https://api.openai.com/v1) and --model")
+        if self.teacher == "openai" and (self.teacher_base_url is None or self.teacher_model is None):
+            raise ValueError(
+                "the openai teacher needs --teacher-base-url (e.g. https://api.openai.com/v1) and --teacher-model"
+            )
 
     def sampling(self) -> dict:
         sampling = {"temperature": self.temperature, "max_tokens": self.max_tokens}
@@ -94,8 +94,12 @@ class LLMTeacher:
     deterministic = False
 
     def __init__(self, config: GenerateDataArguments):
-        self.client = ChatClient.from_settings(config)
-        self.model = config.model
+        self.client = ChatClient.from_settings(
+            config.teacher_endpoint(
+                timeout=config.timeout, max_retries=config.max_retries, concurrency=config.concurrency
+            )
+        )
+        self.model = config.teacher_model
         self.sampling = config.sampling()
 
     async def answer(self, image: SymbolicImage, task_type: str, messages: list[dict]) -> ChatResult:

@@ -24,6 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..utils.endpoints import JudgeEndpointArguments, TeacherEndpointArguments
 from ..utils.io import atomic_write, staged_directory
 from ..utils.loading import resolve_device
 from .world import World, build_world
@@ -33,7 +34,7 @@ OPEN_ANSWER_TOKENS = 96  # generation budget of the free-form answers (evaluatio
 
 
 @dataclass
-class DemoArguments:
+class DemoArguments(TeacherEndpointArguments, JudgeEndpointArguments):
     """Settings of `llava-hf demo`. The defaults are README command 1; docs/demo.md says what they and the
     alternatives below were measured to give."""
 
@@ -138,16 +139,6 @@ class DemoArguments:
     max_open_questions_images: int = field(
         default=30, metadata={"help": "Held-out images for the LLaVA-Bench-style questions (3 questions each)."}
     )
-    teacher_url: str | None = field(
-        default=None,
-        metadata={"help": "OpenAI-compatible endpoint (with /v1) to write the instruction data instead of the rules."},
-    )
-    teacher_model: str | None = field(default=None, metadata={"help": "Model name at --teacher-url."})
-    judge_url: str | None = field(
-        default=None, metadata={"help": "OpenAI-compatible endpoint of an LLM judge for the LLaVA-Bench-style score."}
-    )
-    judge_model: str | None = field(default=None, metadata={"help": "Model name at --judge-url."})
-    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "Environment variable with the API key."})
     threads: int = field(
         default=1,
         metadata={
@@ -170,10 +161,12 @@ class DemoArguments:
             raise ValueError(
                 f"--vision-feature-layer must be -2 (LLaVA) or -1 (the ablation), got {self.vision_feature_layer}."
             )
-        if (self.teacher_url is None) != (self.teacher_model is None):
-            raise ValueError("--teacher-url and --teacher-model go together (the endpoint and the model it serves).")
-        if (self.judge_url is None) != (self.judge_model is None):
-            raise ValueError("--judge-url and --judge-model go together (the endpoint and the model it serves).")
+        if (self.teacher_base_url is None) != (self.teacher_model is None):
+            raise ValueError(
+                "--teacher-base-url and --teacher-model go together (the endpoint and the model it serves)."
+            )
+        if (self.judge_base_url is None) != (self.judge_model is None):
+            raise ValueError("--judge-base-url and --judge-model go together (the endpoint and the model it serves).")
         if self.patch_size < 1 or self.image_size % self.patch_size:
             raise ValueError(
                 f"--image-size must be a multiple of --patch-size, got {self.image_size} and {self.patch_size}."
@@ -247,11 +240,11 @@ def generate_data(config: DemoArguments, world: World, data_dir: Path, seed: int
     teacher = (
         {
             "teacher": "openai",
-            "base_url": config.teacher_url,
-            "model": config.teacher_model,
-            "api_key_env": config.api_key_env,
+            "teacher_base_url": config.teacher_base_url,
+            "teacher_model": config.teacher_model,
+            "teacher_api_key_env": config.teacher_api_key_env,
         }
-        if config.teacher_url
+        if config.teacher_base_url
         else {"teacher": "rule-based"}
     )
     summary = run_generation(
@@ -464,10 +457,8 @@ def evaluate_model(
         dataset_split="test",
     )
     open_examples = open_questions(world, "test")[: 3 * config.max_open_questions_images]
-    if config.judge_url:
-        settings = llava_bench.JudgeArguments(
-            base_url=config.judge_url, model=config.judge_model, api_key_env=config.api_key_env
-        )
+    if config.judge_base_url:
+        settings = llava_bench.JudgeArguments(**vars(config.judge_endpoint()))
         open_task = llava_bench.build_task(
             examples=open_examples, judge_settings=settings, cache_path=eval_dir / "judgments.jsonl", variant="shapes"
         )
@@ -614,7 +605,7 @@ def rotate_turns(record: dict, rng: random.Random) -> dict:
 
 
 def _judge_label(config: DemoArguments) -> str:
-    return f"LLM judge {config.judge_model}" if config.judge_url else "rule-based judge"
+    return f"LLM judge {config.judge_model}" if config.judge_base_url else "rule-based judge"
 
 
 def write_json(path: Path, value) -> None:

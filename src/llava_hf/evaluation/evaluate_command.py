@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..utils.command_line import parse_args
+from ..utils.endpoints import JudgeEndpointArguments
 from ..utils.loading import QUANTIZE_4BIT_HELP, QUANTIZE_8BIT_HELP
 from . import llava_bench, pope, scienceqa
 from .model_index import add_results_to_model_card
@@ -33,7 +34,7 @@ DEFAULT_SPLITS = {"scienceqa": "test", "pope": "test", "llava_bench": "train"}
 
 
 @dataclass
-class EvaluateArguments:
+class EvaluateArguments(JudgeEndpointArguments):
     """Settings of one `llava-hf evaluate` run (flags are the field names, `--output-dir` or `--output_dir`)."""
 
     task: Literal["scienceqa", "pope", "llava_bench"] = field(metadata={"help": "the benchmark"})
@@ -76,9 +77,6 @@ class EvaluateArguments:
     pope_splits: list[str] = field(
         default_factory=lambda: list(pope.SPLITS), metadata={"help": "POPE splits to evaluate"}
     )
-    judge_base_url: str | None = field(default=None, metadata={"help": "LLaVA-Bench judge endpoint incl. /v1"})
-    judge_model: str | None = field(default=None, metadata={"help": "LLaVA-Bench judge model name"})
-    judge_api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "env variable with the judge API key"})
     judge_temperature: float = field(default=0.0, metadata={"help": "judge sampling temperature"})
     judge_max_tokens: int = field(default=256, metadata={"help": "judge reply length limit"})
     judge_retries: int = field(default=2, metadata={"help": "re-asks of an unparseable judgment before reporting it"})
@@ -106,14 +104,11 @@ def build_task(arguments: EvaluateArguments) -> Task:
     if not (arguments.judge_base_url and arguments.judge_model):
         raise ValueError("--task llava_bench needs a judge: pass --judge-base-url and --judge-model.")
     settings = llava_bench.JudgeArguments(
-        base_url=arguments.judge_base_url,
-        model=arguments.judge_model,
-        api_key_env=arguments.judge_api_key_env,
+        **vars(arguments.judge_endpoint(concurrency=arguments.judge_concurrency)),
         temperature=arguments.judge_temperature,
         max_tokens=arguments.judge_max_tokens,
         retries=arguments.judge_retries,
         swapped=arguments.judge_swapped,
-        concurrency=arguments.judge_concurrency,
     )
     return llava_bench.build_task(
         arguments.data,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -35,6 +35,52 @@ class EndpointArguments:
     timeout: float = 120.0
     max_retries: int = 5
     concurrency: int = 8
+
+
+# The command-line settings of the two roles an endpoint plays, declared once so that every command spells them alike
+# (`--teacher_base_url`, `--judge_model`, ...). Keyword-only, so that a command's own required fields may follow them.
+@dataclass(kw_only=True)
+class TeacherEndpointArguments:
+    """The teacher LLM's OpenAI-compatible endpoint (it writes instruction data), for a command's settings."""
+
+    teacher_base_url: str | None = field(
+        default=None,
+        metadata={"help": "teacher LLM's OpenAI-compatible endpoint incl. /v1, e.g. http://127.0.0.1:8000/v1"},
+    )
+    teacher_model: str | None = field(
+        default=None, metadata={"help": "teacher model name as the endpoint knows it (with --teacher-base-url)"}
+    )
+    teacher_api_key_env: str = field(
+        default="OPENAI_API_KEY", metadata={"help": "environment variable holding the teacher endpoint's API key"}
+    )
+
+    def teacher_endpoint(self, **client_settings) -> EndpointArguments:
+        """The teacher's `EndpointArguments`; `client_settings` = timeout, max_retries, concurrency."""
+        return EndpointArguments(
+            self.teacher_base_url, self.teacher_model, api_key_env=self.teacher_api_key_env, **client_settings
+        )
+
+
+@dataclass(kw_only=True)
+class JudgeEndpointArguments:
+    """The LLM judge's OpenAI-compatible endpoint (it scores open answers), for a command's settings."""
+
+    judge_base_url: str | None = field(
+        default=None,
+        metadata={"help": "LLM judge's OpenAI-compatible endpoint incl. /v1, e.g. http://127.0.0.1:8000/v1"},
+    )
+    judge_model: str | None = field(
+        default=None, metadata={"help": "judge model name as the endpoint knows it (with --judge-base-url)"}
+    )
+    judge_api_key_env: str = field(
+        default="OPENAI_API_KEY", metadata={"help": "environment variable holding the judge endpoint's API key"}
+    )
+
+    def judge_endpoint(self, **client_settings) -> EndpointArguments:
+        """The judge's `EndpointArguments`; `client_settings` = timeout, max_retries, concurrency."""
+        return EndpointArguments(
+            self.judge_base_url, self.judge_model, api_key_env=self.judge_api_key_env, **client_settings
+        )
 
 
 @dataclass
@@ -83,8 +129,7 @@ class ChatClient:
 
     @classmethod
     def from_settings(cls, settings: EndpointArguments) -> ChatClient:
-        """A client for `settings`: an `EndpointArguments` or any settings object with the same fields (the datagen
-        run settings, the judge settings)."""
+        """A client for `settings`: an `EndpointArguments` or a subclass of it (the judge settings)."""
         return cls(
             settings.base_url,
             settings.model,
