@@ -238,12 +238,13 @@ def main() -> None:
         row = in_child("measure", spec)
         if precision == "bf16":
             bf16_tokens[implementation] = row["tokens"]
-        reference = bf16_tokens.get(implementation)
+        report["rows"].append(row)
+        print(f"{implementation} {precision}: {json.dumps(row)}", flush=True)
+    for row in report["rows"]:  # after all rows: --rows may list a bf16 row after the rows compared with it
+        reference = bf16_tokens.get(row["implementation"])
         row["agreement"] = (
             None if reference is None else sum(1 for a, b in zip(row["tokens"], reference, strict=True) if a == b)
         )
-        report["rows"].append(row)
-        print(f"{implementation} {precision}: {json.dumps(row)}", flush=True)
     Path(arguments.output).write_text(json.dumps(report, indent=2))
     print(markdown(report))
 
