@@ -133,3 +133,37 @@ def test_images_are_checked_by_header_unless_a_decode_is_asked_for(tmp_path):
     decoded = check_rows(dataset, make_tiny_processor(), image_check="decode")
     assert dict(decoded.problems) == {"unreadable_image": [1, 2], "missing_image": [3]}
     assert "images: every image fully decoded" in decoded.table()
+
+
+def _resident_bytes_of(path) -> int:
+    """Resident bytes of this process's mappings of `path` (/proc/self/smaps)."""
+    resident, inside = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5 and ":" in fields[3]:  # a mapping's header line
+                inside = len(fields) == 6 and fields[5] == str(path)
+            elif inside and fields[0] == "Rss:":
+                resident += int(fields[1]) * 1024
+    return resident
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="reads /proc/self/smaps")
+def test_the_check_hands_back_the_pages_it_read_from_the_arrow_file(tmp_path):
+    """The check reads every row of the memory-mapped Arrow file; without handing each batch's pages back, the whole
+    file stays counted in the process's memory once it is done. The lengths are the same either way."""
+    answer = "A long answer about the picture. " * 60
+    records = [{"id": str(index), "conversations": [human(f"Question {index}?"), gpt(answer)]} for index in range(600)]
+    json_path = tmp_path / "data.json"
+    json_path.write_text(json.dumps(records))
+    dataset = load_llava_json(json_path, cache_dir=tmp_path / "cache")
+    (arrow_file,) = [entry["filename"] for entry in dataset.cache_files]
+    size = os.path.getsize(arrow_file)
+    assert size > 1_000_000
+    report = check_rows(dataset, make_tiny_processor(), max_length=100_000, num_proc=1)
+    assert report.ok and len(report.lengths) == 600
+    assert _resident_bytes_of(arrow_file) < size / 10
+    dataset.with_format("arrow")[:].to_pydict()  # reading it all without the check leaves it resident
+    assert _resident_bytes_of(arrow_file) > size / 2
+    again = check_rows(dataset, make_tiny_processor(), max_length=100_000, num_proc=1)
+    assert again.lengths.tolist() == report.lengths.tolist()

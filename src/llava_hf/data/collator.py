@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 
 from ..processing import to_rgb
+from ..processing.template_rendering import render_with_answer_spans
 from .formats import to_conversation
 
 IGNORE_INDEX = -100
@@ -159,19 +160,16 @@ class LlavaCollator:
         """What `encode` gives each row, without building it: the length in tokens after image expansion (before
         any `max_length` truncation), or None where `encode` raises `SampleError` (placeholders != images, nothing
         supervised). The preflight check runs this on every row, so it does what `apply_chat_template(...,
-        return_assistant_tokens_mask=True)` does in `encode` (render with the answer spans, tokenize the batch in one
-        call) without its per-token Python loop: a row needs only one supervised token, found by looking up the
+        return_assistant_tokens_mask=True)` does in `encode` (render with the answer spans, in Python for the default
+        templates: `processing.template_rendering`; tokenize the batch in one call) without its per-token Python loop: a row needs only one supervised token, found by looking up the
         token under each character of the answer spans until one is not the first token or an image token.
         A test checks the lengths equal `len(encode(row).input_ids)`. `conversations`: the rows' `to_conversation`,
         when the caller has them already.
         """
-        from transformers.utils.chat_template_utils import render_jinja_template
-
-        rendered, spans = render_jinja_template(
-            conversations=conversations or [to_conversation(row) for row in rows],
-            chat_template=self.chat_template,
-            return_assistant_tokens_mask=True,
-            **self.tokenizer.special_tokens_map,  # what apply_chat_template gives the template
+        rendered, spans = render_with_answer_spans(
+            conversations or [to_conversation(row) for row in rows],
+            self.chat_template,
+            self.tokenizer.special_tokens_map,  # what apply_chat_template gives the template
         )
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
         if backend is not None and backend.truncation is None and backend.padding is None:

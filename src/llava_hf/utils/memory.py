@@ -1,5 +1,5 @@
-"""How much memory a checkpoint needs and how much there is, without loading it; and a dtype cast and a 4-bit CPU
-repack that never hold two copies of the weights.
+"""How much memory a checkpoint needs and how much there is, without loading it; a dtype cast and a 4-bit CPU
+repack that never hold two copies of the weights; handing read pages of memory-mapped files back.
 
 - `read_weights_size`: element counts per dtype from the `.safetensors` headers (8-byte length + JSON), no weight read.
 - `available_memory`: MemAvailable of /proc/meminfo or the CUDA device's free memory; LLAVA_HF_AVAILABLE_MEMORY
@@ -15,6 +15,8 @@ repack that never hold two copies of the weights.
   files stay counted in the RSS next to that copy: two copies at the peak (a LLaVA-1.5-13B: 16.4 GB for 7.3 GiB of
   weights). Running each layer once at load time, layer by layer, and releasing the file pages of what it replaced
   keeps one copy plus one layer's temporaries.
+- `mapped_file_ranges` / `release_mapped_range`: the same release for any read-only file mapping (the data check
+  hands back each batch of a memory-mapped Arrow file once it has read it).
 """
 
 import ctypes
@@ -138,25 +140,32 @@ def gib(nbytes: int) -> str:
     return f"{nbytes / 2**30:.1f} GiB"
 
 
-def mapped_safetensors_ranges() -> list[tuple[int, int]]:
-    """(start, end) of this process's memory mappings of `.safetensors` files, from /proc/self/maps."""
+def mapped_file_ranges(suffix: str) -> list[tuple[int, int]]:
+    """(start, end) of this process's memory mappings of files whose name ends in `suffix`, from /proc/self/maps
+    (empty off Linux)."""
+    if not sys.platform.startswith("linux"):
+        return []
     ranges = []
     with open("/proc/self/maps") as handle:
         for line in handle:
             fields = line.split(maxsplit=5)
-            if len(fields) == 6 and fields[5].strip().endswith(".safetensors"):
+            if len(fields) == 6 and fields[5].strip().endswith(suffix):
                 start, end = (int(value, 16) for value in fields[0].split("-"))
                 ranges.append((start, end))
     return ranges
 
 
-def release_file_pages(tensor, mapped: list[tuple[int, int]]) -> bool:
-    """Drop the process's resident pages of `tensor` when it lies in a mapping of a safetensors file (clean,
-    file-backed pages: a later read faults them in again from the file, so nothing is lost); anything else
-    (anonymous memory, where MADV_DONTNEED would zero data) is left alone. Returns whether pages were released."""
-    start = tensor.data_ptr()
-    end = start + tensor.numel() * tensor.element_size()
-    if not any(low <= start and end <= high for low, high in mapped):
+def mapped_safetensors_ranges() -> list[tuple[int, int]]:
+    """`mapped_file_ranges` of `.safetensors` files."""
+    return mapped_file_ranges(".safetensors")
+
+
+def release_mapped_range(start: int, end: int, mapped: list[tuple[int, int]]) -> bool:
+    """Drop the process's resident pages of the bytes [start, end) when they lie in one of the `mapped` read-only
+    file mappings (clean, file-backed pages: a later read faults them in again from the page cache or the file, so
+    nothing is lost); anything else (anonymous memory, where MADV_DONTNEED would zero data) is left alone. Returns
+    whether pages were released."""
+    if end <= start or not any(low <= start and end <= high for low, high in mapped):
         return False
     page = os.sysconf("SC_PAGE_SIZE")
     aligned = start - start % page
@@ -164,11 +173,17 @@ def release_file_pages(tensor, mapped: list[tuple[int, int]]) -> bool:
     return libc.madvise(ctypes.c_void_p(aligned), ctypes.c_size_t(end - aligned), MADV_DONTNEED) == 0
 
 
+def release_file_pages(tensor, mapped: list[tuple[int, int]]) -> bool:
+    """`release_mapped_range` of a tensor's bytes."""
+    start = tensor.data_ptr()
+    return release_mapped_range(start, start + tensor.numel() * tensor.element_size(), mapped)
+
+
 def cast_parameters_releasing_pages(model, dtype) -> int:
     """Cast every floating parameter of `model` to `dtype` in place (ties kept: the Parameter objects stay), one at
     a time, releasing the file pages of each source (see the module docstring). Buffers keep their dtype, as they
     do in `from_pretrained(dtype=...)`. Returns how many parameters were cast."""
-    mapped = mapped_safetensors_ranges() if sys.platform.startswith("linux") else []
+    mapped = mapped_safetensors_ranges()
     cast = 0
     for parameter in model.parameters():
         if not parameter.is_floating_point() or parameter.dtype == dtype:
@@ -218,7 +233,7 @@ def repack_4bit_releasing_pages(model) -> int:
     layers = [module for module in model.modules() if type(module).__name__ == "Linear4bit" and not module.training]
     if not layers:
         return 0
-    mapped = mapped_safetensors_ranges() if sys.platform.startswith("linux") else []
+    mapped = mapped_safetensors_ranges()
     dtype = model.get_input_embeddings().weight.dtype
     repacked = 0
     with torch.no_grad():
