@@ -238,3 +238,18 @@ def test_cli_convert_verify_and_error_exit_codes(sources, tmp_path, capsys):
     assert cli_main(["convert", str(sources["vicuna-tiny"]), str(tmp_path / "bad")]) == 1
     assert "not a LLaVA checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_releases_rope_scaling_null_raises_no_deprecation_warning(sources):
+    """The releases' config.json carries `"rope_scaling": null`; loading their tokenizer must not print transformers'
+    deprecation warning for it at every conversion."""
+    import warnings
+
+    from llava_hf.conversion.convert_original_checkpoint import build_tokenizer
+
+    folder = sources["llava-v1.5-tiny"]
+    assert json.loads((folder / "config.json").read_text())["rope_scaling"] is None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_tokenizer(folder, {})
+    assert not [warning for warning in caught if "rope_scaling" in str(warning.message)]

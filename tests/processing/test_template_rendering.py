@@ -10,7 +10,16 @@ from llava_hf import CHAT_TEMPLATE_NAMES, get_chat_template
 from llava_hf.processing.template_rendering import python_renderer, render_with_answer_spans
 
 SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<unk>"}
-TEXTS = ["", " ", "What is this?", "A red square.\nAnd a blue one.", "  spaced  ", "<image>", "x <image> y", "日本語 ok"]
+TEXTS = [
+    "",
+    " ",
+    "What is this?",
+    "A red square.\nAnd a blue one.",
+    "  spaced  ",
+    "<image>",
+    "x <image> y",
+    "日本語 ok",
+]
 
 
 def random_content(rng: random.Random, allow_string: bool = True):

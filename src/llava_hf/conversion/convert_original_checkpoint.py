@@ -11,6 +11,7 @@ a machine with less memory than that. The vision tower is read last, when no LLM
 """
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -176,7 +177,11 @@ def build_tokenizer(tokenizer_folder: Path, source_config: dict):
     if not any((tokenizer_folder / name).is_file() for name in ("tokenizer.model", "tokenizer.json")):
         raise ConversionError(f"no tokenizer in {tokenizer_folder} (tokenizer.model or tokenizer.json).")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder, legacy=True, image_token="<image>")
+        with warnings.catch_warnings():
+            # The releases' config.json says `"rope_scaling": null`, which transformers 5 reads (to find the tokenizer
+            # class) and warns about as deprecated; the converted config is written with `rope_parameters`.
+            warnings.filterwarnings("ignore", message="`rope_scaling` is deprecated", category=FutureWarning)
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder, legacy=True, image_token="<image>")
     except (ImportError, ValueError) as error:
         raise ConversionError(
             f"could not load the tokenizer in {tokenizer_folder} ({error}); SentencePiece-only tokenizers "
