@@ -4,6 +4,7 @@
 - `processing_llava.py`        LlavaHfProcessor: `<image>` expansion, per-sample count checks, templates by name
 - `processing_llava_next.py`   LlavaHfNextProcessor: LLaVA-1.6 AnyRes tiles (built-in PIL processor, exact) + token counts
 - `chat_templates`             vicuna_v1, llava_v1, llava_llama_2, mistral_instruct, chatml_direct, plain (`.jinja`)
+- `template_rendering.py`      vicuna_v1 and plain rendered in Python with their answer spans (the data check), as Jinja does
 """
 
 from .image_processing_llava import IMAGE_ASPECT_RATIOS, LlavaHfImageProcessor, build_image_processor, to_rgb
