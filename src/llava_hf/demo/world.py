@@ -116,11 +116,9 @@ def join_words(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def write_captions(objects: tuple[WorldObject, ...]) -> tuple[str, ...]:
+def write_captions(objects: tuple[WorldObject, ...], rng: random.Random) -> tuple[str, ...]:
     """Five COCO-style captions: varied wording, each true of the image, together naming colours, shapes, sizes,
-    the number of shapes and where they are. They come in one fixed order, the plain inventory first: the
-    data-generation teacher opens its detailed description with the first caption, and a caption order drawn at
-    random would make the description's opening something the image cannot tell (docs/demo.md)."""
+    the number of shapes and where they are."""
     count = len(objects)
     shapes_word = "shape" if count == 1 else "shapes"
     by_reading_order = sorted(objects, key=lambda item: item.cell)
@@ -128,9 +126,9 @@ def write_captions(objects: tuple[WorldObject, ...]) -> tuple[str, ...]:
     listed_sized = join_words([describe(item, with_size=True) for item in by_reading_order])
     placed = join_words([f"{describe(item, False)} in the {item.region}" for item in by_reading_order])
     captions = [
-        f"A picture with {NUMBER_WORDS[count]} {shapes_word}, {listed}.",
         f"{listed_sized[0].upper()}{listed_sized[1:]} on a plain background.",
         f"{NUMBER_WORDS[count].capitalize()} {shapes_word}: {placed}.",
+        f"A picture with {NUMBER_WORDS[count]} {shapes_word}, {listed}.",
     ]
     largest = max(objects, key=lambda item: (item.bbox[2] - item.bbox[0], item.cell))
     if count == 1:
@@ -140,6 +138,7 @@ def write_captions(objects: tuple[WorldObject, ...]) -> tuple[str, ...]:
     left_to_right = sorted(objects, key=lambda item: (item.cell[1], item.cell[0]))
     order = join_words([item.category for item in left_to_right])
     captions.append(f"From left to right: {order}." if count > 1 else f"Just one {largest.category}, nothing else.")
+    rng.shuffle(captions)
     return tuple(captions)
 
 
@@ -166,7 +165,7 @@ def make_split(split: str, count: int, seed: int, max_objects: int = 4) -> list[
                 image=f"images/{image_id}.png",
                 background=background,
                 objects=objects,
-                captions=write_captions(objects),
+                captions=write_captions(objects, rng),
             )
         )
     return images
