@@ -116,6 +116,33 @@ def test_detail_inventory_is_true_and_passes_validation():
             assert {category_of(noun, counts): to_number(n) for n, noun in named} == counts
 
 
+def test_detail_places_every_object_in_reading_order():
+    coco_images = load_coco_images()
+    placed_repeated = 0
+    for image in coco_images:
+        text = answer(image, "detail")
+        placed = re.findall(r"(The|One|Another) ([a-z ]+?) is in (the [a-z ]+?) of the picture\.", text)
+        assert len(placed) == min(len(image.instances), 6), (text, image.instances)
+        counts = Counter(i["category"] for i in image.instances)
+        rows_and_xs = []
+        for article, category, phrase in placed:
+            assert (article == "The") == (counts[category] == 1), text
+            # Some instance of that category lies in the named ninth of the image.
+            boxes = [i["bbox"] for i in image.instances if i["category"] == category]
+            matching = []
+            for bbox in boxes:
+                try:
+                    assert_region(phrase, bbox)
+                    matching.append(bbox)
+                except AssertionError:
+                    pass
+            assert matching, (phrase, category, boxes)
+            rows_and_xs.append(min((min(int(centre(b)[1] * 3), 2), centre(b)[0]) for b in matching))
+            placed_repeated += article != "The"
+        assert [row for row, _ in rows_and_xs] == sorted(row for row, _ in rows_and_xs), text  # top to bottom
+    assert placed_repeated >= 5  # objects of repeated categories are placed too
+
+
 def test_labelled_as_rule_based():
     teacher = RuleBasedTeacher()
     assert teacher.kind == "rule-based" and "rules" in teacher.model and teacher.deterministic

@@ -72,11 +72,22 @@ def region(bbox: list[float]) -> str:
     return "the " + REGION_NAMES[(min(int(y * 3), 2), min(int(x * 3), 2))]
 
 
+def reading_order(instances: list[dict]) -> list[dict]:
+    """Instances as a reader meets them: by the third of the image their centre is in (top to bottom), then left to
+    right by centre. Annotation order is arbitrary, so a text that follows it says what the image cannot tell."""
+
+    def key(instance: dict) -> tuple[int, float]:
+        x, y = center(instance["bbox"])
+        return min(int(y * 3), 2), x
+
+    return sorted(instances, key=key)
+
+
 class RuleBasedTeacher:
     """Deterministic teacher; see the module docstring. Reports 0 tokens (no LLM was used)."""
 
     kind = "rule-based"
-    model = "llava_hf-rules-v1"
+    model = "llava_hf-rules-v2"
     sampling: dict = {}
     deterministic = True  # a retry would give the same output, so rejected outputs are not retried
 
@@ -148,16 +159,28 @@ def _left_right(singles: list[dict]) -> tuple[str, str, str] | None:
     return None
 
 
+# A description places at most this many objects one by one (a COCO image can hold dozens; the inventory counts all).
+MAX_PLACED_OBJECTS = 6
+
+
 def detail_text(image: SymbolicImage) -> str:
-    """A description: the first caption as the overview, the object inventory, and where the largest objects are."""
+    """A description: the first caption as the overview, the object inventory, then where each object is, in
+    reading order ("The cat is in ..." for a one-off category, "One dog is in ...", "Another dog is in ..." for
+    repeated ones). Everything after the overview follows from the objects and their places alone, so a model
+    trained on it can learn to say it from the image."""
     overview = image.captions[0].rstrip(".") + "." if image.captions else ""
     sentences = [f"The image shows the following scene: {overview[0].lower() + overview[1:]}" if overview else ""]
     if image.instances:
-        counts = Counter(instance["category"] for instance in image.instances)
+        ordered = reading_order(image.instances)
+        counts = Counter(instance["category"] for instance in ordered)
         inventory = join_words([noun_phrase(category, n) for category, n in counts.most_common()])
         sentences.append(f"In total, the picture contains {inventory}.")
-        for instance in _singletons(image, counts)[:3]:
-            sentences.append(f"The {instance['category']} is in {region(instance['bbox'])} of the picture.")
+        named = Counter()
+        for instance in ordered[:MAX_PLACED_OBJECTS]:
+            category = instance["category"]
+            article = "The" if counts[category] == 1 else "Another" if named[category] else "One"
+            named[category] += 1
+            sentences.append(f"{article} {category} is in {region(instance['bbox'])} of the picture.")
     return " ".join(sentence for sentence in sentences if sentence)
 
 
