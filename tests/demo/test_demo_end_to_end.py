@@ -32,7 +32,7 @@ def test_reduced_demo_learns_and_writes_everything(tmp_path, capsys):
     assert set(summary["multiple_choice"]) == {"colour", "shape", "count", "position", "overall"}
     # Beating chance for real: more than 3 standard deviations of a chance-level guesser above its mean. Counting
     # is learned even at this size (seed 0: 100% against a 45.5% bar); overall the bar is ~36.5% and seed 0 scores
-    # 43.6% (the full-size demo: docs/demo.md). One stage-2 epoch is too few here: with the conversations' count
+    # 42.9% (the full-size demo: docs/demo.md). One stage-2 epoch is too few here: with the conversations' count
     # questions asked first, "How many" after the image no longer always means a multiple-choice answer, and seed 0
     # counts at 50%.
     for name in ("count", "overall"):
