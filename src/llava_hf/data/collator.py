@@ -161,8 +161,9 @@ class LlavaCollator:
         any `max_length` truncation), or None where `encode` raises `SampleError` (placeholders != images, nothing
         supervised). The preflight check runs this on every row, so it does what `apply_chat_template(...,
         return_assistant_tokens_mask=True)` does in `encode` (render with the answer spans, in Python for the default
-        templates: `processing.template_rendering`; tokenize the batch in one call) without its per-token Python loop: a row needs only one supervised token, found by looking up the
-        token under each character of the answer spans until one is not the first token or an image token.
+        templates: `processing.template_rendering`; tokenize the batch in one call) without its per-token Python
+        loop: a row needs only one supervised token, found by looking up the token under each character of the
+        answer spans until one is not the first token or an image token.
         A test checks the lengths equal `len(encode(row).input_ids)`. `conversations`: the rows' `to_conversation`,
         when the caller has them already.
         """

@@ -272,7 +272,8 @@ def build_towers(config: DemoArguments, world: World, data: dict, device: str):
     """Tokenizer, CLIP vision tower and Llama LLM pretrained on the train split; returns them and their loss curves."""
     from transformers import CLIPModel
 
-    from ..processing import build_image_processor, get_chat_template
+    from ..processing import build_image_processor
+    from ..processing.template_rendering import VICUNA_V1_SYSTEM
     from .pretrain import (
         TowerSizes,
         cell_labels,
@@ -293,9 +294,8 @@ def build_towers(config: DemoArguments, world: World, data: dict, device: str):
         for record in instruct + multiple_choice
         for turn in record["conversations"]
     ]
-    system = get_chat_template("vicuna_v1").split('set system_message = "', 1)[1].split('"', 1)[0]
     # The template's fixed text appears in every sample: repeating it lets BPE give its words single tokens.
-    template_text = [f"{system} USER: ASSISTANT:"] * 200
+    template_text = [f"{VICUNA_V1_SYSTEM} USER: ASSISTANT:"] * 200
     tokenizer = train_tokenizer(captions + turns + template_text, sizes.vocab_size)
 
     scenes = None

@@ -14,6 +14,8 @@ that is not a string) sends the whole batch to Jinja, which then renders it or r
 a corpus of conversations both ways and requires identical text and spans.
 """
 
+import functools
+
 from .processing_llava import get_chat_template
 
 
@@ -105,14 +107,16 @@ def _render_plain(messages: list[dict], eos_token: str | None) -> tuple[str, lis
 
 
 _PYTHON_RENDERERS = {"vicuna_v1": _render_vicuna_v1, "plain": _render_plain}
-_renderers_by_source: dict[str, object] = {}
+
+
+@functools.cache
+def _renderers_by_source() -> dict:
+    return {get_chat_template(name): render for name, render in _PYTHON_RENDERERS.items()}
 
 
 def python_renderer(chat_template: str):
     """The Python function rendering exactly this template source, or None when it must go through Jinja."""
-    if not _renderers_by_source:
-        _renderers_by_source.update({get_chat_template(name): render for name, render in _PYTHON_RENDERERS.items()})
-    return _renderers_by_source.get(chat_template)
+    return _renderers_by_source().get(chat_template)
 
 
 def render_with_answer_spans(
@@ -138,4 +142,4 @@ def render_with_answer_spans(
     )
 
 
-__all__ = ["python_renderer", "render_with_answer_spans"]
+__all__ = ["VICUNA_V1_SYSTEM", "python_renderer", "render_with_answer_spans"]
