@@ -109,7 +109,15 @@ class DemoArguments(TeacherEndpointArguments, JudgeEndpointArguments):
     language_model_batch_size: int = field(default=32, metadata={"help": "Texts per LLM pretraining step."})
     stage1_epochs: float = field(default=3.0, metadata={"help": "Stage-1 epochs over the caption data."})
     stage1_learning_rate: float = field(default=2e-3, metadata={"help": "Stage-1 (projector) learning rate."})
-    stage2_epochs: float = field(default=2.0, metadata={"help": "Stage-2 epochs over the instruction data."})
+    stage2_epochs: float = field(default=1.25, metadata={"help": "Stage-2 epochs over the instruction data."})
+    instruction_copies: int = field(
+        default=2,
+        metadata={
+            "help": "Copies of the generated instructions in the stage-2 mix (each conversation rotated on its own "
+            "with --vary-first-question), next to one copy of the multiple-choice questions: their free-form answers "
+            "get more of the steps than the ~9,300 one-letter answers."
+        },
+    )
     vary_first_question: bool = field(
         default=True,
         metadata={
@@ -185,6 +193,10 @@ class DemoArguments(TeacherEndpointArguments, JudgeEndpointArguments):
                 f"--train-batch-size ({self.train_batch_size}) must be a multiple of --micro-batch-size "
                 f"({self.micro_batch_size})."
             )
+        if self.instruction_copies < 1:
+            raise ValueError(f"--instruction-copies must be at least 1, got {self.instruction_copies}.")
+        if self.threads < 0:
+            raise ValueError(f"--threads must be 0 (one per core) or more, got {self.threads}.")
         if self.num_train_images < self.train_batch_size or self.num_test_images < 1:
             raise ValueError(
                 f"need at least --train-batch-size ({self.train_batch_size}) train images and 1 test image; got "
@@ -582,11 +594,16 @@ def save_model(model, processor, model_dir: Path, config: DemoArguments, results
 
 
 def stage2_rows(config: DemoArguments, world: World, data: dict, data_dir: Path):
-    """The stage-2 mix (generated instructions + multiple-choice training questions, shuffled), written as one LLaVA
-    JSON and loaded as training rows."""
+    """The stage-2 mix (`instruction_copies` copies of the generated instructions + the multiple-choice training
+    questions, shuffled), written as one LLaVA JSON and loaded as training rows."""
     from ..data import load_llava_json
 
-    instructions = json.loads(data["instruct"].read_text())
+    generated = json.loads(data["instruct"].read_text())
+    instructions = [
+        record if copy == 0 else {**record, "id": f"{record['id']}_copy{copy}"}
+        for copy in range(config.instruction_copies)
+        for record in generated
+    ]
     if config.vary_first_question:
         rotation = random.Random(f"{config.seed}-first-question")
         instructions = [rotate_turns(record, rotation) for record in instructions]
