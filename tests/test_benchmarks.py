@@ -75,6 +75,22 @@ def test_collator_benchmark_compares_with_trl_on_the_same_supervised_tokens(tmp_
     }
 
 
+@pytest.mark.slow
+def test_demo_threads_benchmark_times_stage2_with_each_thread_count(tmp_path):
+    results = tmp_path / "threads.md"
+    run_script(
+        "bench_demo_threads.py", "--steps", "3", "--rounds", "1", "--num_train_images", "60",
+        "--work", str(tmp_path / "work"), "--results", str(results),
+    )  # fmt: skip
+    rows = [
+        line.split(" | ")
+        for line in results.read_text().splitlines()
+        if line.startswith("| 1 |") or line.startswith("| 2 |")
+    ]
+    assert [row[0] for row in rows] == ["| 1", "| 2"]
+    assert all(float(row[2]) > 0 for row in rows) and rows[0][3] == "1.00x |"
+
+
 @pytest.mark.slow  # builds a 300-row stand-in, then six short runs (four tiny trainings): minutes on 2 loaded cores
 def test_data_startup_benchmark_runs_on_a_small_mix_standin(tmp_path):
     process = subprocess.run(

@@ -84,6 +84,8 @@ def test_bad_demo_flags_exit_2_with_one_line(capsys):
         ["--ablation-seeds", "1"],
         ["--image-size", "64"],  # 64 px / 16 px = 4x4 patches: the per-cell heads need them aligned to the cells
         ["--cell-loss-weight", "0", "--clip-contrastive", "false"],
+        ["--instruction-copies", "0"],
+        ["--threads", "-1"],
     ):
         assert llava_hf_main(["demo", *flags]) == 2
         error = capsys.readouterr().err.strip()

@@ -23,6 +23,7 @@ import torch
 from .end_to_end import (
     DemoArguments,
     build_towers,
+    demo_threads,
     evaluate_model,
     generate_data,
     make_world,
@@ -73,7 +74,7 @@ def run_ablation(config: DemoArguments, seeds: int) -> dict:
     if seeds < 2:
         raise ValueError(f"--ablation-seeds needs at least 2 seeds for a standard error, got {seeds}.")
     device = resolve_device(config.device)
-    torch.set_num_threads(config.threads)
+    torch.set_num_threads(demo_threads(config))
     output_dir = Path(config.output_dir)
     per_seed = {}
     for seed in range(config.seed, config.seed + seeds):

@@ -109,7 +109,15 @@ class DemoArguments(TeacherEndpointArguments, JudgeEndpointArguments):
     language_model_batch_size: int = field(default=32, metadata={"help": "Texts per LLM pretraining step."})
     stage1_epochs: float = field(default=3.0, metadata={"help": "Stage-1 epochs over the caption data."})
     stage1_learning_rate: float = field(default=2e-3, metadata={"help": "Stage-1 (projector) learning rate."})
-    stage2_epochs: float = field(default=1.2, metadata={"help": "Stage-2 epochs over the instruction data."})
+    stage2_epochs: float = field(default=1.25, metadata={"help": "Stage-2 epochs over the instruction data."})
+    instruction_copies: int = field(
+        default=2,
+        metadata={
+            "help": "Copies of the generated instructions in the stage-2 mix (each conversation rotated on its own "
+            "with --vary-first-question), next to one copy of the multiple-choice questions: their free-form answers "
+            "get more of the steps than the ~9,300 one-letter answers."
+        },
+    )
     vary_first_question: bool = field(
         default=True,
         metadata={
@@ -140,10 +148,10 @@ class DemoArguments(TeacherEndpointArguments, JudgeEndpointArguments):
         default=30, metadata={"help": "Held-out images for the LLaVA-Bench-style questions (3 questions each)."}
     )
     threads: int = field(
-        default=1,
+        default=0,
         metadata={
-            "help": "CPU threads for torch. 1 is fastest here: the models are so small that keeping threads in sync "
-            "costs more than a second core gives, and far more when other programs compete for the cores."
+            "help": "CPU threads for torch in stages 1 and 2 and the evaluation; 0: one per core this process may use. "
+            "With two or more, the two towers pretrain side by side, in two processes that share them."
         },
     )
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
@@ -185,6 +193,10 @@ class DemoArguments(TeacherEndpointArguments, JudgeEndpointArguments):
                 f"--train-batch-size ({self.train_batch_size}) must be a multiple of --micro-batch-size "
                 f"({self.micro_batch_size})."
             )
+        if self.instruction_copies < 1:
+            raise ValueError(f"--instruction-copies must be at least 1, got {self.instruction_copies}.")
+        if self.threads < 0:
+            raise ValueError(f"--threads must be 0 (one per core) or more, got {self.threads}.")
         if self.num_train_images < self.train_batch_size or self.num_test_images < 1:
             raise ValueError(
                 f"need at least --train-batch-size ({self.train_batch_size}) train images and 1 test image; got "
@@ -303,10 +315,12 @@ def build_towers(config: DemoArguments, world: World, data: dict, device: str):
         grid = config.image_size // config.patch_size
         scenes = {world_image.image: scene_text(world_image, grid) for world_image in train_images}
     image_captions = [(world_image.image, caption) for world_image in train_images for caption in world_image.captions]
-    # The two towers are independent: on a CPU with a core to spare, the vision tower trains in a second process
-    # while the LLM trains here (one torch thread each is the fastest use of two cores for models this small).
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    parallel = device == "cpu" and cores >= 2
+    # The two towers are independent: on a CPU with a thread to spare, the vision tower trains in a second process
+    # while the LLM trains here, each with half the threads (on two cores, one each: for models this small that beats
+    # one tower after the other with two threads each).
+    threads = demo_threads(config)
+    parallel = device == "cpu" and threads >= 2
+    tower_threads = max(1, threads // 2) if parallel else threads
     image_processor = build_image_processor(config.image_size, "pad")
     pixel_values = image_processor([world.open(image) for image in train_images], return_tensors="pt")["pixel_values"]
     clip_arguments = dict(
@@ -339,24 +353,32 @@ def build_towers(config: DemoArguments, world: World, data: dict, device: str):
     )
     if parallel:
         with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            clip_job = pool.submit(pretrain_clip_weights, config.threads, **clip_arguments)
+            clip_job = pool.submit(pretrain_clip_weights, tower_threads, **clip_arguments)
             (language_model, language_losses), language_seconds = _timed(
-                config.threads, pretrain_language_model, **language_arguments
+                tower_threads, pretrain_language_model, **language_arguments
             )
             clip_config, clip_weights, clip_losses, clip_seconds = clip_job.result()
         clip = CLIPModel(clip_config)
         clip.load_state_dict(clip_weights)
     else:
         (language_model, language_losses), language_seconds = _timed(
-            config.threads, pretrain_language_model, **language_arguments
+            tower_threads, pretrain_language_model, **language_arguments
         )
-        (clip, clip_losses), clip_seconds = _timed(config.threads, pretrain_clip, **clip_arguments)
+        (clip, clip_losses), clip_seconds = _timed(tower_threads, pretrain_clip, **clip_arguments)
     step_seconds = {
         "language model": language_seconds / max(1, len(language_losses)),
         "vision tower (CLIP)": clip_seconds / max(1, len(clip_losses)),
     }
     losses = {"language model": language_losses, "vision tower (CLIP)": clip_losses}
     return tokenizer, clip, language_model, losses, step_seconds
+
+
+def demo_threads(config: DemoArguments) -> int:
+    """Torch threads of the stages and the evaluation: `config.threads`, or with 0 one per core this process may
+    use. Two threads make a stage-2 step of the defaults 1.5x faster than one on a 2-core machine (docs/demo.md)."""
+    if config.threads > 0:
+        return config.threads
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def pretrain_clip_weights(threads: int, **arguments):
@@ -572,11 +594,16 @@ def save_model(model, processor, model_dir: Path, config: DemoArguments, results
 
 
 def stage2_rows(config: DemoArguments, world: World, data: dict, data_dir: Path):
-    """The stage-2 mix (generated instructions + multiple-choice training questions, shuffled), written as one LLaVA
-    JSON and loaded as training rows."""
+    """The stage-2 mix (`instruction_copies` copies of the generated instructions + the multiple-choice training
+    questions, shuffled), written as one LLaVA JSON and loaded as training rows."""
     from ..data import load_llava_json
 
-    instructions = json.loads(data["instruct"].read_text())
+    generated = json.loads(data["instruct"].read_text())
+    instructions = [
+        record if copy == 0 else {**record, "id": f"{record['id']}_copy{copy}"}
+        for copy in range(config.instruction_copies)
+        for record in generated
+    ]
     if config.vary_first_question:
         rotation = random.Random(f"{config.seed}-first-question")
         instructions = [rotate_turns(record, rotation) for record in instructions]
@@ -626,7 +653,7 @@ def run_demo(config: DemoArguments) -> dict:
     from .report import write_report
 
     device = resolve_device(config.device)
-    torch.set_num_threads(config.threads)
+    torch.set_num_threads(demo_threads(config))
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     set_seed(config.seed)
@@ -701,4 +728,12 @@ def run_demo(config: DemoArguments) -> dict:
     return summary
 
 
-__all__ = ["DemoArguments", "make_world", "pretrain_clip_weights", "resolve_device", "run_demo", "stage2_rows"]
+__all__ = [
+    "DemoArguments",
+    "demo_threads",
+    "make_world",
+    "pretrain_clip_weights",
+    "resolve_device",
+    "run_demo",
+    "stage2_rows",
+]
