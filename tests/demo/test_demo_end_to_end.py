@@ -3,8 +3,10 @@ Hub-ready folder, pipeline chat, report) and the model answers held-out multiple
 
 import json
 import math
+import os
 
 import pytest
+import torch
 from PIL import Image
 
 from llava_hf.cli import main as llava_hf_main
@@ -131,3 +133,14 @@ def test_stage1_ablation_trains_both_arms_on_the_same_seeds(tmp_path, capsys, mo
     assert (output_dir / "seed_4" / "stage1" / "stage1").is_dir() and not (
         output_dir / "seed_4" / "no_stage1" / "stage1"
     ).exists()
+
+
+def test_stages_get_every_core_back_after_the_towers():
+    """The towers pretrain with half the threads each; `_timed` gives the stages after them the process's count."""
+    from llava_hf.demo.end_to_end import DemoArguments, _timed, demo_threads
+
+    cores = len(os.sched_getaffinity(0))
+    assert demo_threads(DemoArguments()) == cores and demo_threads(DemoArguments(threads=3)) == 3
+    before = torch.get_num_threads()
+    inside, seconds = _timed(1, lambda: torch.get_num_threads())
+    assert inside == 1 and seconds >= 0 and torch.get_num_threads() == before

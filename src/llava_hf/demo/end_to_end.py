@@ -109,7 +109,7 @@ class DemoArguments(TeacherEndpointArguments, JudgeEndpointArguments):
     language_model_batch_size: int = field(default=32, metadata={"help": "Texts per LLM pretraining step."})
     stage1_epochs: float = field(default=3.0, metadata={"help": "Stage-1 epochs over the caption data."})
     stage1_learning_rate: float = field(default=2e-3, metadata={"help": "Stage-1 (projector) learning rate."})
-    stage2_epochs: float = field(default=1.25, metadata={"help": "Stage-2 epochs over the instruction data."})
+    stage2_epochs: float = field(default=1.0, metadata={"help": "Stage-2 epochs over the instruction data."})
     instruction_copies: int = field(
         default=2,
         metadata={
@@ -391,12 +391,17 @@ def pretrain_clip_weights(threads: int, **arguments):
 
 
 def _timed(threads: int, function, **arguments):
-    """`function(**arguments)` with `threads` torch threads, and its wall seconds (also in a worker process)."""
+    """`function(**arguments)` with `threads` torch threads, and its wall seconds (also in a worker process); the
+    process's thread count is restored afterwards (the stages after the towers use all of them)."""
     import torch
 
+    before = torch.get_num_threads()
     torch.set_num_threads(threads)
     started = time.monotonic()
-    return function(**arguments), time.monotonic() - started
+    try:
+        return function(**arguments), time.monotonic() - started
+    finally:
+        torch.set_num_threads(before)
 
 
 def train_stage(
