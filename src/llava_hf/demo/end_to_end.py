@@ -109,7 +109,7 @@ class DemoArguments(TeacherEndpointArguments, JudgeEndpointArguments):
     language_model_batch_size: int = field(default=32, metadata={"help": "Texts per LLM pretraining step."})
     stage1_epochs: float = field(default=3.0, metadata={"help": "Stage-1 epochs over the caption data."})
     stage1_learning_rate: float = field(default=2e-3, metadata={"help": "Stage-1 (projector) learning rate."})
-    stage2_epochs: float = field(default=1.25, metadata={"help": "Stage-2 epochs over the instruction data."})
+    stage2_epochs: float = field(default=1.0, metadata={"help": "Stage-2 epochs over the instruction data."})
     instruction_copies: int = field(
         default=2,
         metadata={
