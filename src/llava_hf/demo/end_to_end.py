@@ -151,7 +151,8 @@ class DemoArguments(TeacherEndpointArguments, JudgeEndpointArguments):
         default=0,
         metadata={
             "help": "CPU threads for torch in stages 1 and 2 and the evaluation; 0: one per core this process may use. "
-            "With two or more, the two towers pretrain side by side, in two processes that share them."
+            "With two or more, the two towers pretrain side by side, in two processes that share them. On a machine "
+            "where other programs compete for the cores, 1: waiting threads then cost far more than they give."
         },
     )
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
