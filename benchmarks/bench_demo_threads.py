@@ -12,6 +12,7 @@ count and its ratio to 1 thread. Results: a markdown table printed and written t
 
 import argparse
 import copy
+import dataclasses
 import os
 import platform
 import statistics
@@ -71,7 +72,7 @@ def main() -> None:
         for threads in options.threads:
             torch.set_num_threads(threads)
             model = copy.deepcopy(start)
-            run = DemoArguments(**{**vars(config), "stage2_epochs": epochs, "threads": threads})
+            run = dataclasses.replace(config, stage2_epochs=epochs, threads=threads)
             started = time.monotonic()
             _, step_seconds = train_stage("finetune", run, model, processor, rows, work / f"stage2_{threads}", "cpu")
             seconds[threads].append(step_seconds)

@@ -376,7 +376,8 @@ def build_towers(config: DemoArguments, world: World, data: dict, device: str):
 
 def demo_threads(config: DemoArguments) -> int:
     """Torch threads of the stages and the evaluation: `config.threads`, or with 0 one per core this process may
-    use. Two threads make a stage-2 step of the defaults 1.5x faster than one on a 2-core machine (docs/demo.md)."""
+    use. Two threads make a stage-2 step of the defaults 1.36x faster than one on a 2-core machine
+    (benchmarks/RESULTS_demo.md)."""
     if config.threads > 0:
         return config.threads
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
