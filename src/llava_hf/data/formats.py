@@ -399,8 +399,8 @@ def convert_llava_json(
 ) -> Path:
     """Write an original LLaVA JSON + image folder as a Hub-ready dataset folder with the images embedded.
 
-    Output: `output_dir/data/train-XXXXX-of-YYYYY.parquet` and a README.md (the dataset card: a header that points
-    `datasets` at the shards, and how to load it). The rows are TRL's vision format, `images` (a `List(Image())`
+    Output: `output_dir/data/train-XXXXX-of-YYYYY.parquet` and a README.md (the dataset card: its task and how to
+    load it; `datasets` finds the shards by their names). The rows are TRL's vision format, `images` (a `List(Image())`
     feature: `load_dataset` returns PIL images, as for TRL's and the_cauldron's datasets; the bytes are embedded, the
     names kept as the relative paths) and `messages`, plus `id`. Missing images are an error that lists them (run
     `llava-hf data check` first). Shards are built one at a time in memory, so memory stays at one shard's images.
@@ -445,13 +445,13 @@ def convert_llava_json(
 
 
 def dataset_card(name: str, source_name: str, num_rows: int) -> str:
-    """The README.md of a converted dataset: the `configs` header `datasets` reads, and how to load it."""
+    """The README.md of a converted dataset: its task, and how to load it.
+
+    The card declares no `configs`: the shards' names (`data/train-XXXXX-of-YYYYY.parquet`) are the layout
+    `datasets` finds by itself, locally and on the Hub. With a `configs` block `datasets.load_dataset(folder)` (5.x)
+    keys its cache of a local folder by the card and the folder's name alone, so a re-converted folder, or another
+    folder of the same name, would load the first one's rows from the cache."""
     return f"""---
-configs:
-- config_name: default
-  data_files:
-  - split: train
-    path: data/train-*.parquet
 task_categories:
 - image-text-to-text
 ---
