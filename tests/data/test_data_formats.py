@@ -182,6 +182,39 @@ def test_a_reconverted_folder_and_a_namesake_load_their_own_rows(tmp_path):
     assert load_dataset(str(first), split="train")["id"] == ["text-1"] and load_rows(first)["id"] == ["text-1"]
 
 
+def test_load_rows_reads_a_folder_with_a_configs_card_as_it_is_now(tmp_path):
+    """A folder whose card declares `configs` (as Hub datasets' do): `load_rows` reads each subset's current rows,
+    after another folder of the same name was read and after the folder changed in place (one datasets cache)."""
+    card = "---\nconfigs:\n" + "".join(
+        f"- config_name: {name}\n  data_files:\n  - split: train\n    path: {name}/train-*.parquet\n" for name in "ab"
+    )
+
+    def write(folder, ids):
+        shutil.rmtree(folder, ignore_errors=True)
+        for name in "ab":
+            (folder / name).mkdir(parents=True)
+            messages = [
+                [
+                    {"role": "user", "content": [{"type": "text", "text": "Which?"}]},
+                    {"role": "assistant", "content": [{"type": "text", "text": f"{name}{i}"}]},
+                ]
+                for i in ids
+            ]
+            Dataset.from_dict({"messages": messages}).to_parquet(str(folder / name / "train-00000-of-00001.parquet"))
+        (folder / "README.md").write_text(card + "---\n")
+
+    def answers(folder, subset):
+        return [row["messages"][1]["content"][0]["text"] for row in load_rows(folder, subset=subset)]
+
+    first, namesake = tmp_path / "one" / "data", tmp_path / "two" / "data"
+    write(first, ["1", "2"])
+    assert answers(first, "a") == ["a1", "a2"] and answers(first, "b") == ["b1", "b2"]
+    write(namesake, ["3"])
+    assert answers(namesake, "a") == ["a3"]
+    write(first, ["4", "5", "6"])
+    assert answers(first, "a") == ["a4", "a5", "a6"] and answers(first, "b") == ["b4", "b5", "b6"]
+
+
 def test_convert_refuses_missing_images_and_leaves_nothing_behind(tmp_path):
     json_path, folder = write_llava_json(tmp_path)
     (folder / "coco" / "train2017" / "b.png").unlink()

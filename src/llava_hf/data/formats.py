@@ -334,6 +334,8 @@ def load_rows(
         return load_llava_json(path, image_folder, cache_dir)
     if path.is_file() and path.suffix == ".parquet":
         raw = datasets.load_dataset("parquet", data_files=str(path), split=split)
+    elif path.is_dir():
+        raw = _load_local_folder(path, subset, split)
     else:
         raw = datasets.load_dataset(str(source), subset, split=split)
     data_format = _detect_format(raw.column_names)
@@ -442,6 +444,18 @@ def convert_llava_json(
             embedded.to_parquet(str(staging / "data" / f"train-{shard_index:05d}-of-{num_shards:05d}.parquet"))
         (staging / "README.md").write_text(dataset_card(output_dir.name, Path(json_path).name, len(raw)))
     return output_dir
+
+
+def _load_local_folder(folder: Path, subset: str | None, split: str) -> Dataset:
+    """`datasets.load_dataset(folder)` with the folder's data files named explicitly. For a folder whose card declares
+    `configs` (a Hub dataset cloned with git, say), `datasets` (5.x) otherwise keys its cache by the card and the
+    folder's name alone: the folder updated in place, or another folder of the same name, would load the first one's
+    rows. Named data files key the cache by the files themselves."""
+    data_files = datasets.load_dataset_builder(str(folder), subset).config.data_files
+    if not data_files:
+        return datasets.load_dataset(str(folder), subset, split=split)
+    files = {name: list(paths) for name, paths in data_files.items()}
+    return datasets.load_dataset(str(folder), subset, split=split, data_files=files)
 
 
 def dataset_card(name: str, source_name: str, num_rows: int) -> str:
