@@ -450,10 +450,9 @@ def _load_local_folder(folder: Path, subset: str | None, split: str) -> Dataset:
     """`datasets.load_dataset(folder)` with the folder's data files named explicitly. For a folder whose card declares
     `configs` (a Hub dataset cloned with git, say), `datasets` (5.x) otherwise keys its cache by the card and the
     folder's name alone: the folder updated in place, or another folder of the same name, would load the first one's
-    rows. Named data files key the cache by the files themselves."""
+    rows. Named data files key the cache by the files themselves. (A folder without data files raises `datasets`'
+    EmptyDatasetError here, as `load_dataset` would.)"""
     data_files = datasets.load_dataset_builder(str(folder), subset).config.data_files
-    if not data_files:
-        return datasets.load_dataset(str(folder), subset, split=split)
     files = {name: list(paths) for name, paths in data_files.items()}
     return datasets.load_dataset(str(folder), subset, split=split, data_files=files)
 
@@ -462,9 +461,8 @@ def dataset_card(name: str, source_name: str, num_rows: int) -> str:
     """The README.md of a converted dataset: its task, and how to load it.
 
     The card declares no `configs`: the shards' names (`data/train-XXXXX-of-YYYYY.parquet`) are the layout
-    `datasets` finds by itself, locally and on the Hub. With a `configs` block `datasets.load_dataset(folder)` (5.x)
-    keys its cache of a local folder by the card and the folder's name alone, so a re-converted folder, or another
-    folder of the same name, would load the first one's rows from the cache."""
+    `datasets` finds by itself, locally and on the Hub, and a `configs` block would make a consumer's plain
+    `load_dataset(folder)` cache the folder by its card and name alone (see `_load_local_folder`)."""
     return f"""---
 task_categories:
 - image-text-to-text
